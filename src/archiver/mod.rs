@@ -1,0 +1,242 @@
+//! Backup: walk the sources, store what is new, write a snapshot.
+//!
+//! The walk runs on the calling thread: it compares each entry with the parent
+//! snapshot, reads and chunks changed files and computes blob ids, so every tree is
+//! complete as soon as its directory is walked. Compression, encryption and packing
+//! run behind it on worker threads (`saver`).
+
+mod exclude;
+mod saver;
+mod walk;
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::Instant;
+
+use chrono::{DateTime, FixedOffset, Local};
+
+pub use exclude::{ExcludeOptions, Excluder};
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repo::snapshot::{Snapshot, SNAPSHOT_VERSION};
+use crate::repo::tree::{Node, NodeKind, Tree};
+use crate::repo::Repository;
+use saver::{BlobSaver, SaverConfig};
+use walk::Walker;
+
+pub struct BackupOptions {
+    pub paths: Vec<PathBuf>,
+    /// Back up standard input as one file of this name instead of `paths`.
+    pub stdin_filename: Option<String>,
+    pub tags: Vec<String>,
+    pub host: Option<String>,
+    pub excludes: ExcludeOptions,
+    pub one_file_system: bool,
+    /// The snapshot to compare with; `None` picks the latest with the same host and paths.
+    pub parent: Option<Id>,
+    /// Read every file even when the parent says it is unchanged.
+    pub force: bool,
+    pub time: Option<DateTime<FixedOffset>>,
+    pub dry_run: bool,
+}
+
+pub struct BackupResult {
+    /// `None` for a dry run.
+    pub snapshot_id: Option<Id>,
+    pub snapshot: Snapshot,
+    pub warnings: u64,
+}
+
+/// Runs a backup. `warn` receives one line for every source entry that could not be
+/// read; such entries are left out and the snapshot is still written.
+pub fn backup(
+    repo: &mut Repository,
+    opts: &BackupOptions,
+    warn: &(dyn Fn(String) + Sync),
+) -> Result<BackupResult> {
+    let start = Instant::now();
+    let start_time = Local::now().fixed_offset();
+    let hostname = opts.host.clone().unwrap_or_else(crate::fsmeta::hostname);
+
+    let (paths, sources) = if let Some(name) = &opts.stdin_filename {
+        if name.is_empty() || name.contains('/') {
+            return Err(Error::Usage(format!("--stdin-filename {name:?} must be a plain file name")));
+        }
+        (vec![format!("/{name}")], Vec::new())
+    } else {
+        if opts.paths.is_empty() {
+            return Err(Error::Usage("nothing to back up: give at least one path".into()));
+        }
+        let sources = absolute_sources(&opts.paths)?;
+        let paths = sources.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        (paths, sources)
+    };
+
+    let parent = match opts.parent {
+        Some(id) => Some((id, repo.load_snapshot(&id.to_hex())?)),
+        None => repo
+            .snapshots()?
+            .into_iter()
+            .rev()
+            .find(|(_, s)| s.hostname == hostname && same_paths(&s.paths, &paths)),
+    };
+    let parent_tree = match &parent {
+        Some((_, s)) => Some(repo.load_tree(&s.tree)?),
+        None => None,
+    };
+
+    let excluder = Excluder::new(&opts.excludes)?;
+    let saver = BlobSaver::start(SaverConfig {
+        backend: repo.backend_arc(),
+        key: repo.key.sealing.clone(),
+        compression: repo.config.compression,
+        pack_size: repo.config.pack_size as usize,
+        dry_run: opts.dry_run,
+    });
+    let mut walker = Walker::new(repo, &saver, &excluder, opts, warn);
+    let root = if let Some(name) = &opts.stdin_filename {
+        walker.save_stdin(name)?
+    } else {
+        let vroot = VirtualDir::build(&sources);
+        walker.save_virtual(&vroot, Path::new("/"), parent_tree.as_ref())?
+    };
+    let mut summary = walker.into_summary();
+    let written = saver.finish()?;
+    summary.data_added_packed = written.packed_bytes;
+    if !opts.dry_run {
+        for f in &written.index_files {
+            repo.index_add(f);
+        }
+    }
+
+    let end_time = Local::now().fixed_offset();
+    summary.backup_start = Some(start_time);
+    summary.backup_end = Some(end_time);
+    summary.total_duration = start.elapsed().as_secs_f64();
+    let uid = nix::unistd::getuid().as_raw();
+    let gid = nix::unistd::getgid().as_raw();
+    let warnings = summary.errors;
+    let snapshot = Snapshot {
+        version: SNAPSHOT_VERSION,
+        time: opts.time.unwrap_or(start_time),
+        tree: root,
+        paths,
+        hostname,
+        username: crate::fsmeta::current_username(),
+        uid,
+        gid,
+        tags: opts.tags.clone(),
+        parent: parent.map(|(id, _)| id),
+        program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+        summary: Some(summary),
+    };
+    let snapshot_id = if opts.dry_run {
+        None
+    } else {
+        Some(repo.save_snapshot(&snapshot)?)
+    };
+    Ok(BackupResult {
+        snapshot_id,
+        snapshot,
+        warnings,
+    })
+}
+
+fn same_paths(a: &[String], b: &[String]) -> bool {
+    let mut a = a.to_vec();
+    let mut b = b.to_vec();
+    a.sort();
+    b.sort();
+    a == b
+}
+
+/// Absolute, lexically cleaned source paths (no symlinks resolved, as restic does);
+/// each must exist, so a typo fails before anything is written.
+fn absolute_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let abs = std::path::absolute(p).map_err(|e| Error::io_path(p, e))?;
+        let mut clean = PathBuf::from("/");
+        for c in abs.components() {
+            match c {
+                Component::Normal(n) => clean.push(n),
+                Component::ParentDir => {
+                    clean.pop();
+                }
+                _ => {}
+            }
+        }
+        if let Err(e) = clean.symlink_metadata() {
+            return Err(Error::Usage(format!("source {}: {e}", p.display())));
+        }
+        out.push(clean);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// The directories above the sources: `backup /srv/a /srv/b /etc` gives
+/// `/` → {etc: source, srv → {a: source, b: source}}.
+#[derive(Default)]
+pub(crate) struct VirtualDir {
+    /// The whole directory is a source (`backup /`).
+    pub(crate) whole: bool,
+    pub(crate) children: BTreeMap<Vec<u8>, VirtualEntry>,
+}
+
+pub(crate) enum VirtualEntry {
+    Source,
+    Dir(VirtualDir),
+}
+
+impl VirtualDir {
+    fn build(sources: &[PathBuf]) -> VirtualDir {
+        let mut root = VirtualDir::default();
+        for src in sources {
+            let names: Vec<&OsStr> = src
+                .components()
+                .filter_map(|c| match c {
+                    Component::Normal(n) => Some(n),
+                    _ => None,
+                })
+                .collect();
+            if names.is_empty() {
+                root.whole = true;
+                continue;
+            }
+            let mut dir = &mut root;
+            for (i, name) in names.iter().enumerate() {
+                let key = name.as_bytes().to_vec();
+                if i + 1 == names.len() {
+                    dir.children.insert(key, VirtualEntry::Source);
+                    break;
+                }
+                let entry = dir
+                    .children
+                    .entry(key)
+                    .or_insert_with(|| VirtualEntry::Dir(VirtualDir::default()));
+                match entry {
+                    VirtualEntry::Dir(d) => dir = d,
+                    // An ancestor is itself a source and covers this path.
+                    VirtualEntry::Source => break,
+                }
+            }
+        }
+        root
+    }
+}
+
+/// A directory node for the stdin file's root and other synthesized entries.
+pub(crate) fn synthetic_dir(name: &[u8]) -> Node {
+    let mut n = Node::new(name.to_vec(), NodeKind::Dir);
+    n.mode = 0o755;
+    n
+}
+
+pub(crate) fn encode_tree(mut tree: Tree) -> Vec<u8> {
+    tree.encode()
+}

@@ -1,0 +1,170 @@
+//! A repository on a local file system.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::{Backend, FileType};
+use crate::error::{Error, Result};
+
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    pub fn new(root: PathBuf) -> Self {
+        LocalBackend { root }
+    }
+
+    fn path(&self, ft: FileType, name: &str) -> PathBuf {
+        self.root.join(ft.path(name))
+    }
+
+    fn context(&self, ft: FileType, name: &str) -> String {
+        self.path(ft, name).display().to_string()
+    }
+}
+
+/// fsync a directory so that a rename or create in it survives a crash.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn create(&self) -> Result<()> {
+        for d in ["keys", "locks", "snapshots", "index", "data"] {
+            let p = self.root.join(d);
+            fs::create_dir_all(&p).map_err(|e| Error::io_path(&p, e))?;
+        }
+        // Packs are spread over 256 folders so no folder grows huge.
+        for i in 0..=255u8 {
+            let p = self.root.join("data").join(format!("{i:02x}"));
+            fs::create_dir_all(&p).map_err(|e| Error::io_path(&p, e))?;
+        }
+        sync_dir(&self.root).map_err(|e| Error::io_path(&self.root, e))
+    }
+
+    fn read(&self, ft: FileType, name: &str) -> Result<Vec<u8>> {
+        let p = self.path(ft, name);
+        fs::read(&p).map_err(|e| Error::io_path(&p, e))
+    }
+
+    fn read_range(&self, ft: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let p = self.path(ft, name);
+        let err = |e| Error::io_path(&p, e);
+        let mut f = File::open(&p).map_err(err)?;
+        f.seek(SeekFrom::Start(offset)).map_err(err)?;
+        let mut buf = vec![0; len];
+        f.read_exact(&mut buf).map_err(|e| {
+            if e.kind() == ErrorKind::UnexpectedEof {
+                Error::integrity(
+                    self.context(ft, name),
+                    format!("file is truncated: wanted {len} bytes at offset {offset}"),
+                )
+            } else {
+                Error::io_path(&p, e)
+            }
+        })?;
+        Ok(buf)
+    }
+
+    fn write(&self, ft: FileType, name: &str, data: &[u8]) -> Result<()> {
+        let p = self.path(ft, name);
+        let dir = p.parent().expect("repository files live in a folder");
+        // Temp file, fsync, rename, fsync the folder: a crash leaves the old state or
+        // the new one, never half a file under the final name.
+        let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
+        let result = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            drop(f);
+            fs::rename(&tmp, &p)?;
+            sync_dir(dir)
+        })();
+        result.map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io(format!("writing {}", p.display()), e)
+        })
+    }
+
+    fn list(&self, ft: FileType) -> Result<Vec<(String, u64)>> {
+        let base = self.root.join(ft.dir());
+        let mut dirs = vec![base.clone()];
+        if ft == FileType::Pack {
+            dirs = read_dir_sorted(&base)?
+                .into_iter()
+                .filter(|(_, m)| m.is_dir())
+                .map(|(n, _)| base.join(n))
+                .collect();
+        }
+        let mut out = Vec::new();
+        for d in dirs {
+            for (name, meta) in read_dir_sorted(&d)? {
+                if meta.is_file() && !name.starts_with('.') {
+                    out.push((name, meta.len()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete(&self, ft: FileType, name: &str) -> Result<()> {
+        let p = self.path(ft, name);
+        fs::remove_file(&p).map_err(|e| Error::io_path(&p, e))
+    }
+
+    fn size(&self, ft: FileType, name: &str) -> Result<u64> {
+        let p = self.path(ft, name);
+        fs::metadata(&p)
+            .map(|m| m.len())
+            .map_err(|e| Error::io_path(&p, e))
+    }
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<(String, fs::Metadata)>> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io_path(dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io_path(dir, e))?;
+        let meta = entry.metadata().map_err(|e| Error::io_path(&entry.path(), e))?;
+        if let Ok(name) = entry.file_name().into_string() {
+            out.push((name, meta));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_read_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().to_path_buf());
+        b.create().unwrap();
+        let name = "ab".repeat(32);
+        b.write(FileType::Pack, &name, b"0123456789").unwrap();
+        assert_eq!(b.read(FileType::Pack, &name).unwrap(), b"0123456789");
+        assert_eq!(b.read_range(FileType::Pack, &name, 3, 4).unwrap(), b"3456");
+        assert!(matches!(
+            b.read_range(FileType::Pack, &name, 8, 4),
+            Err(Error::Integrity { .. })
+        ));
+        assert_eq!(b.list(FileType::Pack).unwrap(), vec![(name.clone(), 10)]);
+        assert_eq!(b.size(FileType::Pack, &name).unwrap(), 10);
+        b.delete(FileType::Pack, &name).unwrap();
+        assert!(b.read(FileType::Pack, &name).unwrap_err().is_not_found());
+        assert!(b.list(FileType::Snapshot).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,78 @@
+//! Storage. The rest of the program sees only the `Backend` trait: named files of a few
+//! kinds, whole or ranged reads, atomic writes, listing and deletion.
+//!
+//! Today the repository lives on a local directory (`LocalBackend`); the remote
+//! services (S3, SFTP, WebDAV, … through opendal) plug in behind the same trait.
+
+mod local;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use local::LocalBackend;
+
+use crate::error::{Error, Result};
+
+/// The kinds of file a repository holds; each has its own folder (docs/format.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileType {
+    Config,
+    Key,
+    Lock,
+    Snapshot,
+    Index,
+    Pack,
+}
+
+impl FileType {
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileType::Config => "",
+            FileType::Key => "keys",
+            FileType::Lock => "locks",
+            FileType::Snapshot => "snapshots",
+            FileType::Index => "index",
+            FileType::Pack => "data",
+        }
+    }
+
+    /// The path of a file relative to the repository root (`data/ab/abcd…` for packs).
+    pub fn path(self, name: &str) -> String {
+        match self {
+            FileType::Config => "config".into(),
+            FileType::Pack => format!("data/{}/{name}", &name[..2.min(name.len())]),
+            other => format!("{}/{name}", other.dir()),
+        }
+    }
+}
+
+pub trait Backend: Send + Sync {
+    /// Where the repository is, for messages.
+    fn location(&self) -> String;
+    /// Creates the folder structure of a new repository.
+    fn create(&self) -> Result<()>;
+    fn read(&self, ft: FileType, name: &str) -> Result<Vec<u8>>;
+    fn read_range(&self, ft: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
+    /// Writes a whole file atomically: a reader sees all of it or nothing.
+    fn write(&self, ft: FileType, name: &str, data: &[u8]) -> Result<()>;
+    /// Names and sizes of all files of one kind.
+    fn list(&self, ft: FileType) -> Result<Vec<(String, u64)>>;
+    fn delete(&self, ft: FileType, name: &str) -> Result<()>;
+    /// Size of a file, or a not-found error.
+    fn size(&self, ft: FileType, name: &str) -> Result<u64>;
+}
+
+/// Builds the backend for a repository URL (CLI.md: a path, `./path` or `fs:/path`).
+pub fn open(url: &str) -> Result<Arc<dyn Backend>> {
+    let path = if let Some(p) = url.strip_prefix("fs:") {
+        p
+    } else if url.starts_with('/') || url.starts_with('.') || !url.contains(':') {
+        url
+    } else {
+        let scheme = url.split(':').next().unwrap_or(url);
+        return Err(Error::Usage(format!(
+            "repository scheme {scheme:?} is not supported yet; use a local path"
+        )));
+    };
+    Ok(Arc::new(LocalBackend::new(PathBuf::from(path))))
+}

@@ -1,0 +1,223 @@
+//! Command-line interface: clap definitions, the repository and password plumbing
+//! every command shares, and the one place where errors become exit codes (CLI.md).
+
+mod cmd_backup;
+mod cmd_cat;
+mod cmd_init;
+mod cmd_key;
+mod cmd_ls;
+mod cmd_restore;
+mod cmd_snapshots;
+mod output;
+mod password;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use cairn::crypto::KdfParams;
+use cairn::repo::snapshot::Snapshot;
+use cairn::selector::SnapshotFilter;
+use cairn::{backend, Error, Repository, Result};
+
+/// Deduplicating, encrypted backups.
+#[derive(Parser)]
+#[command(name = "cairn", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct GlobalArgs {
+    /// Repository: a local path or fs:/path. Without it (and without
+    /// CAIRN_REPOSITORY) a default repository in your data directory is used.
+    #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true, value_name = "URL")]
+    repo: Option<String>,
+    /// Read the password from the first line of this file.
+    #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Run this shell command and take its output as the password.
+    #[arg(long, env = "CAIRN_PASSWORD_COMMAND", global = true, value_name = "CMD")]
+    password_command: Option<String>,
+    /// Backend option KEY=VALUE (for remote backends; repeatable).
+    #[arg(short = 'o', long = "option", global = true, value_name = "KEY=VALUE")]
+    options: Vec<String>,
+    /// Machine-readable output: one JSON document (JSON lines for backup).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print nothing but errors and warnings.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Say more (repeatable).
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Local cache directory (default: the XDG cache directory).
+    #[arg(long, env = "CAIRN_CACHE_DIR", global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Do not use a local cache.
+    #[arg(long, global = true)]
+    no_cache: bool,
+    /// Do not take a lock (read-only commands only).
+    #[arg(long, global = true)]
+    no_lock: bool,
+    /// Argon2id memory (KiB) for keys created by init / key add / key passwd.
+    #[arg(long, env = "CAIRN_KDF_MEMORY_KIB", global = true, value_name = "KIB")]
+    kdf_memory_kib: Option<u32>,
+    /// Argon2id passes for keys created by init / key add / key passwd.
+    #[arg(long, env = "CAIRN_KDF_ITERATIONS", global = true, value_name = "N")]
+    kdf_iterations: Option<u32>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a repository.
+    Init(cmd_init::InitArgs),
+    /// Take a snapshot of files and directories.
+    Backup(cmd_backup::BackupArgs),
+    /// List snapshots.
+    Snapshots(cmd_snapshots::SnapshotsArgs),
+    /// List the files in a snapshot.
+    Ls(cmd_ls::LsArgs),
+    /// Restore a snapshot, or part of one.
+    Restore(cmd_restore::RestoreArgs),
+    /// Print repository objects (JSON; `blob` prints raw bytes).
+    Cat(cmd_cat::CatArgs),
+    /// Manage passwords (keys).
+    Key(cmd_key::KeyArgs),
+}
+
+/// `--host`, `--tag`, `--path` for commands that pick snapshots.
+#[derive(Args, Clone, Default)]
+pub struct FilterArgs {
+    /// Only snapshots of this host (repeatable).
+    #[arg(long = "host", value_name = "HOST")]
+    hosts: Vec<String>,
+    /// Only snapshots with these tags (`a,b` = both; repeatable = either).
+    #[arg(long = "tag", value_name = "TAGS")]
+    tags: Vec<String>,
+    /// Only snapshots that include this path (repeatable).
+    #[arg(long = "path", value_name = "PATH")]
+    paths: Vec<String>,
+}
+
+impl FilterArgs {
+    pub fn filter(&self) -> SnapshotFilter {
+        SnapshotFilter {
+            hosts: self.hosts.clone(),
+            tags: self.tags.clone(),
+            paths: self.paths.clone(),
+        }
+    }
+}
+
+pub struct Ctx {
+    pub g: GlobalArgs,
+}
+
+impl Ctx {
+    pub fn json(&self) -> bool {
+        self.g.json
+    }
+
+    /// Prints a human line on stdout unless --quiet or --json.
+    pub fn say(&self, line: impl AsRef<str>) {
+        if !self.g.quiet && !self.g.json {
+            println!("{}", line.as_ref());
+        }
+    }
+
+    pub fn kdf(&self) -> KdfParams {
+        let d = KdfParams::default();
+        KdfParams {
+            memory_kib: self.g.kdf_memory_kib.unwrap_or(d.memory_kib),
+            iterations: self.g.kdf_iterations.unwrap_or(d.iterations),
+            parallelism: d.parallelism,
+        }
+    }
+
+    /// The repository URL, and whether it is the default one (neither -r nor env).
+    pub fn repo_url(&self) -> Result<(String, bool)> {
+        match &self.g.repo {
+            Some(r) => Ok((r.clone(), false)),
+            None => {
+                let base = dirs::data_dir().ok_or_else(|| {
+                    Error::Usage("no repository given (-r) and no data directory known; set CAIRN_REPOSITORY".into())
+                })?;
+                Ok((base.join("cairn").join("repository").display().to_string(), true))
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Result<(Arc<dyn backend::Backend>, bool)> {
+        let (url, default) = self.repo_url()?;
+        Ok((backend::open(&url)?, default))
+    }
+
+    /// Opens the repository; the default one is created on first use, with a notice.
+    pub fn open(&self) -> Result<Repository> {
+        let (backend, default) = self.backend()?;
+        if default && !cairn::repo::exists(&*backend)? {
+            let pw = password::new_password(&self.g)?;
+            let repo = Repository::init(backend, pw.as_bytes(), self.kdf(), 3)?;
+            eprintln!(
+                "cairn: no repository given (-r or CAIRN_REPOSITORY): created the default repository at {}",
+                repo.backend().location()
+            );
+            return Ok(repo);
+        }
+        if !cairn::repo::exists(&*backend)? {
+            return Err(Error::RepoNotFound(backend.location()));
+        }
+        let pw = password::password(&self.g)?;
+        Repository::open(backend, pw.as_bytes())
+    }
+
+    /// Opens the repository and loads its index.
+    pub fn open_indexed(&self) -> Result<Repository> {
+        let mut repo = self.open()?;
+        repo.load_index()?;
+        Ok(repo)
+    }
+}
+
+/// Picks one snapshot by selector and filter.
+pub fn pick(repo: &Repository, selector: &str, filter: &FilterArgs) -> Result<(cairn::id::Id, Snapshot)> {
+    let all = repo.snapshots()?;
+    cairn::selector::select(&all, selector, &filter.filter()).cloned()
+}
+
+/// Exit codes of CLI.md.
+fn exit_code(e: &Error) -> i32 {
+    match e {
+        Error::RepoNotFound(_) => 10,
+        Error::Locked(_) => 11,
+        Error::WrongPassword => 12,
+        Error::Integrity { .. } => 13,
+        _ => 1,
+    }
+}
+
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    let ctx = Ctx { g: cli.global };
+    let result = match cli.command {
+        Command::Init(a) => cmd_init::run(&ctx, a),
+        Command::Backup(a) => cmd_backup::run(&ctx, a),
+        Command::Snapshots(a) => cmd_snapshots::run(&ctx, a),
+        Command::Ls(a) => cmd_ls::run(&ctx, a),
+        Command::Restore(a) => cmd_restore::run(&ctx, a),
+        Command::Cat(a) => cmd_cat::run(&ctx, a),
+        Command::Key(a) => cmd_key::run(&ctx, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cairn: error: {e}");
+            exit_code(&e)
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Where passwords come from (CLI.md): CAIRN_PASSWORD, --password-file,
+//! --password-command, else a prompt on a terminal; never a hang without one.
+
+use std::io::IsTerminal;
+use std::process::{Command, Stdio};
+
+use zeroize::Zeroizing;
+
+use super::GlobalArgs;
+use cairn::{Error, Result};
+
+const NO_SOURCE: &str = "no password given: set CAIRN_PASSWORD, --password-file or --password-command (no terminal to ask on)";
+
+fn first_line(s: &str) -> &str {
+    s.split(['\n', '\r']).next().unwrap_or("")
+}
+
+fn configured(g: &GlobalArgs) -> Result<Option<Zeroizing<String>>> {
+    if let Ok(p) = std::env::var("CAIRN_PASSWORD") {
+        return Ok(Some(Zeroizing::new(p)));
+    }
+    if let Some(f) = &g.password_file {
+        let text = Zeroizing::new(std::fs::read_to_string(f).map_err(|e| Error::io_path(f, e))?);
+        return Ok(Some(Zeroizing::new(first_line(&text).to_string())));
+    }
+    if let Some(cmd) = &g.password_command {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| Error::io(format!("running password command {cmd:?}"), e))?;
+        if !out.status.success() {
+            return Err(Error::Usage(format!("password command {cmd:?} failed ({})", out.status)));
+        }
+        let text = Zeroizing::new(String::from_utf8_lossy(&out.stdout).into_owned());
+        return Ok(Some(Zeroizing::new(first_line(&text).to_string())));
+    }
+    Ok(None)
+}
+
+fn prompt(text: &str) -> Result<Zeroizing<String>> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(NO_SOURCE.into()));
+    }
+    rpassword::prompt_password(text)
+        .map(Zeroizing::new)
+        .map_err(|e| Error::io("reading password", e))
+}
+
+/// The password of an existing repository.
+pub fn password(g: &GlobalArgs) -> Result<Zeroizing<String>> {
+    match configured(g)? {
+        Some(p) => Ok(p),
+        None => prompt("enter password for repository: "),
+    }
+}
+
+/// A password for a new repository: asked twice on a terminal.
+pub fn new_password(g: &GlobalArgs) -> Result<Zeroizing<String>> {
+    if let Some(p) = configured(g)? {
+        return check_new(p);
+    }
+    ask_twice("enter password for new repository: ")
+}
+
+pub fn ask_twice(text: &str) -> Result<Zeroizing<String>> {
+    let a = prompt(text)?;
+    let b = prompt("enter the same password again: ")?;
+    if *a != *b {
+        return Err(Error::Usage("the passwords do not match".into()));
+    }
+    check_new(a)
+}
+
+pub fn check_new(p: Zeroizing<String>) -> Result<Zeroizing<String>> {
+    if p.is_empty() {
+        return Err(Error::Usage("an empty password is not allowed".into()));
+    }
+    Ok(p)
+}
+
+/// The new password for `key add` / `key passwd`.
+pub fn new_key_password(file: Option<&std::path::Path>) -> Result<Zeroizing<String>> {
+    if let Some(f) = file {
+        let text = Zeroizing::new(std::fs::read_to_string(f).map_err(|e| Error::io_path(f, e))?);
+        return check_new(Zeroizing::new(first_line(&text).to_string()));
+    }
+    if let Ok(p) = std::env::var("CAIRN_NEW_PASSWORD") {
+        return check_new(Zeroizing::new(p));
+    }
+    ask_twice("enter new password: ")
+}

@@ -1,0 +1,20 @@
+//! cairn: content-addressed, deduplicating, encrypted backups.
+//!
+//! Layers, each using only those below it (see docs/overview.md):
+//! `cli` → operations (`archiver`, `restorer`) → `repo` → `crypto`, `chunker`, `id`,
+//! `backend`.
+
+pub mod archiver;
+pub mod backend;
+pub mod chunker;
+pub mod crypto;
+pub mod error;
+pub mod fsmeta;
+pub mod id;
+pub mod pattern;
+pub mod repo;
+pub mod restorer;
+pub mod selector;
+
+pub use error::{Error, Result};
+pub use repo::Repository;

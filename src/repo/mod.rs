@@ -1,0 +1,276 @@
+//! The repository: config, keys, packs, index, trees and snapshots over a `Backend`.
+//! A `Repository` is what every command opens; it is `Sync`, so threads can share it.
+
+pub mod config;
+pub mod index;
+pub mod key;
+pub mod pack;
+pub mod snapshot;
+pub mod tree;
+
+use std::sync::Arc;
+
+use crate::backend::{Backend, FileType};
+use crate::crypto::{aad, KdfParams, MasterKey};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use config::Config;
+use index::{Index, IndexFile};
+use key::KeyFile;
+use pack::PackEntry;
+use snapshot::Snapshot;
+use tree::Tree;
+
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    pub key: MasterKey,
+    pub config: Config,
+    /// The key file the password opened.
+    pub key_id: String,
+    index: Index,
+}
+
+/// Whether a repository exists at the backend (its `config` file is there).
+pub fn exists(backend: &dyn Backend) -> Result<bool> {
+    match backend.size(FileType::Config, "") {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+impl Repository {
+    /// Creates a new repository; refuses a location that already holds one.
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        kdf: KdfParams,
+        compression: i32,
+    ) -> Result<Repository> {
+        if exists(&*backend)? {
+            return Err(Error::RepoExists(backend.location()));
+        }
+        backend.create()?;
+        let key = MasterKey::generate();
+        let key_id = write_key(&*backend, &key, password, kdf)?;
+        let config = Config::new(compression);
+        // The config is written last: until it exists, this is not a repository.
+        backend.write(FileType::Config, "", &config.encode(&key.sealing))?;
+        Ok(Repository {
+            backend,
+            key,
+            config,
+            key_id,
+            index: Index::default(),
+        })
+    }
+
+    /// Opens an existing repository with a password; the index is not loaded yet.
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
+        if !exists(&*backend)? {
+            return Err(Error::RepoNotFound(backend.location()));
+        }
+        let keys = backend.list(FileType::Key)?;
+        if keys.is_empty() {
+            return Err(Error::integrity("keys/", "the repository has no key files"));
+        }
+        let mut found = None;
+        for (name, _) in keys {
+            let bytes = read_verified(&*backend, FileType::Key, &name)?;
+            if let Some(k) = KeyFile::decode(&bytes, &name)?.open(password)? {
+                found = Some((name, k));
+                break;
+            }
+        }
+        let (key_id, key) = found.ok_or(Error::WrongPassword)?;
+        let sealed = backend.read(FileType::Config, "")?;
+        let config = Config::decode(&sealed, &key.sealing)?;
+        Ok(Repository {
+            backend,
+            key,
+            config,
+            key_id,
+            index: Index::default(),
+        })
+    }
+
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    pub fn backend_arc(&self) -> Arc<dyn Backend> {
+        self.backend.clone()
+    }
+
+    /// Reads a whole content-addressed file and checks it against its name.
+    pub fn read_file(&self, ft: FileType, name: &str) -> Result<Vec<u8>> {
+        read_verified(&*self.backend, ft, name)
+    }
+
+    /// Writes a content-addressed file; returns its id (= its name).
+    pub fn write_file(&self, ft: FileType, bytes: &[u8]) -> Result<Id> {
+        let id = Id::of_file(bytes);
+        self.backend.write(ft, &id.to_hex(), bytes)?;
+        Ok(id)
+    }
+
+    /// Resolves a unique prefix (at least 4 hex digits) to a file name.
+    pub fn find_file(&self, ft: FileType, prefix: &str) -> Result<String> {
+        if prefix.len() < 4 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Usage(format!(
+                "{prefix:?} is not an id or id prefix (at least 4 hex digits)"
+            )));
+        }
+        let prefix = prefix.to_ascii_lowercase();
+        let mut hits = self
+            .backend
+            .list(ft)?
+            .into_iter()
+            .filter(|(n, _)| n.starts_with(&prefix));
+        match (hits.next(), hits.next()) {
+            (Some((n, _)), None) => Ok(n),
+            (None, _) => Err(Error::Usage(format!("no {} file matches {prefix:?}", ft.dir()))),
+            (Some(_), Some(_)) => Err(Error::Usage(format!("id prefix {prefix:?} is ambiguous"))),
+        }
+    }
+
+    // --- index ---
+
+    /// Reads every index file into memory.
+    pub fn load_index(&mut self) -> Result<()> {
+        let mut files = Vec::new();
+        for (name, _) in self.backend.list(FileType::Index)? {
+            files.push(self.load_index_file(&name)?);
+        }
+        self.index = Index::from_files(&files);
+        Ok(())
+    }
+
+    pub fn load_index_file(&self, name: &str) -> Result<IndexFile> {
+        let bytes = self.read_file(FileType::Index, name)?;
+        IndexFile::decode(&bytes, &self.key.sealing, &FileType::Index.path(name))
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Adds an index file written by this process to the in-memory index.
+    pub fn index_add(&mut self, file: &IndexFile) {
+        self.index.add(file);
+    }
+
+    /// Writes an index file and adds it to the in-memory index.
+    pub fn save_index(&mut self, file: IndexFile) -> Result<Id> {
+        let id = self.write_file(FileType::Index, &file.encode(&self.key.sealing))?;
+        self.index.add(&file);
+        Ok(id)
+    }
+
+    // --- blobs and trees ---
+
+    /// Reads, authenticates, decompresses and verifies one blob.
+    pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.index.get(id).ok_or_else(|| {
+            Error::integrity("index", format!("blob {id} is not in the index"))
+        })?;
+        self.read_blob_at(&loc.pack, &loc.entry)
+    }
+
+    pub fn read_blob_at(&self, pack: &Id, entry: &PackEntry) -> Result<Vec<u8>> {
+        let name = pack.to_hex();
+        let sealed = self.backend.read_range(
+            FileType::Pack,
+            &name,
+            entry.offset as u64,
+            entry.length as usize,
+        )?;
+        pack::open_blob(
+            &self.key.sealing,
+            &self.key.id_key,
+            entry,
+            &sealed,
+            &FileType::Pack.path(&name),
+        )
+    }
+
+    pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        Tree::decode(&self.read_blob(id)?, &format!("tree {id}"))
+    }
+
+    /// Reads a pack's header from its tail (two ranged reads).
+    pub fn read_pack_header(&self, pack: &str) -> Result<Vec<PackEntry>> {
+        let file = FileType::Pack.path(pack);
+        let len = self.backend.size(FileType::Pack, pack)?;
+        if len < 4 {
+            return Err(Error::integrity(&file, "pack is too short"));
+        }
+        let trailer = self.backend.read_range(FileType::Pack, pack, len - 4, 4)?;
+        let (start, hl) = pack::header_location(len, &trailer, &file)?;
+        let sealed = self.backend.read_range(FileType::Pack, pack, start, hl)?;
+        let plain = self
+            .key
+            .sealing
+            .open(aad::PACK_HEADER, &sealed)
+            .map_err(|_| Error::integrity(&file, "pack header authentication failed"))?;
+        pack::decode_header(&plain, start, &file)
+    }
+
+    // --- snapshots ---
+
+    pub fn load_snapshot(&self, name: &str) -> Result<Snapshot> {
+        let bytes = self.read_file(FileType::Snapshot, name)?;
+        Snapshot::decode(&bytes, &self.key.sealing, &FileType::Snapshot.path(name))
+    }
+
+    pub fn save_snapshot(&self, s: &Snapshot) -> Result<Id> {
+        self.write_file(FileType::Snapshot, &s.encode(&self.key.sealing))
+    }
+
+    /// All snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let mut out = Vec::new();
+        for (name, _) in self.backend.list(FileType::Snapshot)? {
+            let id = Id::from_hex(&name)
+                .map_err(|_| Error::integrity(FileType::Snapshot.path(&name), "bad file name"))?;
+            out.push((id, self.load_snapshot(&name)?));
+        }
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    // --- keys ---
+
+    /// Adds a key file for another password; returns its id.
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<String> {
+        write_key(&*self.backend, &self.key, password, kdf)
+    }
+
+    pub fn keys(&self) -> Result<Vec<(String, KeyFile)>> {
+        let mut out = Vec::new();
+        for (name, _) in self.backend.list(FileType::Key)? {
+            let bytes = self.read_file(FileType::Key, &name)?;
+            out.push((name.clone(), KeyFile::decode(&bytes, &name)?));
+        }
+        Ok(out)
+    }
+}
+
+fn write_key(backend: &dyn Backend, key: &MasterKey, password: &[u8], kdf: KdfParams) -> Result<String> {
+    let bytes = KeyFile::create(key, password, kdf)?.encode();
+    let id = Id::of_file(&bytes).to_hex();
+    backend.write(FileType::Key, &id, &bytes)?;
+    Ok(id)
+}
+
+/// Reads a file named by the BLAKE3 of its bytes and checks that it still is.
+fn read_verified(backend: &dyn Backend, ft: FileType, name: &str) -> Result<Vec<u8>> {
+    let bytes = backend.read(ft, name)?;
+    if ft != FileType::Config && Id::of_file(&bytes).to_hex() != name {
+        return Err(Error::integrity(
+            ft.path(name),
+            "content does not match its name (damaged or truncated)",
+        ));
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,291 @@
+//! Packs: many sealed blobs, then a sealed header that lists them, then the header's
+//! length. A pack is immutable and named by the plain BLAKE3 of its bytes.
+//!
+//! ```text
+//! blob_0 | blob_1 | … | blob_n-1 | sealed header | header length (u32 LE)
+//! ```
+//! Each blob is `seal(BLOB, zstd(plaintext) or plaintext)`. The header plaintext is
+//! `version (u8 = 1) | count (u32 LE) | count × entry`, an entry being
+//! `type (u8) | id (32) | offset (u32 LE) | length (u32 LE) | uncompressed length (u32 LE)`
+//! where an uncompressed length of 0 means the blob is stored raw.
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{aad, SealingKey};
+use crate::error::{Error, Result};
+use crate::id::{Id, IdKey};
+
+pub const PACK_HEADER_VERSION: u8 = 1;
+pub const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobType {
+    Data,
+    Tree,
+}
+
+impl BlobType {
+    pub fn to_byte(self) -> u8 {
+        match self {
+            BlobType::Data => 0,
+            BlobType::Tree => 1,
+        }
+    }
+
+    pub fn from_byte(b: u8) -> Option<BlobType> {
+        match b {
+            0 => Some(BlobType::Data),
+            1 => Some(BlobType::Tree),
+            _ => None,
+        }
+    }
+}
+
+/// Where one blob sits in its pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackEntry {
+    #[serde(rename = "type")]
+    pub ty: BlobType,
+    pub id: Id,
+    pub offset: u32,
+    pub length: u32,
+    /// 0 when stored raw.
+    pub uncompressed_length: u32,
+}
+
+impl PackEntry {
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.push(self.ty.to_byte());
+        out.extend_from_slice(&self.id.0);
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.length.to_le_bytes());
+        out.extend_from_slice(&self.uncompressed_length.to_le_bytes());
+    }
+
+    /// Decodes one entry from exactly `ENTRY_LEN` bytes.
+    pub fn decode(b: &[u8]) -> Option<PackEntry> {
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+        Some(PackEntry {
+            ty: BlobType::from_byte(b[0])?,
+            id: Id::from_slice(&b[1..33])?,
+            offset: u32_at(33),
+            length: u32_at(37),
+            uncompressed_length: u32_at(41),
+        })
+    }
+}
+
+/// Compresses (when it pays) and seals one blob; returns the sealed bytes and the
+/// uncompressed length to record (0 = raw).
+pub fn seal_blob(key: &SealingKey, level: i32, plain: &[u8]) -> (Vec<u8>, u32) {
+    if level > 0 && plain.len() > 64 {
+        if let Ok(z) = zstd::bulk::compress(plain, level) {
+            // Keep the compressed form only when it saves at least 1/32.
+            if z.len() < plain.len() - plain.len() / 32 {
+                return (key.seal(aad::BLOB, &z), plain.len() as u32);
+            }
+        }
+    }
+    (key.seal(aad::BLOB, plain), 0)
+}
+
+/// Opens, decompresses and verifies one blob read from `file`: the bytes returned are
+/// exactly those whose keyed hash is `entry.id`, or an integrity error.
+pub fn open_blob(
+    key: &SealingKey,
+    id_key: &IdKey,
+    entry: &PackEntry,
+    sealed: &[u8],
+    file: &str,
+) -> Result<Vec<u8>> {
+    let what = |d: &str| Error::integrity(file, format!("blob {}: {d}", entry.id));
+    let plain = key
+        .open(aad::BLOB, sealed)
+        .map_err(|_| what("authentication failed"))?;
+    let plain = if entry.uncompressed_length > 0 {
+        let n = entry.uncompressed_length as usize;
+        let out = zstd::bulk::decompress(&plain, n).map_err(|_| what("does not decompress"))?;
+        if out.len() != n {
+            return Err(what("decompressed to the wrong length"));
+        }
+        out
+    } else {
+        plain
+    };
+    if id_key.blob_id(&plain) != entry.id {
+        return Err(what("content does not match its id"));
+    }
+    Ok(plain)
+}
+
+/// Collects sealed blobs into one pack.
+#[derive(Default)]
+pub struct PackWriter {
+    data: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+impl PackWriter {
+    pub fn add(&mut self, ty: BlobType, id: Id, sealed: &[u8], uncompressed_length: u32) {
+        self.entries.push(PackEntry {
+            ty,
+            id,
+            offset: self.data.len() as u32,
+            length: sealed.len() as u32,
+            uncompressed_length,
+        });
+        self.data.extend_from_slice(sealed);
+    }
+
+    pub fn size(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The finished pack: its id, bytes and entries.
+    pub fn finish(mut self, key: &SealingKey) -> (Id, Vec<u8>, Vec<PackEntry>) {
+        let header = key.seal(aad::PACK_HEADER, &encode_header(&self.entries));
+        self.data.extend_from_slice(&header);
+        self.data
+            .extend_from_slice(&(header.len() as u32).to_le_bytes());
+        (Id::of_file(&self.data), self.data, self.entries)
+    }
+}
+
+pub fn encode_header(entries: &[PackEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + entries.len() * ENTRY_LEN);
+    out.push(PACK_HEADER_VERSION);
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        e.encode_into(&mut out);
+    }
+    out
+}
+
+/// Decodes a header plaintext and checks that every entry lies inside the blob area
+/// (`blobs_len` bytes) of the pack named `file`.
+pub fn decode_header(plain: &[u8], blobs_len: u64, file: &str) -> Result<Vec<PackEntry>> {
+    let bad = |d: String| Error::integrity(file, d);
+    if plain.len() < 5 {
+        return Err(bad("pack header is too short".into()));
+    }
+    if plain[0] != PACK_HEADER_VERSION {
+        return Err(Error::Unsupported(format!(
+            "{file}: pack header version {} is not known to this cairn",
+            plain[0]
+        )));
+    }
+    let count = u32::from_le_bytes(plain[1..5].try_into().unwrap()) as usize;
+    let body = &plain[5..];
+    if body.len() != count.saturating_mul(ENTRY_LEN) {
+        return Err(bad(format!("pack header says {count} blobs but has {} bytes", body.len())));
+    }
+    let mut entries = Vec::with_capacity(count);
+    for chunk in body.chunks_exact(ENTRY_LEN) {
+        let e = PackEntry::decode(chunk).ok_or_else(|| bad("unknown blob type in pack header".into()))?;
+        if e.offset as u64 + e.length as u64 > blobs_len {
+            return Err(bad(format!("blob {} lies outside the pack", e.id)));
+        }
+        entries.push(e);
+    }
+    Ok(entries)
+}
+
+/// Splits a pack's trailing 4 bytes off: returns (sealed header range start, header length).
+pub fn header_location(pack_len: u64, trailer: &[u8], file: &str) -> Result<(u64, usize)> {
+    let hl = u32::from_le_bytes(
+        trailer
+            .try_into()
+            .map_err(|_| Error::integrity(file, "pack is too short"))?,
+    ) as u64;
+    if pack_len < 4 || hl + 4 > pack_len {
+        return Err(Error::integrity(file, "pack header length is out of range"));
+    }
+    Ok((pack_len - 4 - hl, hl as usize))
+}
+
+/// Parses a whole pack held in memory: its verified header entries.
+pub fn parse_pack(bytes: &[u8], key: &SealingKey, file: &str) -> Result<Vec<PackEntry>> {
+    if bytes.len() < 4 {
+        return Err(Error::integrity(file, "pack is too short"));
+    }
+    let (start, hl) = header_location(bytes.len() as u64, &bytes[bytes.len() - 4..], file)?;
+    let sealed = &bytes[start as usize..start as usize + hl];
+    let plain = key
+        .open(aad::PACK_HEADER, sealed)
+        .map_err(|_| Error::integrity(file, "pack header authentication failed"))?;
+    decode_header(&plain, start, file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn build(blobs: &[Vec<u8>], key: &SealingKey, idk: &IdKey) -> (Vec<u8>, Vec<PackEntry>) {
+        let mut w = PackWriter::default();
+        for b in blobs {
+            let (sealed, ul) = seal_blob(key, 3, b);
+            w.add(BlobType::Data, idk.blob_id(b), &sealed, ul);
+        }
+        let (id, bytes, entries) = w.finish(key);
+        assert_eq!(id, Id::of_file(&bytes));
+        (bytes, entries)
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip_and_any_flipped_byte_detected(
+            blobs in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..400), 1..5),
+            pos in any::<usize>(), bit in 0u8..8,
+        ) {
+            let key = SealingKey::new(&[5; 32]);
+            let idk = IdKey::new([6; 32]);
+            let (mut bytes, entries) = build(&blobs, &key, &idk);
+            let parsed = parse_pack(&bytes, &key, "p").unwrap();
+            prop_assert_eq!(&parsed, &entries);
+            for (e, b) in parsed.iter().zip(&blobs) {
+                let s = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+                prop_assert_eq!(&open_blob(&key, &idk, e, s, "p").unwrap(), b);
+            }
+            // Flip one bit anywhere: the header or some blob must fail to verify.
+            let i = pos % bytes.len();
+            bytes[i] ^= 1 << bit;
+            let ok = match parse_pack(&bytes, &key, "p") {
+                Err(_) => false,
+                Ok(parsed) => parsed.iter().all(|e| {
+                    let end = (e.offset + e.length) as usize;
+                    open_blob(&key, &idk, e, &bytes[e.offset as usize..end], "p").is_ok()
+                }),
+            };
+            prop_assert!(!ok, "flipped byte {} went unnoticed", i);
+        }
+    }
+
+    #[test]
+    fn compressible_blobs_are_compressed_random_ones_not() {
+        let key = SealingKey::new(&[5; 32]);
+        let (_, ul) = seal_blob(&key, 3, &vec![b'a'; 10_000]);
+        assert_eq!(ul, 10_000);
+        let random: Vec<u8> = (0..10_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let (sealed, ul) = seal_blob(&key, 3, &random);
+        assert_eq!(ul, 0);
+        assert_eq!(sealed.len(), random.len() + crate::crypto::OVERHEAD);
+        let (_, ul) = seal_blob(&key, 0, &vec![b'a'; 10_000]);
+        assert_eq!(ul, 0, "level 0 means off");
+    }
+
+    #[test]
+    fn truncated_pack_is_an_error() {
+        let key = SealingKey::new(&[5; 32]);
+        let idk = IdKey::new([6; 32]);
+        let (bytes, _) = build(&[b"hello".to_vec()], &key, &idk);
+        for cut in [0, 3, bytes.len() / 2, bytes.len() - 1] {
+            assert!(parse_pack(&bytes[..cut], &key, "p").is_err());
+        }
+    }
+}

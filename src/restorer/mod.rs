@@ -1,0 +1,397 @@
+//! Restore: write a snapshot's tree (or part of it) into a target directory.
+//!
+//! Safety first: every name is checked (`is_safe_name`) before it is joined to a path,
+//! every directory we enter is one we made or checked to be a real directory (never a
+//! symlink), files are created under a temporary name with O_EXCL|O_NOFOLLOW and
+//! renamed into place, and every blob is verified before a byte of it is written.
+
+mod meta;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::fsmeta;
+use crate::id::Id;
+use crate::pattern::PatternSet;
+use crate::repo::tree::{is_safe_name, Node, NodeKind, Tree};
+use crate::repo::Repository;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overwrite {
+    Always,
+    /// Leave an existing file alone only when its content equals the snapshot's.
+    #[default]
+    IfChanged,
+    IfNewer,
+    Never,
+}
+
+#[derive(Default)]
+pub struct RestoreOptions {
+    pub target: PathBuf,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub dry_run: bool,
+    pub overwrite: Overwrite,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RestoreSummary {
+    pub files_restored: u64,
+    pub files_skipped: u64,
+    pub dirs_restored: u64,
+    pub other_restored: u64,
+    pub bytes_written: u64,
+    pub errors: u64,
+    /// Entries refused or damaged in the repository (exit 13).
+    pub integrity_errors: u64,
+}
+
+/// Finds the node at an absolute path inside a snapshot; `/` is the root.
+pub fn find_node(repo: &Repository, root: Id, path: &str) -> Result<Node> {
+    let mut node = Node::new(Vec::new(), NodeKind::Dir);
+    node.subtree = Some(root);
+    node.mode = 0o755;
+    for comp in path.split('/').filter(|c| !c.is_empty()) {
+        let tree_id = node
+            .subtree
+            .filter(|_| node.kind == NodeKind::Dir)
+            .ok_or_else(|| Error::Usage(format!("{path}: {} is not a directory", node.name_lossy())))?;
+        let tree = repo.load_tree(&tree_id)?;
+        node = tree
+            .find(comp.as_bytes())
+            .cloned()
+            .ok_or_else(|| Error::Usage(format!("{path} is not in the snapshot")))?;
+    }
+    Ok(node)
+}
+
+/// Restores `node` (found at snapshot path `path`): a directory's contents go straight
+/// into the target, a single file becomes `target/NAME`. `report` receives a line per
+/// problem and, on a dry run, per entry that would be restored.
+pub fn restore(
+    repo: &Repository,
+    node: &Node,
+    path: &str,
+    opts: &RestoreOptions,
+    report: &dyn Fn(String),
+) -> Result<RestoreSummary> {
+    let mut r = Restorer {
+        repo,
+        opts,
+        report,
+        include: PatternSet::new(opts.include.iter().map(|p| (p.as_str(), false)))?,
+        exclude: PatternSet::new(opts.exclude.iter().map(|p| (p.as_str(), false)))?,
+        is_root: fsmeta::is_root(),
+        links: HashMap::new(),
+        summary: RestoreSummary::default(),
+    };
+    if !opts.dry_run {
+        fs::create_dir_all(&opts.target).map_err(|e| Error::io_path(&opts.target, e))?;
+    }
+    let snap_path = PathBuf::from(if path.is_empty() { "/" } else { path });
+    if node.kind == NodeKind::Dir {
+        let tree = r.load_tree(node, &snap_path)?;
+        r.restore_entries(&tree, &opts.target, &snap_path, true)?;
+        if !opts.dry_run && r.selected_self_or_ancestor(&snap_path) {
+            r.apply_meta(&opts.target, node);
+        }
+    } else {
+        let parent = snap_path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let tree = Tree {
+            nodes: vec![node.clone()],
+        };
+        r.restore_entries(&tree, &opts.target, &parent, true)?;
+    }
+    Ok(r.summary)
+}
+
+struct Restorer<'a> {
+    repo: &'a Repository,
+    opts: &'a RestoreOptions,
+    report: &'a dyn Fn(String),
+    include: PatternSet,
+    exclude: PatternSet,
+    is_root: bool,
+    /// (device, inode) in the snapshot → path already restored, for hard links.
+    links: HashMap<(u64, u64), PathBuf>,
+    summary: RestoreSummary,
+}
+
+impl Restorer<'_> {
+    fn problem(&mut self, e: Error) {
+        if matches!(e, Error::Integrity { .. }) {
+            self.summary.integrity_errors += 1;
+        }
+        self.summary.errors += 1;
+        (self.report)(format!("error: {e}"));
+    }
+
+    fn load_tree(&mut self, node: &Node, snap_path: &Path) -> Result<Tree> {
+        match node.subtree {
+            Some(id) => self.repo.load_tree(&id),
+            None => Err(Error::integrity(
+                format!("tree of {}", snap_path.display()),
+                "directory has no subtree",
+            )),
+        }
+    }
+
+    fn selected_self_or_ancestor(&self, snap_path: &Path) -> bool {
+        self.include.is_empty() || self.include.matches_self_or_ancestor(snap_path)
+    }
+
+    /// Restores a directory's entries into `dest` (an existing real directory, or one
+    /// to create when `dest_ready` is false and something in it is restored).
+    fn restore_entries(&mut self, tree: &Tree, dest: &Path, snap_dir: &Path, mut dest_ready: bool) -> Result<bool> {
+        let mut previous: Option<&[u8]> = None;
+        let mut wrote_any = false;
+        for node in &tree.nodes {
+            if !is_safe_name(&node.name) || previous == Some(node.name.as_slice()) {
+                self.problem(Error::integrity(
+                    format!("tree of {}", snap_dir.display()),
+                    format!("refusing entry named {:?}", String::from_utf8_lossy(&node.name)),
+                ));
+                continue;
+            }
+            previous = Some(&node.name);
+            let name = OsStr::from_bytes(&node.name);
+            let snap_path = snap_dir.join(name);
+            if self.exclude.matches_self_or_ancestor(&snap_path) {
+                continue;
+            }
+            let selected = self.selected_self_or_ancestor(&snap_path);
+            if node.kind != NodeKind::Dir && !selected {
+                continue;
+            }
+            if !dest_ready && !self.opts.dry_run {
+                ensure_dir(dest)?;
+                dest_ready = true;
+            }
+            let path = dest.join(name);
+            let result = match node.kind {
+                NodeKind::Dir => self.restore_dir(node, &path, &snap_path, selected),
+                NodeKind::File => self.restore_file(node, &path).map(|_| true),
+                _ => self.restore_special(node, &path).map(|_| true),
+            };
+            match result {
+                Ok(w) => wrote_any |= w,
+                Err(e) => self.problem(e),
+            }
+        }
+        Ok(wrote_any || dest_ready)
+    }
+
+    fn restore_dir(&mut self, node: &Node, path: &Path, snap_path: &Path, selected: bool) -> Result<bool> {
+        let tree = self.load_tree(node, snap_path)?;
+        if self.opts.dry_run {
+            if selected {
+                (self.report)(format!("would restore {}", path.display()));
+                self.summary.dirs_restored += 1;
+            }
+            self.restore_entries(&tree, path, snap_path, true)?;
+            return Ok(selected);
+        }
+        if selected {
+            ensure_dir(path)?;
+        }
+        let created = self.restore_entries(&tree, path, snap_path, selected)?;
+        if created {
+            self.summary.dirs_restored += 1;
+            // After the contents, so their creation does not bump the times again.
+            self.apply_meta(path, node);
+        }
+        Ok(created)
+    }
+
+    fn restore_file(&mut self, node: &Node, path: &Path) -> Result<()> {
+        if self.opts.dry_run {
+            (self.report)(format!("would restore {}", path.display()));
+            self.summary.files_restored += 1;
+            self.summary.bytes_written += node.size;
+            return Ok(());
+        }
+        let link_key = (node.links > 1).then_some((node.device, node.inode));
+        if let Some(first) = link_key.and_then(|k| self.links.get(&k)) {
+            let first = first.clone();
+            remove_existing(path)?;
+            fs::hard_link(&first, path).map_err(|e| Error::io_path(path, e))?;
+            self.summary.files_restored += 1;
+            return Ok(());
+        }
+        if self.keep_existing(node, path)? {
+            self.summary.files_skipped += 1;
+        } else {
+            self.write_file(node, path)?;
+            self.apply_meta(path, node);
+            self.summary.files_restored += 1;
+        }
+        if let Some(k) = link_key {
+            self.links.insert(k, path.to_path_buf());
+        }
+        Ok(())
+    }
+
+    /// Whether an existing file at `path` is left as it is (`--overwrite`).
+    fn keep_existing(&self, node: &Node, path: &Path) -> Result<bool> {
+        let Ok(meta) = path.symlink_metadata() else {
+            return Ok(false);
+        };
+        Ok(match self.opts.overwrite {
+            Overwrite::Always => false,
+            Overwrite::Never => true,
+            Overwrite::IfNewer => {
+                meta.is_file()
+                    && (meta.mtime(), meta.mtime_nsec() as u32) >= (node.mtime.secs, node.mtime.nanos)
+            }
+            Overwrite::IfChanged => meta.is_file() && meta.len() == node.size && self.same_content(node, path),
+        })
+    }
+
+    /// Chunks the existing file as a backup would and compares blob ids.
+    fn same_content(&self, node: &Node, path: &Path) -> bool {
+        let Ok(f) = File::open(path) else { return false };
+        let cfg = self.repo.config.chunker;
+        let mut ids = Vec::with_capacity(node.content.len());
+        for chunk in cfg.chunks(f, self.repo.key.chunker_seed) {
+            match chunk {
+                Ok(c) => ids.push(self.repo.key.id_key.blob_id(&c)),
+                Err(_) => return false,
+            }
+            if ids.len() > node.content.len() {
+                return false;
+            }
+        }
+        ids == node.content
+    }
+
+    /// Writes the content under a temporary name, then renames it over `path`: a
+    /// failure leaves no file with wrong bytes under the entry's name.
+    fn write_file(&mut self, node: &Node, path: &Path) -> Result<()> {
+        let dir = path.parent().expect("restored paths have a parent");
+        let tmp = dir.join(format!(".cairn-restore-{}", hex::encode(crate::crypto::random_bytes::<6>())));
+        let result = self.write_content(node, &tmp);
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        if let Ok(m) = path.symlink_metadata() {
+            if m.is_dir() {
+                fs::remove_dir_all(path).map_err(|e| Error::io_path(path, e))?;
+            }
+        }
+        fs::rename(&tmp, path).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io_path(path, e)
+        })
+    }
+
+    fn write_content(&mut self, node: &Node, tmp: &Path) -> Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(tmp)
+            .map_err(|e| Error::io_path(tmp, e))?;
+        let mut last: Option<(Id, Vec<u8>)> = None;
+        let mut written = 0u64;
+        for id in &node.content {
+            if last.as_ref().map(|(l, _)| l) != Some(id) {
+                last = Some((*id, self.repo.read_blob(id)?));
+            }
+            let data = &last.as_ref().unwrap().1;
+            // All-zero blocks become holes: sparse files stay sparse.
+            if data.iter().all(|&b| b == 0) {
+                f.seek(SeekFrom::Current(data.len() as i64))
+                    .map_err(|e| Error::io_path(tmp, e))?;
+            } else {
+                f.write_all(data).map_err(|e| Error::io_path(tmp, e))?;
+            }
+            written += data.len() as u64;
+        }
+        if written != node.size {
+            return Err(Error::integrity(
+                format!("file {}", node.name_lossy()),
+                format!("content is {written} bytes, the snapshot says {}", node.size),
+            ));
+        }
+        f.set_len(written).map_err(|e| Error::io_path(tmp, e))?;
+        self.summary.bytes_written += written;
+        Ok(())
+    }
+
+    fn restore_special(&mut self, node: &Node, path: &Path) -> Result<()> {
+        if self.opts.dry_run {
+            (self.report)(format!("would restore {}", path.display()));
+            self.summary.other_restored += 1;
+            return Ok(());
+        }
+        match node.kind {
+            NodeKind::Symlink => {
+                remove_existing(path)?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(&node.link_target), path)
+                    .map_err(|e| Error::io_path(path, e))?;
+            }
+            NodeKind::Fifo => {
+                remove_existing(path)?;
+                nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                    .map_err(|e| Error::io_path(path, e.into()))?;
+            }
+            NodeKind::CharDevice | NodeKind::BlockDevice => {
+                if !self.is_root {
+                    (self.report)(format!("warning: {}: device nodes are restored only as root", path.display()));
+                    return Ok(());
+                }
+                remove_existing(path)?;
+                let kind = if node.kind == NodeKind::CharDevice {
+                    nix::sys::stat::SFlag::S_IFCHR
+                } else {
+                    nix::sys::stat::SFlag::S_IFBLK
+                };
+                nix::sys::stat::mknod(path, kind, nix::sys::stat::Mode::from_bits_truncate(0o600), node.rdev)
+                    .map_err(|e| Error::io_path(path, e.into()))?;
+            }
+            // A socket belongs to the process that made it; there is nothing to restore.
+            NodeKind::Socket => return Ok(()),
+            NodeKind::File | NodeKind::Dir => unreachable!("handled by the caller"),
+        }
+        self.apply_meta(path, node);
+        self.summary.other_restored += 1;
+        Ok(())
+    }
+
+    fn apply_meta(&mut self, path: &Path, node: &Node) {
+        for w in meta::apply(path, node, self.is_root) {
+            (self.report)(format!("warning: {w}"));
+        }
+    }
+}
+
+/// Makes `path` a real directory: an existing symlink or file there is replaced, never
+/// followed.
+fn ensure_dir(path: &Path) -> Result<()> {
+    match path.symlink_metadata() {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => {
+            fs::remove_file(path).map_err(|e| Error::io_path(path, e))?;
+            fs::create_dir(path).map_err(|e| Error::io_path(path, e))
+        }
+        Err(_) => fs::create_dir(path).map_err(|e| Error::io_path(path, e)),
+    }
+}
+
+/// Clears the way for a new entry (not following a symlink that is there).
+fn remove_existing(path: &Path) -> Result<()> {
+    match path.symlink_metadata() {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).map_err(|e| Error::io_path(path, e)),
+        Ok(_) => fs::remove_file(path).map_err(|e| Error::io_path(path, e)),
+        Err(_) => Ok(()),
+    }
+}
