@@ -35,7 +35,9 @@ impl ChunkerParams {
             && (1024..=16_777_216).contains(&self.max_size)
             && self.min_size <= self.avg_size
             && self.avg_size <= self.max_size
-            && [self.min_size, self.avg_size, self.max_size].iter().all(|s| s % 2 == 0);
+            && [self.min_size, self.avg_size, self.max_size]
+                .iter()
+                .all(|s| s % 2 == 0);
         if ok {
             Ok(())
         } else {
@@ -93,20 +95,35 @@ mod tests {
         edited.splice(500_000..500_000, pseudo_random(1000, 2));
         let b: Vec<Vec<u8>> = SMALL.chunks(&edited[..], 9).map(|c| c.unwrap()).collect();
         let shared = b.iter().filter(|c| a.contains(c)).count();
-        assert!(shared + 3 >= a.len(), "only {shared} of {} chunks shared", a.len());
+        assert!(
+            shared + 3 >= a.len(),
+            "only {shared} of {} chunks shared",
+            a.len()
+        );
     }
 
     #[test]
     fn seed_changes_boundaries() {
         let data = pseudo_random(1 << 20, 3);
-        let a: Vec<usize> = SMALL.chunks(&data[..], 1).map(|c| c.unwrap().len()).collect();
-        let b: Vec<usize> = SMALL.chunks(&data[..], 2).map(|c| c.unwrap().len()).collect();
+        let a: Vec<usize> = SMALL
+            .chunks(&data[..], 1)
+            .map(|c| c.unwrap().len())
+            .collect();
+        let b: Vec<usize> = SMALL
+            .chunks(&data[..], 2)
+            .map(|c| c.unwrap().len())
+            .collect();
         assert_ne!(a, b);
     }
 
     #[test]
     fn defaults_are_valid() {
         ChunkerParams::default().validate().unwrap();
-        assert!(ChunkerParams { min_size: 10, ..SMALL }.validate().is_err());
+        assert!(ChunkerParams {
+            min_size: 10,
+            ..SMALL
+        }
+        .validate()
+        .is_err());
     }
 }

@@ -123,7 +123,12 @@ pub fn node_from_metadata(
     match read_xattrs(path) {
         Ok(x) => n.xattrs = x,
         Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {}
-        Err(e) => warning = Some(format!("{}: reading extended attributes: {e}", path.display())),
+        Err(e) => {
+            warning = Some(format!(
+                "{}: reading extended attributes: {e}",
+                path.display()
+            ))
+        }
     }
     (n, warning)
 }

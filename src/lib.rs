@@ -10,6 +10,8 @@ pub mod chunker;
 pub mod crypto;
 pub mod error;
 pub mod fsmeta;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod id;
 pub mod pattern;
 pub mod repo;

@@ -49,7 +49,10 @@ impl PatternSet {
 
     /// The path or one of its ancestors matches.
     pub fn matches_self_or_ancestor(&self, path: &Path) -> bool {
-        !self.0.is_empty() && path.ancestors().any(|p| p != Path::new("/") && self.0.is_match(p))
+        !self.0.is_empty()
+            && path
+                .ancestors()
+                .any(|p| p != Path::new("/") && self.0.is_match(p))
     }
 }
 

@@ -18,15 +18,18 @@ pub struct SnapshotFilter {
 
 impl SnapshotFilter {
     pub fn matches(&self, s: &Snapshot) -> bool {
-        let host_ok = self.hosts.is_empty() || self.hosts.iter().any(|h| *h == s.hostname);
+        let host_ok = self.hosts.is_empty() || self.hosts.contains(&s.hostname);
         let tag_ok = self.tags.is_empty()
-            || self
-                .tags
-                .iter()
-                .any(|list| list.split(',').filter(|t| !t.is_empty()).all(|t| s.has_tag(t)));
+            || self.tags.iter().any(|list| {
+                list.split(',')
+                    .filter(|t| !t.is_empty())
+                    .all(|t| s.has_tag(t))
+            });
         let path_ok = self.paths.iter().all(|p| {
             let p = p.trim_end_matches('/');
-            s.paths.iter().any(|sp| sp == p || (p.is_empty() && sp == "/"))
+            s.paths
+                .iter()
+                .any(|sp| sp == p || (p.is_empty() && sp == "/"))
         });
         host_ok && tag_ok && path_ok
     }
@@ -69,11 +72,15 @@ pub fn select<'a>(
         )));
     }
     let prefix = selector.to_ascii_lowercase();
-    let mut hits = all.iter().filter(|(id, _)| id.to_hex().starts_with(&prefix));
+    let mut hits = all
+        .iter()
+        .filter(|(id, _)| id.to_hex().starts_with(&prefix));
     match (hits.next(), hits.next()) {
         (Some(hit), None) => Ok(hit),
         (None, _) => Err(Error::Usage(format!("no snapshot with id {selector:?}"))),
-        _ => Err(Error::Usage(format!("snapshot id prefix {selector:?} is ambiguous"))),
+        _ => Err(Error::Usage(format!(
+            "snapshot id prefix {selector:?} is ambiguous"
+        ))),
     }
 }
 
@@ -91,10 +98,15 @@ pub fn parse_time(s: &str) -> Result<DateTime<FixedOffset>> {
     let naive = if let Ok(d) = NaiveDate::parse_from_str(body, "%Y-%m-%d") {
         d.and_time(NaiveTime::from_hms_nano_opt(23, 59, 59, 999_999_999).unwrap())
     } else {
-        ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"]
-            .iter()
-            .find_map(|f| NaiveDateTime::parse_from_str(body, f).ok())
-            .ok_or_else(bad)?
+        [
+            "%Y-%m-%dT%H:%M:%S%.f",
+            "%Y-%m-%d %H:%M:%S%.f",
+            "%Y-%m-%dT%H:%M",
+            "%Y-%m-%d %H:%M",
+        ]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(body, f).ok())
+        .ok_or_else(bad)?
     };
     match offset {
         Some(off) => off.from_local_datetime(&naive).single().ok_or_else(bad),
@@ -125,7 +137,10 @@ fn split_offset(s: &str) -> Option<(&str, Option<FixedOffset>)> {
             }
             let h: i32 = digits[..2].parse().ok()?;
             let m: i32 = digits[2..].parse().ok()?;
-            return Some((body, Some(FixedOffset::east_opt(sign * (h * 3600 + m * 60))?)));
+            return Some((
+                body,
+                Some(FixedOffset::east_opt(sign * (h * 3600 + m * 60))?),
+            ));
         }
     }
     Some((s, None))
@@ -154,8 +169,14 @@ mod tests {
     #[test]
     fn subpaths() {
         assert_eq!(split_subpath("latest:/etc/x"), ("latest", Some("/etc/x")));
-        assert_eq!(split_subpath("@2026-11-20 14:00:/etc"), ("@2026-11-20 14:00", Some("/etc")));
-        assert_eq!(split_subpath("@2026-11-20 14:00"), ("@2026-11-20 14:00", None));
+        assert_eq!(
+            split_subpath("@2026-11-20 14:00:/etc"),
+            ("@2026-11-20 14:00", Some("/etc"))
+        );
+        assert_eq!(
+            split_subpath("@2026-11-20 14:00"),
+            ("@2026-11-20 14:00", None)
+        );
         assert_eq!(split_subpath("abcd"), ("abcd", None));
     }
 }

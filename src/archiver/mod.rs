@@ -63,15 +63,22 @@ pub fn backup(
 
     let (paths, sources) = if let Some(name) = &opts.stdin_filename {
         if name.is_empty() || name.contains('/') {
-            return Err(Error::Usage(format!("--stdin-filename {name:?} must be a plain file name")));
+            return Err(Error::Usage(format!(
+                "--stdin-filename {name:?} must be a plain file name"
+            )));
         }
         (vec![format!("/{name}")], Vec::new())
     } else {
         if opts.paths.is_empty() {
-            return Err(Error::Usage("nothing to back up: give at least one path".into()));
+            return Err(Error::Usage(
+                "nothing to back up: give at least one path".into(),
+            ));
         }
         let sources = absolute_sources(&opts.paths)?;
-        let paths = sources.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        let paths = sources
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
         (paths, sources)
     };
 

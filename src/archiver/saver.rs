@@ -106,7 +106,8 @@ impl BlobSaver {
     pub fn finish(mut self) -> Result<SaverOutput> {
         self.jobs.take();
         for w in self.workers.drain(..) {
-            w.join().map_err(|_| Error::Other("a compression worker panicked".into()))?;
+            w.join()
+                .map_err(|_| Error::Other("a compression worker panicked".into()))?;
         }
         self.packer
             .take()

@@ -87,7 +87,9 @@ impl<'a> Walker<'a> {
         match self.repo.load_tree(&id) {
             Ok(t) => Some(t),
             Err(e) => {
-                (self.warn)(format!("parent snapshot: {e}; reading this directory in full"));
+                (self.warn)(format!(
+                    "parent snapshot: {e}; reading this directory in full"
+                ));
                 None
             }
         }
@@ -126,7 +128,12 @@ impl<'a> Walker<'a> {
     }
 
     /// Saves the tree of a synthesized directory above the sources.
-    pub(super) fn save_virtual(&mut self, vdir: &VirtualDir, path: &Path, parent: Option<&Tree>) -> Result<Id> {
+    pub(super) fn save_virtual(
+        &mut self,
+        vdir: &VirtualDir,
+        path: &Path,
+        parent: Option<&Tree>,
+    ) -> Result<Id> {
         if vdir.whole {
             return self.save_dir(path, parent);
         }
@@ -225,7 +232,8 @@ impl<'a> Walker<'a> {
                 }
             }
             NodeKind::Dir => {
-                let other_fs = self.opts.one_file_system && dir_dev.is_some_and(|d| d != node.device);
+                let other_fs =
+                    self.opts.one_file_system && dir_dev.is_some_and(|d| d != node.device);
                 let id = if other_fs {
                     // A mount point: keep the directory itself, not what is mounted there.
                     self.store_tree(Tree::default())?
@@ -257,7 +265,9 @@ impl<'a> Walker<'a> {
                 && p.mtime == node.mtime
                 && p.ctime == node.ctime
                 && p.inode == node.inode
-                && p.content.iter().all(|id| self.repo.index().contains(id) || self.queued.contains(id))
+                && p.content
+                    .iter()
+                    .all(|id| self.repo.index().contains(id) || self.queued.contains(id))
         });
         if let Some(p) = unchanged {
             node.content = p.content.clone();
@@ -318,10 +328,10 @@ fn open_source(path: &Path) -> std::io::Result<File> {
         .custom_flags(libc::O_NOATIME | no_follow)
         .open(path)
     {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-            OpenOptions::new().read(true).custom_flags(no_follow).open(path)
-        }
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => OpenOptions::new()
+            .read(true)
+            .custom_flags(no_follow)
+            .open(path),
         r => r,
     }
 }
-

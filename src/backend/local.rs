@@ -135,7 +135,9 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<(String, fs::Metadata)>> {
     let mut out = Vec::new();
     for entry in rd {
         let entry = entry.map_err(|e| Error::io_path(dir, e))?;
-        let meta = entry.metadata().map_err(|e| Error::io_path(&entry.path(), e))?;
+        let meta = entry
+            .metadata()
+            .map_err(|e| Error::io_path(&entry.path(), e))?;
         if let Ok(name) = entry.file_name().into_string() {
             out.push((name, meta));
         }

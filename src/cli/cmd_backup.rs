@@ -61,7 +61,11 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<i32> {
     if a.stdin && !a.paths.is_empty() {
         return Err(Error::Usage("--stdin takes no paths".into()));
     }
-    let time = a.time.as_deref().map(cairn::selector::parse_time).transpose()?;
+    let time = a
+        .time
+        .as_deref()
+        .map(cairn::selector::parse_time)
+        .transpose()?;
     let mut repo = ctx.open_indexed()?;
     let parent = match &a.parent {
         Some(sel) => Some(pick(&repo, sel, &FilterArgs::default())?.0),

@@ -56,8 +56,7 @@ fn node_json(n: &Node) -> Value {
 
 pub fn run(ctx: &Ctx, a: CatArgs) -> Result<i32> {
     let need_id = || {
-        a.id
-            .clone()
+        a.id.clone()
             .ok_or_else(|| Error::Usage("this kind of object needs an id".into()))
     };
     let mut repo = ctx.open()?;
@@ -106,7 +105,10 @@ pub fn run(ctx: &Ctx, a: CatArgs) -> Result<i32> {
     if ctx.json() {
         output::print_json(&value);
     } else {
-        println!("{}", serde_json::to_string_pretty(&value).expect("serializable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("serializable")
+        );
     }
     Ok(0)
 }

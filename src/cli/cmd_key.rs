@@ -57,7 +57,10 @@ pub fn run(ctx: &Ctx, a: KeyArgs) -> Result<i32> {
                     .collect();
                 output::print_json(&list);
             } else {
-                ctx.say(format!(" {:<8}  {:<12}  {:<16}  created", "ID", "user", "host"));
+                ctx.say(format!(
+                    " {:<8}  {:<12}  {:<16}  created",
+                    "ID", "user", "host"
+                ));
                 for (id, k) in &keys {
                     let mark = if *id == repo.key_id { '*' } else { ' ' };
                     ctx.say(format!(

@@ -76,8 +76,16 @@ impl Lister<'_> {
             self.ctx.say(format!(
                 "{} {:>8} {:>8} {:>12} {} {path}{link}",
                 output::mode_string(n),
-                if n.user.is_empty() { n.uid.to_string() } else { n.user.clone() },
-                if n.group.is_empty() { n.gid.to_string() } else { n.group.clone() },
+                if n.user.is_empty() {
+                    n.uid.to_string()
+                } else {
+                    n.user.clone()
+                },
+                if n.group.is_empty() {
+                    n.gid.to_string()
+                } else {
+                    n.group.clone()
+                },
                 n.size,
                 output::time(&n.mtime).format("%Y-%m-%d %H:%M:%S"),
             ));

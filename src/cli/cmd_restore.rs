@@ -83,7 +83,11 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<i32> {
             "errors": s.errors,
         }));
     } else {
-        let verb = if a.dry_run { "would restore" } else { "restored" };
+        let verb = if a.dry_run {
+            "would restore"
+        } else {
+            "restored"
+        };
         ctx.say(format!(
             "{verb} {} files ({}), {} directories, {} other entries from snapshot {}; {} files already up to date",
             s.files_restored,
@@ -101,7 +105,10 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<i32> {
         ));
     }
     if s.errors > 0 {
-        return Err(Error::Other(format!("{} entries could not be restored (see above)", s.errors)));
+        return Err(Error::Other(format!(
+            "{} entries could not be restored (see above)",
+            s.errors
+        )));
     }
     Ok(0)
 }

@@ -22,6 +22,9 @@ pub struct SnapshotsArgs {
     group_by: Option<String>,
 }
 
+/// A group's key fields and its snapshots.
+type Group<'a> = (Vec<(String, Value)>, Vec<&'a (Id, Snapshot)>);
+
 pub fn snapshot_json(id: &Id, s: &Snapshot) -> Value {
     json!({
         "id": id,
@@ -60,12 +63,21 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<i32> {
         Some(g) => g.split(',').filter(|f| !f.is_empty()).collect(),
         None => Vec::new(),
     };
-    if let Some(bad) = fields.iter().find(|f| !["host", "paths", "tags"].contains(f)) {
-        return Err(Error::Usage(format!("--group-by takes host, paths and tags, not {bad:?}")));
+    if let Some(bad) = fields
+        .iter()
+        .find(|f| !["host", "paths", "tags"].contains(f))
+    {
+        return Err(Error::Usage(format!(
+            "--group-by takes host, paths and tags, not {bad:?}"
+        )));
     }
     let repo = ctx.open()?;
     let filter = a.filter.filter();
-    let all: Vec<(Id, Snapshot)> = repo.snapshots()?.into_iter().filter(|(_, s)| filter.matches(s)).collect();
+    let all: Vec<(Id, Snapshot)> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, s)| filter.matches(s))
+        .collect();
     let mut selected = all;
     if let Some(n) = a.latest {
         let mut per_group: BTreeMap<String, usize> = BTreeMap::new();
@@ -81,15 +93,22 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<i32> {
         keep.reverse();
         selected = keep;
     }
-    let mut groups: BTreeMap<String, (Vec<(String, Value)>, Vec<&(Id, Snapshot)>)> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     for item in &selected {
         let key = group_key(&item.1, &fields);
         let k = json!(key).to_string();
-        groups.entry(k).or_insert_with(|| (key, Vec::new())).1.push(item);
+        groups
+            .entry(k)
+            .or_insert_with(|| (key, Vec::new()))
+            .1
+            .push(item);
     }
     if ctx.json() {
         if fields.is_empty() {
-            let list: Vec<Value> = selected.iter().map(|(id, s)| snapshot_json(id, s)).collect();
+            let list: Vec<Value> = selected
+                .iter()
+                .map(|(id, s)| snapshot_json(id, s))
+                .collect();
             output::print_json(&list);
         } else {
             let list: Vec<Value> = groups
@@ -120,7 +139,9 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<i32> {
             ctx.say(format!(
                 "{:<8}  {:<19}  {:<12}  {:<14}  {:>12}  {}",
                 id.short(),
-                s.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S"),
+                s.time
+                    .with_timezone(&chrono::Local)
+                    .format("%Y-%m-%d %H:%M:%S"),
                 s.hostname,
                 s.tags.join(","),
                 output::bytes(size),

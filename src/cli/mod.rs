@@ -35,13 +35,24 @@ pub struct Cli {
 pub struct GlobalArgs {
     /// Repository: a local path or fs:/path. Without it (and without
     /// CAIRN_REPOSITORY) a default repository in your data directory is used.
-    #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true, value_name = "URL")]
+    #[arg(
+        short = 'r',
+        long = "repo",
+        env = "CAIRN_REPOSITORY",
+        global = true,
+        value_name = "URL"
+    )]
     repo: Option<String>,
     /// Read the password from the first line of this file.
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true, value_name = "FILE")]
     password_file: Option<PathBuf>,
     /// Run this shell command and take its output as the password.
-    #[arg(long, env = "CAIRN_PASSWORD_COMMAND", global = true, value_name = "CMD")]
+    #[arg(
+        long,
+        env = "CAIRN_PASSWORD_COMMAND",
+        global = true,
+        value_name = "CMD"
+    )]
     password_command: Option<String>,
     /// Backend option KEY=VALUE (for remote backends; repeatable).
     #[arg(short = 'o', long = "option", global = true, value_name = "KEY=VALUE")]
@@ -147,7 +158,10 @@ impl Ctx {
                 let base = dirs::data_dir().ok_or_else(|| {
                     Error::Usage("no repository given (-r) and no data directory known; set CAIRN_REPOSITORY".into())
                 })?;
-                Ok((base.join("cairn").join("repository").display().to_string(), true))
+                Ok((
+                    base.join("cairn").join("repository").display().to_string(),
+                    true,
+                ))
             }
         }
     }
@@ -185,7 +199,11 @@ impl Ctx {
 }
 
 /// Picks one snapshot by selector and filter.
-pub fn pick(repo: &Repository, selector: &str, filter: &FilterArgs) -> Result<(cairn::id::Id, Snapshot)> {
+pub fn pick(
+    repo: &Repository,
+    selector: &str,
+    filter: &FilterArgs,
+) -> Result<(cairn::id::Id, Snapshot)> {
     let all = repo.snapshots()?;
     cairn::selector::select(&all, selector, &filter.filter()).cloned()
 }

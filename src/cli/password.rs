@@ -32,7 +32,10 @@ fn configured(g: &GlobalArgs) -> Result<Option<Zeroizing<String>>> {
             .output()
             .map_err(|e| Error::io(format!("running password command {cmd:?}"), e))?;
         if !out.status.success() {
-            return Err(Error::Usage(format!("password command {cmd:?} failed ({})", out.status)));
+            return Err(Error::Usage(format!(
+                "password command {cmd:?} failed ({})",
+                out.status
+            )));
         }
         let text = Zeroizing::new(String::from_utf8_lossy(&out.stdout).into_owned());
         return Ok(Some(Zeroizing::new(first_line(&text).to_string())));

@@ -34,7 +34,10 @@ impl Config {
     }
 
     pub fn encode(&self, key: &SealingKey) -> Vec<u8> {
-        key.seal(aad::CONFIG, &serde_json::to_vec(self).expect("config serializes"))
+        key.seal(
+            aad::CONFIG,
+            &serde_json::to_vec(self).expect("config serializes"),
+        )
     }
 
     pub fn decode(sealed: &[u8], key: &SealingKey) -> Result<Config> {
@@ -42,19 +45,25 @@ impl Config {
         let plain = key
             .open(aad::CONFIG, sealed)
             .map_err(|_| bad("authentication failed (damaged, or not this repository's)".into()))?;
+        Self::decode_plain(&plain)
+    }
+
+    /// Decodes and checks an opened (decrypted) config.
+    pub fn decode_plain(plain: &[u8]) -> Result<Config> {
+        let bad = |d: String| Error::integrity("config", d);
         // Read the version alone first: a newer format may not parse as this one.
         #[derive(Deserialize)]
         struct Versioned {
             version: u32,
         }
-        let v: Versioned = serde_json::from_slice(&plain).map_err(|e| bad(e.to_string()))?;
+        let v: Versioned = serde_json::from_slice(plain).map_err(|e| bad(e.to_string()))?;
         if v.version > REPO_VERSION {
             return Err(Error::Unsupported(format!(
                 "repository format version {} is newer than this cairn supports ({REPO_VERSION}); upgrade cairn",
                 v.version
             )));
         }
-        let c: Config = serde_json::from_slice(&plain).map_err(|e| bad(e.to_string()))?;
+        let c: Config = serde_json::from_slice(plain).map_err(|e| bad(e.to_string()))?;
         c.chunker.validate().map_err(|e| bad(e.to_string()))?;
         if !(1024 * 1024..=1 << 30).contains(&c.pack_size) || !(0..=22).contains(&c.compression) {
             return Err(bad("pack size or compression level out of range".into()));
@@ -96,7 +105,10 @@ mod tests {
         assert!(matches!(err, Error::Unsupported(_)), "{err}");
         let mut bad = c.encode(&k);
         bad[30] ^= 4;
-        assert!(matches!(Config::decode(&bad, &k), Err(Error::Integrity { .. })));
+        assert!(matches!(
+            Config::decode(&bad, &k),
+            Err(Error::Integrity { .. })
+        ));
     }
 
     #[test]

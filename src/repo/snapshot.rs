@@ -53,7 +53,10 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn encode(&self, key: &SealingKey) -> Vec<u8> {
-        key.seal(aad::SNAPSHOT, &serde_json::to_vec(self).expect("snapshot serializes"))
+        key.seal(
+            aad::SNAPSHOT,
+            &serde_json::to_vec(self).expect("snapshot serializes"),
+        )
     }
 
     pub fn decode(sealed: &[u8], key: &SealingKey, file: &str) -> Result<Snapshot> {
@@ -61,18 +64,24 @@ impl Snapshot {
         let plain = key
             .open(aad::SNAPSHOT, sealed)
             .map_err(|_| bad("authentication failed".into()))?;
+        Self::decode_plain(&plain, file)
+    }
+
+    /// Decodes an opened (decrypted) snapshot.
+    pub fn decode_plain(plain: &[u8], file: &str) -> Result<Snapshot> {
+        let bad = |d: String| Error::integrity(file, d);
         #[derive(Deserialize)]
         struct Versioned {
             version: u32,
         }
-        let v: Versioned = serde_json::from_slice(&plain).map_err(|e| bad(e.to_string()))?;
+        let v: Versioned = serde_json::from_slice(plain).map_err(|e| bad(e.to_string()))?;
         if v.version > SNAPSHOT_VERSION {
             return Err(Error::Unsupported(format!(
                 "{file}: snapshot version {} is newer than this cairn supports; upgrade cairn",
                 v.version
             )));
         }
-        serde_json::from_slice(&plain).map_err(|e| bad(e.to_string()))
+        serde_json::from_slice(plain).map_err(|e| bad(e.to_string()))
     }
 
     pub fn has_tag(&self, t: &str) -> bool {

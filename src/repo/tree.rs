@@ -153,10 +153,19 @@ impl Tree {
             )));
         }
         // The limit stops a hostile length prefix from allocating more than the input.
-        options()
+        let tree: Tree = options()
             .with_limit(body.len() as u64 * 2 + 64)
             .deserialize(body)
-            .map_err(|e| Error::integrity(what, format!("tree does not decode: {e}")))
+            .map_err(|e| Error::integrity(what, format!("tree does not decode: {e}")))?;
+        // Strictly sorted names: lookups binary-search, and no name appears twice (a
+        // symlink and a directory of one name would let a restore be steered).
+        if tree.nodes.windows(2).any(|w| w[0].name >= w[1].name) {
+            return Err(Error::integrity(
+                what,
+                "tree entries are not sorted and unique",
+            ));
+        }
+        Ok(tree)
     }
 
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
@@ -219,8 +228,39 @@ mod tests {
     }
 
     #[test]
+    fn unsorted_or_duplicate_names_refused() {
+        let mut raw = vec![TREE_VERSION];
+        let t = Tree {
+            nodes: vec![
+                Node::new(b"b".to_vec(), NodeKind::File),
+                Node::new(b"a".to_vec(), NodeKind::File),
+            ],
+        };
+        raw.extend(options().serialize(&t).unwrap());
+        assert!(matches!(
+            Tree::decode(&raw, "t"),
+            Err(Error::Integrity { .. })
+        ));
+        let mut raw = vec![TREE_VERSION];
+        let t = Tree {
+            nodes: vec![
+                Node::new(b"a".to_vec(), NodeKind::Symlink),
+                Node::new(b"a".to_vec(), NodeKind::Dir),
+            ],
+        };
+        raw.extend(options().serialize(&t).unwrap());
+        assert!(matches!(
+            Tree::decode(&raw, "t"),
+            Err(Error::Integrity { .. })
+        ));
+    }
+
+    #[test]
     fn newer_version_refused() {
-        assert!(matches!(Tree::decode(&[2, 0], "t"), Err(Error::Unsupported(_))));
+        assert!(matches!(
+            Tree::decode(&[2, 0], "t"),
+            Err(Error::Unsupported(_))
+        ));
     }
 
     #[test]
@@ -228,7 +268,14 @@ mod tests {
         for bad in [&b""[..], b".", b"..", b"a/b", b"../x", b"a\0"] {
             assert!(!is_safe_name(bad), "{bad:?}");
         }
-        for good in [&b"a"[..], b"...", b".hidden", b"with space", b"new\nline", &[0xff, 0xfe]] {
+        for good in [
+            &b"a"[..],
+            b"...",
+            b".hidden",
+            b"with space",
+            b"new\nline",
+            &[0xff, 0xfe],
+        ] {
             assert!(is_safe_name(good));
         }
     }

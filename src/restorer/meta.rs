@@ -30,7 +30,9 @@ pub fn apply(path: &Path, node: &Node, is_root: bool) -> Vec<String> {
         }
     }
     if node.kind != NodeKind::Symlink {
-        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777)) {
+        if let Err(e) =
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777))
+        {
             warn("mode", &e);
         }
     }

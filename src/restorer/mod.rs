@@ -62,7 +62,9 @@ pub fn find_node(repo: &Repository, root: Id, path: &str) -> Result<Node> {
         let tree_id = node
             .subtree
             .filter(|_| node.kind == NodeKind::Dir)
-            .ok_or_else(|| Error::Usage(format!("{path}: {} is not a directory", node.name_lossy())))?;
+            .ok_or_else(|| {
+                Error::Usage(format!("{path}: {} is not a directory", node.name_lossy()))
+            })?;
         let tree = repo.load_tree(&tree_id)?;
         node = tree
             .find(comp.as_bytes())
@@ -99,7 +101,9 @@ pub fn restore(
     if node.kind == NodeKind::Dir {
         let tree = r.load_tree(node, &snap_path)?;
         r.restore_entries(&tree, &opts.target, &snap_path, true)?;
-        if !opts.dry_run && r.selected_self_or_ancestor(&snap_path) {
+        // The snapshot root is synthesized; a SUBPATH directory's own metadata goes
+        // onto the target, as restic does.
+        if !opts.dry_run && snap_path != Path::new("/") && r.selected_self_or_ancestor(&snap_path) {
             r.apply_meta(&opts.target, node);
         }
     } else {
@@ -149,18 +153,25 @@ impl Restorer<'_> {
 
     /// Restores a directory's entries into `dest` (an existing real directory, or one
     /// to create when `dest_ready` is false and something in it is restored).
-    fn restore_entries(&mut self, tree: &Tree, dest: &Path, snap_dir: &Path, mut dest_ready: bool) -> Result<bool> {
-        let mut previous: Option<&[u8]> = None;
+    fn restore_entries(
+        &mut self,
+        tree: &Tree,
+        dest: &Path,
+        snap_dir: &Path,
+        mut dest_ready: bool,
+    ) -> Result<bool> {
         let mut wrote_any = false;
         for node in &tree.nodes {
-            if !is_safe_name(&node.name) || previous == Some(node.name.as_slice()) {
+            if !is_safe_name(&node.name) {
                 self.problem(Error::integrity(
                     format!("tree of {}", snap_dir.display()),
-                    format!("refusing entry named {:?}", String::from_utf8_lossy(&node.name)),
+                    format!(
+                        "refusing entry named {:?}",
+                        String::from_utf8_lossy(&node.name)
+                    ),
                 ));
                 continue;
             }
-            previous = Some(&node.name);
             let name = OsStr::from_bytes(&node.name);
             let snap_path = snap_dir.join(name);
             if self.exclude.matches_self_or_ancestor(&snap_path) {
@@ -188,7 +199,13 @@ impl Restorer<'_> {
         Ok(wrote_any || dest_ready)
     }
 
-    fn restore_dir(&mut self, node: &Node, path: &Path, snap_path: &Path, selected: bool) -> Result<bool> {
+    fn restore_dir(
+        &mut self,
+        node: &Node,
+        path: &Path,
+        snap_path: &Path,
+        selected: bool,
+    ) -> Result<bool> {
         let tree = self.load_tree(node, snap_path)?;
         if self.opts.dry_run {
             if selected {
@@ -248,15 +265,20 @@ impl Restorer<'_> {
             Overwrite::Never => true,
             Overwrite::IfNewer => {
                 meta.is_file()
-                    && (meta.mtime(), meta.mtime_nsec() as u32) >= (node.mtime.secs, node.mtime.nanos)
+                    && (meta.mtime(), meta.mtime_nsec() as u32)
+                        >= (node.mtime.secs, node.mtime.nanos)
             }
-            Overwrite::IfChanged => meta.is_file() && meta.len() == node.size && self.same_content(node, path),
+            Overwrite::IfChanged => {
+                meta.is_file() && meta.len() == node.size && self.same_content(node, path)
+            }
         })
     }
 
     /// Chunks the existing file as a backup would and compares blob ids.
     fn same_content(&self, node: &Node, path: &Path) -> bool {
-        let Ok(f) = File::open(path) else { return false };
+        let Ok(f) = File::open(path) else {
+            return false;
+        };
         let cfg = self.repo.config.chunker;
         let mut ids = Vec::with_capacity(node.content.len());
         for chunk in cfg.chunks(f, self.repo.key.chunker_seed) {
@@ -275,7 +297,10 @@ impl Restorer<'_> {
     /// failure leaves no file with wrong bytes under the entry's name.
     fn write_file(&mut self, node: &Node, path: &Path) -> Result<()> {
         let dir = path.parent().expect("restored paths have a parent");
-        let tmp = dir.join(format!(".cairn-restore-{}", hex::encode(crate::crypto::random_bytes::<6>())));
+        let tmp = dir.join(format!(
+            ".cairn-restore-{}",
+            hex::encode(crate::crypto::random_bytes::<6>())
+        ));
         let result = self.write_content(node, &tmp);
         if let Err(e) = result {
             let _ = fs::remove_file(&tmp);
@@ -307,19 +332,16 @@ impl Restorer<'_> {
                 last = Some((*id, self.repo.read_blob(id)?));
             }
             let data = &last.as_ref().unwrap().1;
-            // All-zero blocks become holes: sparse files stay sparse.
-            if data.iter().all(|&b| b == 0) {
-                f.seek(SeekFrom::Current(data.len() as i64))
-                    .map_err(|e| Error::io_path(tmp, e))?;
-            } else {
-                f.write_all(data).map_err(|e| Error::io_path(tmp, e))?;
-            }
+            write_sparse(&mut f, data).map_err(|e| Error::io_path(tmp, e))?;
             written += data.len() as u64;
         }
         if written != node.size {
             return Err(Error::integrity(
                 format!("file {}", node.name_lossy()),
-                format!("content is {written} bytes, the snapshot says {}", node.size),
+                format!(
+                    "content is {written} bytes, the snapshot says {}",
+                    node.size
+                ),
             ));
         }
         f.set_len(written).map_err(|e| Error::io_path(tmp, e))?;
@@ -346,7 +368,10 @@ impl Restorer<'_> {
             }
             NodeKind::CharDevice | NodeKind::BlockDevice => {
                 if !self.is_root {
-                    (self.report)(format!("warning: {}: device nodes are restored only as root", path.display()));
+                    (self.report)(format!(
+                        "warning: {}: device nodes are restored only as root",
+                        path.display()
+                    ));
                     return Ok(());
                 }
                 remove_existing(path)?;
@@ -355,8 +380,13 @@ impl Restorer<'_> {
                 } else {
                     nix::sys::stat::SFlag::S_IFBLK
                 };
-                nix::sys::stat::mknod(path, kind, nix::sys::stat::Mode::from_bits_truncate(0o600), node.rdev)
-                    .map_err(|e| Error::io_path(path, e.into()))?;
+                nix::sys::stat::mknod(
+                    path,
+                    kind,
+                    nix::sys::stat::Mode::from_bits_truncate(0o600),
+                    node.rdev,
+                )
+                .map_err(|e| Error::io_path(path, e.into()))?;
             }
             // A socket belongs to the process that made it; there is nothing to restore.
             NodeKind::Socket => return Ok(()),
@@ -372,6 +402,35 @@ impl Restorer<'_> {
             (self.report)(format!("warning: {w}"));
         }
     }
+}
+
+/// Writes `data` at the current position, seeking over all-zero 4 KiB blocks so they
+/// become holes: sparse files stay sparse (the caller sets the final length).
+fn write_sparse(f: &mut File, data: &[u8]) -> std::io::Result<()> {
+    const BLOCK: usize = 4096;
+    let mut pending: Option<usize> = None; // start of a run of blocks with data
+    let mut pos = 0;
+    while pos < data.len() {
+        let end = (pos + BLOCK).min(data.len());
+        let zero = data[pos..end].iter().all(|&b| b == 0);
+        match (zero, pending) {
+            (false, None) => pending = Some(pos),
+            (true, Some(start)) => {
+                f.write_all(&data[start..pos])?;
+                pending = None;
+                f.seek(SeekFrom::Current((end - pos) as i64))?;
+            }
+            (true, None) => {
+                f.seek(SeekFrom::Current((end - pos) as i64))?;
+            }
+            (false, Some(_)) => {}
+        }
+        pos = end;
+    }
+    if let Some(start) = pending {
+        f.write_all(&data[start..])?;
+    }
+    Ok(())
 }
 
 /// Makes `path` a real directory: an existing symlink or file there is replaced, never

@@ -1,1 +1,13 @@
+//! Integration tests: the real `cairn` binary against repositories in temp dirs.
+//! One test binary (modules below) to keep link time down.
 
+mod common;
+
+mod bad_input;
+mod cli;
+mod dedup;
+mod fidelity;
+mod fuzz_corpus;
+mod history;
+mod hostile;
+mod selection;
