@@ -3,7 +3,7 @@
 
 use std::io::Read;
 
-use fastcdc::v2020::{Normalization, StreamCDC};
+use fastcdc::v2020::{FastCDC, Normalization, StreamCDC};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -43,6 +43,28 @@ impl ChunkerParams {
         } else {
             Err(Error::Other(format!("invalid chunker sizes {self:?}")))
         }
+    }
+
+    /// Cut points `(offset, length)` of data held in memory; the same boundaries as
+    /// `chunks` gives for the same bytes.
+    pub fn cut_points(&self, data: &[u8], seed: u64) -> Vec<(usize, usize)> {
+        if data.is_empty() {
+            return Vec::new();
+        }
+        if data.len() <= self.min_size as usize {
+            // Never cut below the minimum size: skip building the seeded gear tables.
+            return vec![(0, data.len())];
+        }
+        FastCDC::with_level_and_seed(
+            data,
+            self.min_size as usize,
+            self.avg_size as usize,
+            self.max_size as usize,
+            Normalization::Level1,
+            seed,
+        )
+        .map(|c| (c.offset, c.length))
+        .collect()
     }
 
     /// Splits a stream into chunks; each item is one chunk's bytes.
@@ -100,6 +122,27 @@ mod tests {
             "only {shared} of {} chunks shared",
             a.len()
         );
+    }
+
+    #[test]
+    fn in_memory_cut_points_match_the_stream() {
+        let data = pseudo_random(3 << 20, 4);
+        let streamed: Vec<usize> = SMALL
+            .chunks(&data[..], 5)
+            .map(|c| c.unwrap().len())
+            .collect();
+        let cut: Vec<usize> = SMALL.cut_points(&data, 5).iter().map(|c| c.1).collect();
+        assert_eq!(streamed, cut);
+        let defaults = ChunkerParams::default();
+        let streamed: Vec<usize> = defaults
+            .chunks(&data[..], 5)
+            .map(|c| c.unwrap().len())
+            .collect();
+        let cut: Vec<usize> = defaults.cut_points(&data, 5).iter().map(|c| c.1).collect();
+        let small = &data[..1000];
+        assert_eq!(defaults.cut_points(small, 5), vec![(0, 1000)]);
+        assert!(defaults.cut_points(&[], 5).is_empty());
+        assert_eq!(streamed, cut);
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct BackupOptions {
     pub parent: Option<Id>,
     /// Read every file even when the parent says it is unchanged.
     pub force: bool,
+    /// Do not compare ctime / inode numbers with the parent's (file systems where they
+    /// are not stable: some FUSE and network file systems).
+    pub ignore_ctime: bool,
+    pub ignore_inode: bool,
     pub time: Option<DateTime<FixedOffset>>,
     pub dry_run: bool,
 }
@@ -103,13 +107,24 @@ pub fn backup(
         pack_size: repo.config.pack_size as usize,
         dry_run: opts.dry_run,
     });
-    let mut walker = Walker::new(repo, &saver, &excluder, opts, warn);
-    let root = if let Some(name) = &opts.stdin_filename {
-        walker.save_stdin(name)?
-    } else {
-        let vroot = VirtualDir::build(&sources);
-        walker.save_virtual(&vroot, Path::new("/"), parent_tree.as_ref())?
-    };
+    let walker = Walker::new(repo, &saver, &excluder, opts, warn);
+    // Readers: more threads than cores, since small files wait on the disk more than on
+    // the CPU. A large stack: the walk recurses once per directory level.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cores.max(2) * 2)
+        .stack_size(64 << 20)
+        .thread_name(|i| format!("cairn-read-{i}"))
+        .build()
+        .map_err(|e| Error::Other(format!("starting reader threads: {e}")))?;
+    let root = pool.install(|| {
+        if let Some(name) = &opts.stdin_filename {
+            walker.save_stdin(name)
+        } else {
+            let vroot = VirtualDir::build(&sources);
+            walker.save_virtual(&vroot, Path::new("/"), parent_tree.as_ref())
+        }
+    })?;
     let mut summary = walker.into_summary();
     let written = saver.finish()?;
     summary.data_added_packed = written.packed_bytes;

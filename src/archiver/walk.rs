@@ -1,5 +1,6 @@
 //! The front half of the backup pipeline: walk, compare with the parent, read, chunk
-//! and hash. One thread; the heavy per-blob work is queued to the `BlobSaver`.
+//! and hash. The entries of each directory are handled in parallel (rayon); the heavy
+//! per-blob work (compression, encryption, packing) is queued to the `BlobSaver`.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -7,13 +8,16 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::Mutex;
+
+use rayon::prelude::*;
 
 use super::saver::BlobSaver;
 use super::{encode_tree, synthetic_dir, BackupOptions, Excluder, VirtualDir, VirtualEntry};
 use crate::error::{Error, Result};
 use crate::fsmeta::{node_from_metadata, OwnerNames};
 use crate::id::Id;
-use crate::repo::pack::BlobType;
+use crate::repo::pack::{BlobType, MAX_BLOB};
 use crate::repo::snapshot::Summary;
 use crate::repo::tree::{Node, NodeKind, Timestamp, Tree};
 use crate::repo::Repository;
@@ -25,12 +29,16 @@ pub(super) struct Walker<'a> {
     opts: &'a BackupOptions,
     warn: &'a (dyn Fn(String) + Sync),
     /// Blobs queued in this run (the index knows only what was stored before).
-    queued: HashSet<Id>,
-    owners: OwnerNames,
+    queued: Mutex<HashSet<Id>>,
+    owners: Mutex<OwnerNames>,
     /// (device, inode) → content, for files with several hard links.
-    hardlinks: HashMap<(u64, u64), Vec<Id>>,
-    summary: Summary,
+    hardlinks: Mutex<HashMap<(u64, u64), Vec<Id>>>,
+    summary: Mutex<Summary>,
 }
+
+/// Files up to this size are read whole into memory and chunked there; larger ones
+/// stream through the chunker.
+const READ_WHOLE_MAX: u64 = 8 << 20;
 
 impl<'a> Walker<'a> {
     pub(super) fn new(
@@ -46,43 +54,60 @@ impl<'a> Walker<'a> {
             excluder,
             opts,
             warn,
-            queued: HashSet::new(),
-            owners: OwnerNames::default(),
-            hardlinks: HashMap::new(),
-            summary: Summary::default(),
+            queued: Mutex::new(HashSet::new()),
+            owners: Mutex::new(OwnerNames::default()),
+            hardlinks: Mutex::new(HashMap::new()),
+            summary: Mutex::new(Summary::default()),
         }
     }
 
     pub(super) fn into_summary(self) -> Summary {
-        self.summary
+        self.summary.into_inner().unwrap()
     }
 
-    fn warning(&mut self, msg: String) {
-        self.summary.errors += 1;
+    fn count(&self, f: impl FnOnce(&mut Summary)) {
+        f(&mut self.summary.lock().unwrap());
+    }
+
+    fn warning(&self, msg: String) {
+        self.count(|s| s.errors += 1);
         (self.warn)(msg);
     }
 
+    fn is_known(&self, id: &Id) -> bool {
+        self.repo.index().contains(id) || self.queued.lock().unwrap().contains(id)
+    }
+
     /// Stores a blob unless the repository or this run already has it.
-    fn store(&mut self, ty: BlobType, id: Id, data: Vec<u8>) -> Result<()> {
-        if self.repo.index().contains(&id) || !self.queued.insert(id) {
+    fn store(&self, ty: BlobType, id: Id, data: Vec<u8>) -> Result<()> {
+        if data.len() > MAX_BLOB - 1024 {
+            return Err(Error::Other(format!(
+                "a directory listing of {} bytes is larger than a blob can be",
+                data.len()
+            )));
+        }
+        if self.repo.index().contains(&id) || !self.queued.lock().unwrap().insert(id) {
             return Ok(());
         }
-        match ty {
-            BlobType::Data => self.summary.data_blobs += 1,
-            BlobType::Tree => self.summary.tree_blobs += 1,
-        }
-        self.summary.data_added += data.len() as u64;
+        let len = data.len() as u64;
+        self.count(|s| {
+            match ty {
+                BlobType::Data => s.data_blobs += 1,
+                BlobType::Tree => s.tree_blobs += 1,
+            }
+            s.data_added += len;
+        });
         self.saver.save(ty, id, data)
     }
 
-    fn store_tree(&mut self, tree: Tree) -> Result<Id> {
+    fn store_tree(&self, tree: Tree) -> Result<Id> {
         let bytes = encode_tree(tree);
         let id = self.repo.key.id_key.blob_id(&bytes);
         self.store(BlobType::Tree, id, bytes)?;
         Ok(id)
     }
 
-    fn load_parent_tree(&mut self, node: Option<&Node>) -> Option<Tree> {
+    fn load_parent_tree(&self, node: Option<&Node>) -> Option<Tree> {
         let id = node.filter(|n| n.kind == NodeKind::Dir)?.subtree?;
         match self.repo.load_tree(&id) {
             Ok(t) => Some(t),
@@ -95,22 +120,33 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn count_dir(&mut self, parent: Option<&Node>, subtree: Id) {
-        match parent.and_then(|p| p.subtree) {
-            None => self.summary.dirs_new += 1,
-            Some(old) if old == subtree => self.summary.dirs_unmodified += 1,
-            Some(_) => self.summary.dirs_changed += 1,
+    fn count_dir(&self, parent: Option<&Node>, subtree: Id) {
+        self.count(|s| match parent.and_then(|p| p.subtree) {
+            None => s.dirs_new += 1,
+            Some(old) if old == subtree => s.dirs_unmodified += 1,
+            Some(_) => s.dirs_changed += 1,
+        });
+    }
+
+    fn node_for(&self, name: &[u8], path: &Path, meta: &std::fs::Metadata) -> Node {
+        let (node, w) = node_from_metadata(name, path, meta, &mut self.owners.lock().unwrap());
+        if let Some(w) = w {
+            self.warning(w);
         }
+        node
     }
 
     /// The root tree for `backup --stdin`: one file read from standard input.
-    pub(super) fn save_stdin(&mut self, name: &str) -> Result<Id> {
+    pub(super) fn save_stdin(&self, name: &str) -> Result<Id> {
         let mut node = Node::new(name.as_bytes().to_vec(), NodeKind::File);
         node.mode = 0o644;
         node.uid = nix::unistd::getuid().as_raw();
         node.gid = nix::unistd::getgid().as_raw();
-        node.user = self.owners.user(node.uid);
-        node.group = self.owners.group(node.gid);
+        {
+            let mut owners = self.owners.lock().unwrap();
+            node.user = owners.user(node.uid);
+            node.group = owners.group(node.gid);
+        }
         let now = chrono::Utc::now();
         node.mtime = Timestamp {
             secs: now.timestamp(),
@@ -118,18 +154,20 @@ impl<'a> Walker<'a> {
         };
         node.atime = node.mtime;
         node.ctime = node.mtime;
-        let (content, size) = self.read_content(std::io::stdin().lock())?;
+        let (content, size) = self.read_stream(std::io::stdin().lock())?;
         node.content = content;
         node.size = size;
-        self.summary.files_new += 1;
-        self.summary.total_files_processed += 1;
-        self.summary.total_bytes_processed += size;
+        self.count(|s| {
+            s.files_new += 1;
+            s.total_files_processed += 1;
+            s.total_bytes_processed += size;
+        });
         self.store_tree(Tree { nodes: vec![node] })
     }
 
     /// Saves the tree of a synthesized directory above the sources.
     pub(super) fn save_virtual(
-        &mut self,
+        &self,
         vdir: &VirtualDir,
         path: &Path,
         parent: Option<&Tree>,
@@ -149,13 +187,7 @@ impl<'a> Walker<'a> {
                 }
                 VirtualEntry::Dir(sub) => {
                     let mut node = match child.symlink_metadata() {
-                        Ok(m) => {
-                            let (n, w) = node_from_metadata(name, &child, &m, &mut self.owners);
-                            if let Some(w) = w {
-                                self.warning(w);
-                            }
-                            n
-                        }
+                        Ok(m) => self.node_for(name, &child, &m),
                         Err(_) => synthetic_dir(name),
                     };
                     node.kind = NodeKind::Dir;
@@ -170,8 +202,8 @@ impl<'a> Walker<'a> {
         self.store_tree(Tree { nodes })
     }
 
-    /// Saves one real directory's tree.
-    fn save_dir(&mut self, dir: &Path, parent: Option<&Tree>) -> Result<Id> {
+    /// Saves one real directory's tree; its entries are handled in parallel.
+    fn save_dir(&self, dir: &Path, parent: Option<&Tree>) -> Result<Id> {
         let root_dev = dir.symlink_metadata().map(|m| m.dev()).ok();
         let marker = self.excluder.marker_in(dir);
         let mut names: Vec<Vec<u8>> = Vec::new();
@@ -190,23 +222,25 @@ impl<'a> Walker<'a> {
             names.retain(|n| n == m.as_bytes());
         }
         names.sort();
-        let mut nodes = Vec::with_capacity(names.len());
-        for name in names {
-            let path = dir.join(std::ffi::OsStr::from_bytes(&name));
-            if self.excluder.is_excluded(&path) {
-                continue;
-            }
-            let parent_node = parent.and_then(|t| t.find(&name));
-            if let Some(n) = self.save_entry(&name, &path, parent_node, root_dev)? {
-                nodes.push(n);
-            }
-        }
-        self.store_tree(Tree { nodes })
+        let nodes: Vec<Option<Node>> = names
+            .par_iter()
+            .map(|name| {
+                let path = dir.join(std::ffi::OsStr::from_bytes(name));
+                if self.excluder.is_excluded(&path) {
+                    return Ok(None);
+                }
+                let parent_node = parent.and_then(|t| t.find(name));
+                self.save_entry(name, &path, parent_node, root_dev)
+            })
+            .collect::<Result<_>>()?;
+        self.store_tree(Tree {
+            nodes: nodes.into_iter().flatten().collect(),
+        })
     }
 
     /// One entry of any kind; `None` when it could not be read (after a warning).
     fn save_entry(
-        &mut self,
+        &self,
         name: &[u8],
         path: &Path,
         parent: Option<&Node>,
@@ -219,14 +253,14 @@ impl<'a> Walker<'a> {
                 return Ok(None);
             }
         };
-        let (mut node, w) = node_from_metadata(name, path, &meta, &mut self.owners);
-        if let Some(w) = w {
-            self.warning(w);
-        }
+        let mut node = self.node_for(name, path, &meta);
         match node.kind {
             NodeKind::File => {
-                self.summary.total_files_processed += 1;
-                self.summary.total_bytes_processed += node.size;
+                let size = node.size;
+                self.count(|s| {
+                    s.total_files_processed += 1;
+                    s.total_bytes_processed += size;
+                });
                 if !self.save_file(path, &mut node, parent)? {
                     return Ok(None);
                 }
@@ -249,69 +283,118 @@ impl<'a> Walker<'a> {
         Ok(Some(node))
     }
 
-    /// Fills in a file's content: from the parent when unchanged, else by reading it.
-    /// Returns false when the file could not be read (it is then left out).
-    fn save_file(&mut self, path: &Path, node: &mut Node, parent: Option<&Node>) -> Result<bool> {
-        let link_key = (node.links > 1).then_some((node.device, node.inode));
-        if let Some(content) = link_key.and_then(|k| self.hardlinks.get(&k)) {
-            node.content = content.clone();
-            self.summary.files_unmodified += 1;
-            return Ok(true);
-        }
-        let unchanged = parent.filter(|p| {
-            !self.opts.force
+    /// Whether the parent's node says this file is unchanged (and its data still there).
+    fn unchanged<'p>(&self, node: &Node, parent: Option<&'p Node>) -> Option<&'p Node> {
+        let o = self.opts;
+        parent.filter(|p| {
+            !o.force
                 && p.kind == NodeKind::File
                 && p.size == node.size
                 && p.mtime == node.mtime
-                && p.ctime == node.ctime
-                && p.inode == node.inode
-                && p.content
-                    .iter()
-                    .all(|id| self.repo.index().contains(id) || self.queued.contains(id))
-        });
-        if let Some(p) = unchanged {
+                && (o.ignore_ctime || p.ctime == node.ctime)
+                && (o.ignore_inode || p.inode == node.inode)
+                && p.content.iter().all(|id| self.is_known(id))
+        })
+    }
+
+    /// Fills in a file's content: from the parent when unchanged, else by reading it.
+    /// Returns false when the file could not be read (it is then left out).
+    fn save_file(&self, path: &Path, node: &mut Node, parent: Option<&Node>) -> Result<bool> {
+        let link_key = (node.links > 1).then_some((node.device, node.inode));
+        if let Some(content) =
+            link_key.and_then(|k| self.hardlinks.lock().unwrap().get(&k).cloned())
+        {
+            node.content = content;
+            self.count(|s| s.files_unmodified += 1);
+            return Ok(true);
+        }
+        if let Some(p) = self.unchanged(node, parent) {
             node.content = p.content.clone();
-            self.summary.files_unmodified += 1;
+            self.count(|s| s.files_unmodified += 1);
         } else {
-            let file = match open_source(path) {
-                Ok(f) => f,
+            let read = open_source(path).and_then(|f| self.read_file(f, node.size));
+            match read {
+                Ok(Ok((content, size))) => {
+                    node.size = size;
+                    node.content = content;
+                }
+                Ok(Err(e)) => return Err(e),
                 Err(e) => {
                     self.warning(format!("{}: {e}", path.display()));
                     return Ok(false);
                 }
-            };
-            match self.read_content(file) {
-                Ok((content, size)) => {
-                    node.size = size;
-                    node.content = content;
-                }
-                Err(Error::Io { context, source }) if context == "reading" => {
-                    self.warning(format!("{}: {source}", path.display()));
-                    return Ok(false);
-                }
-                Err(e) => return Err(e),
             }
-            match parent {
-                None => self.summary.files_new += 1,
-                Some(p) if p.content == node.content => self.summary.files_unmodified += 1,
-                Some(_) => self.summary.files_changed += 1,
-            }
+            self.count(|s| match parent {
+                None => s.files_new += 1,
+                Some(p) if p.content == node.content => s.files_unmodified += 1,
+                Some(_) => s.files_changed += 1,
+            });
         }
         if let Some(k) = link_key {
-            self.hardlinks.insert(k, node.content.clone());
+            self.hardlinks
+                .lock()
+                .unwrap()
+                .insert(k, node.content.clone());
         }
         Ok(true)
     }
 
+    /// Reads and stores a file's content. The outer error is a source read error (the
+    /// file is skipped with a warning); the inner one a repository error (fatal).
+    fn read_file(&self, mut file: File, size_hint: u64) -> std::io::Result<Result<(Vec<Id>, u64)>> {
+        if size_hint <= READ_WHOLE_MAX {
+            // Small files, the common case: one read into memory, no streaming chunker.
+            let mut data = Vec::with_capacity(size_hint as usize);
+            (&mut file)
+                .take(READ_WHOLE_MAX + 1)
+                .read_to_end(&mut data)?;
+            if data.len() as u64 <= READ_WHOLE_MAX {
+                return Ok(self.store_chunks(data));
+            }
+            // It grew while we read it: stream what we have and the rest.
+            return self.stream_source(std::io::Cursor::new(data).chain(file));
+        }
+        self.stream_source(file)
+    }
+
+    fn stream_source<R: Read>(&self, source: R) -> std::io::Result<Result<(Vec<Id>, u64)>> {
+        // The chunker reports source read errors as `Io`; the saver never does.
+        match self.read_stream(source) {
+            Err(Error::Io { source, .. }) => Err(source),
+            other => Ok(other),
+        }
+    }
+
+    /// Chunks an in-memory file and stores its blobs.
+    fn store_chunks(&self, mut data: Vec<u8>) -> Result<(Vec<Id>, u64)> {
+        let params = self.repo.config.chunker;
+        let size = data.len() as u64;
+        self.count(|s| s.bytes_read += size);
+        let mut content = Vec::new();
+        for (start, len) in params.cut_points(&data, self.repo.key.chunker_seed) {
+            // A file of one chunk moves into the queue without a copy.
+            let chunk = if len == data.len() {
+                std::mem::take(&mut data)
+            } else {
+                data[start..start + len].to_vec()
+            };
+            let id = self.repo.key.id_key.blob_id(&chunk);
+            content.push(id);
+            self.store(BlobType::Data, id, chunk)?;
+        }
+        Ok((content, size))
+    }
+
     /// Chunks a stream and stores its blobs; returns the blob ids and the byte count.
-    fn read_content<R: Read>(&mut self, source: R) -> Result<(Vec<Id>, u64)> {
+    fn read_stream<R: Read>(&self, source: R) -> Result<(Vec<Id>, u64)> {
         let mut content = Vec::new();
         let mut size = 0u64;
         let params = self.repo.config.chunker;
         for chunk in params.chunks(source, self.repo.key.chunker_seed) {
             let chunk = chunk?;
             size += chunk.len() as u64;
-            self.summary.bytes_read += chunk.len() as u64;
+            let len = chunk.len() as u64;
+            self.count(|s| s.bytes_read += len);
             let id = self.repo.key.id_key.blob_id(&chunk);
             content.push(id);
             self.store(BlobType::Data, id, chunk)?;

@@ -1,19 +1,44 @@
 //! A repository on a local file system.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::{Backend, FileType};
 use crate::error::{Error, Result};
 
 pub struct LocalBackend {
     root: PathBuf,
+    /// Recently read packs, kept open: a restore reads many small ranges of each.
+    open_packs: Mutex<Vec<(String, Arc<File>)>>,
 }
+
+const OPEN_PACKS: usize = 32;
 
 impl LocalBackend {
     pub fn new(root: PathBuf) -> Self {
-        LocalBackend { root }
+        LocalBackend {
+            root,
+            open_packs: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn open_pack(&self, name: &str) -> std::io::Result<Arc<File>> {
+        let mut cache = self.open_packs.lock().unwrap();
+        if let Some(i) = cache.iter().position(|(n, _)| n == name) {
+            let entry = cache.remove(i);
+            let f = entry.1.clone();
+            cache.push(entry);
+            return Ok(f);
+        }
+        let f = Arc::new(File::open(self.path(FileType::Pack, name))?);
+        if cache.len() >= OPEN_PACKS {
+            cache.remove(0);
+        }
+        cache.push((name.to_string(), f.clone()));
+        Ok(f)
     }
 
     fn path(&self, ft: FileType, name: &str) -> PathBuf {
@@ -56,10 +81,13 @@ impl Backend for LocalBackend {
     fn read_range(&self, ft: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let p = self.path(ft, name);
         let err = |e| Error::io_path(&p, e);
-        let mut f = File::open(&p).map_err(err)?;
-        f.seek(SeekFrom::Start(offset)).map_err(err)?;
+        let f = if ft == FileType::Pack {
+            self.open_pack(name).map_err(err)?
+        } else {
+            Arc::new(File::open(&p).map_err(err)?)
+        };
         let mut buf = vec![0; len];
-        f.read_exact(&mut buf).map_err(|e| {
+        f.read_exact_at(&mut buf, offset).map_err(|e| {
             if e.kind() == ErrorKind::UnexpectedEof {
                 Error::integrity(
                     self.context(ft, name),
@@ -114,6 +142,9 @@ impl Backend for LocalBackend {
     }
 
     fn delete(&self, ft: FileType, name: &str) -> Result<()> {
+        if ft == FileType::Pack {
+            self.open_packs.lock().unwrap().retain(|(n, _)| n != name);
+        }
         let p = self.path(ft, name);
         fs::remove_file(&p).map_err(|e| Error::io_path(&p, e))
     }

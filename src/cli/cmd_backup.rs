@@ -49,6 +49,12 @@ pub struct BackupArgs {
     /// Read every file, even those the parent says are unchanged.
     #[arg(long)]
     force: bool,
+    /// Do not treat a changed ctime as a change (file systems with unstable ctimes).
+    #[arg(long)]
+    ignore_ctime: bool,
+    /// Do not treat a changed inode number as a change (e.g. some FUSE/network mounts).
+    #[arg(long)]
+    ignore_inode: bool,
     /// Snapshot time (default: now), e.g. "2026-11-20 14:00:05".
     #[arg(long, value_name = "TIME")]
     time: Option<String>,
@@ -92,6 +98,8 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<i32> {
         one_file_system: a.one_file_system,
         parent,
         force: a.force,
+        ignore_ctime: a.ignore_ctime,
+        ignore_inode: a.ignore_inode,
         time,
         dry_run: a.dry_run,
     };

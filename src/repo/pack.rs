@@ -119,6 +119,10 @@ pub fn open_blob(
     Ok(plain)
 }
 
+/// The largest sealed blob a pack takes: lengths are u32 and the in-memory index keeps
+/// the top bit for the blob type.
+pub const MAX_BLOB: usize = (1 << 31) - 1;
+
 /// Collects sealed blobs into one pack.
 #[derive(Default)]
 pub struct PackWriter {

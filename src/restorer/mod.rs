@@ -10,10 +10,13 @@ mod meta;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::fsmeta;
@@ -82,62 +85,87 @@ pub fn restore(
     node: &Node,
     path: &str,
     opts: &RestoreOptions,
-    report: &dyn Fn(String),
+    report: &(dyn Fn(String) + Sync),
 ) -> Result<RestoreSummary> {
-    let mut r = Restorer {
+    let r = Restorer {
         repo,
         opts,
         report,
         include: PatternSet::new(opts.include.iter().map(|p| (p.as_str(), false)))?,
         exclude: PatternSet::new(opts.exclude.iter().map(|p| (p.as_str(), false)))?,
         is_root: fsmeta::is_root(),
-        links: HashMap::new(),
-        summary: RestoreSummary::default(),
+        links: Mutex::new(HashMap::new()),
+        summary: Mutex::new(RestoreSummary::default()),
     };
     if !opts.dry_run {
         fs::create_dir_all(&opts.target).map_err(|e| Error::io_path(&opts.target, e))?;
     }
-    let snap_path = PathBuf::from(if path.is_empty() { "/" } else { path });
-    if node.kind == NodeKind::Dir {
-        let tree = r.load_tree(node, &snap_path)?;
-        r.restore_entries(&tree, &opts.target, &snap_path, true)?;
-        // The snapshot root is synthesized; a SUBPATH directory's own metadata goes
-        // onto the target, as restic does.
-        if !opts.dry_run && snap_path != Path::new("/") && r.selected_self_or_ancestor(&snap_path) {
-            r.apply_meta(&opts.target, node);
+    // More writers than cores: creating small files waits on the file system.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cores.max(2) * 2)
+        .stack_size(64 << 20)
+        .build()
+        .map_err(|e| Error::Other(format!("starting writer threads: {e}")))?;
+    pool.install(|| r.restore_root(node, path))?;
+    Ok(r.summary.into_inner().unwrap())
+}
+
+impl Restorer<'_> {
+    fn restore_root(&self, node: &Node, path: &str) -> Result<()> {
+        let opts = self.opts;
+        let r = self;
+        let snap_path = PathBuf::from(if path.is_empty() { "/" } else { path });
+        if node.kind == NodeKind::Dir {
+            let tree = r.load_tree(node, &snap_path)?;
+            r.restore_entries(&tree, &opts.target, &snap_path, true)?;
+            // The snapshot root is synthesized; a SUBPATH directory's own metadata goes
+            // onto the target, as restic does.
+            if !opts.dry_run
+                && snap_path != Path::new("/")
+                && r.selected_self_or_ancestor(&snap_path)
+            {
+                r.apply_meta(&opts.target, node);
+            }
+        } else {
+            let parent = snap_path.parent().unwrap_or(Path::new("/")).to_path_buf();
+            let tree = Tree {
+                nodes: vec![node.clone()],
+            };
+            r.restore_entries(&tree, &opts.target, &parent, true)?;
         }
-    } else {
-        let parent = snap_path.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let tree = Tree {
-            nodes: vec![node.clone()],
-        };
-        r.restore_entries(&tree, &opts.target, &parent, true)?;
+        Ok(())
     }
-    Ok(r.summary)
 }
 
 struct Restorer<'a> {
     repo: &'a Repository,
     opts: &'a RestoreOptions,
-    report: &'a dyn Fn(String),
+    report: &'a (dyn Fn(String) + Sync),
     include: PatternSet,
     exclude: PatternSet,
     is_root: bool,
     /// (device, inode) in the snapshot → path already restored, for hard links.
-    links: HashMap<(u64, u64), PathBuf>,
-    summary: RestoreSummary,
+    links: Mutex<HashMap<(u64, u64), PathBuf>>,
+    summary: Mutex<RestoreSummary>,
 }
 
 impl Restorer<'_> {
-    fn problem(&mut self, e: Error) {
-        if matches!(e, Error::Integrity { .. }) {
-            self.summary.integrity_errors += 1;
-        }
-        self.summary.errors += 1;
+    fn count(&self, f: impl FnOnce(&mut RestoreSummary)) {
+        f(&mut self.summary.lock().unwrap());
+    }
+
+    fn problem(&self, e: Error) {
+        self.count(|s| {
+            if matches!(e, Error::Integrity { .. }) {
+                s.integrity_errors += 1;
+            }
+            s.errors += 1;
+        });
         (self.report)(format!("error: {e}"));
     }
 
-    fn load_tree(&mut self, node: &Node, snap_path: &Path) -> Result<Tree> {
+    fn load_tree(&self, node: &Node, snap_path: &Path) -> Result<Tree> {
         match node.subtree {
             Some(id) => self.repo.load_tree(&id),
             None => Err(Error::integrity(
@@ -154,13 +182,16 @@ impl Restorer<'_> {
     /// Restores a directory's entries into `dest` (an existing real directory, or one
     /// to create when `dest_ready` is false and something in it is restored).
     fn restore_entries(
-        &mut self,
+        &self,
         tree: &Tree,
         dest: &Path,
         snap_dir: &Path,
         mut dest_ready: bool,
     ) -> Result<bool> {
         let mut wrote_any = false;
+        // Plain files (no other hard links) are written in parallel once the rest of
+        // the directory is in place; everything else in order.
+        let mut files = Vec::new();
         for node in &tree.nodes {
             if !is_safe_name(&node.name) {
                 self.problem(Error::integrity(
@@ -186,6 +217,10 @@ impl Restorer<'_> {
                 dest_ready = true;
             }
             let path = dest.join(name);
+            if node.kind == NodeKind::File && node.links <= 1 {
+                files.push((node, path));
+                continue;
+            }
             let result = match node.kind {
                 NodeKind::Dir => self.restore_dir(node, &path, &snap_path, selected),
                 NodeKind::File => self.restore_file(node, &path).map(|_| true),
@@ -196,11 +231,17 @@ impl Restorer<'_> {
                 Err(e) => self.problem(e),
             }
         }
+        wrote_any |= !files.is_empty();
+        files.par_iter().for_each(|(node, path)| {
+            if let Err(e) = self.restore_file(node, path) {
+                self.problem(e);
+            }
+        });
         Ok(wrote_any || dest_ready)
     }
 
     fn restore_dir(
-        &mut self,
+        &self,
         node: &Node,
         path: &Path,
         snap_path: &Path,
@@ -210,7 +251,7 @@ impl Restorer<'_> {
         if self.opts.dry_run {
             if selected {
                 (self.report)(format!("would restore {}", path.display()));
-                self.summary.dirs_restored += 1;
+                self.count(|s| s.dirs_restored += 1);
             }
             self.restore_entries(&tree, path, snap_path, true)?;
             return Ok(selected);
@@ -220,47 +261,49 @@ impl Restorer<'_> {
         }
         let created = self.restore_entries(&tree, path, snap_path, selected)?;
         if created {
-            self.summary.dirs_restored += 1;
+            self.count(|s| s.dirs_restored += 1);
             // After the contents, so their creation does not bump the times again.
             self.apply_meta(path, node);
         }
         Ok(created)
     }
 
-    fn restore_file(&mut self, node: &Node, path: &Path) -> Result<()> {
+    fn restore_file(&self, node: &Node, path: &Path) -> Result<()> {
         if self.opts.dry_run {
             (self.report)(format!("would restore {}", path.display()));
-            self.summary.files_restored += 1;
-            self.summary.bytes_written += node.size;
+            self.count(|s| {
+                s.files_restored += 1;
+                s.bytes_written += node.size;
+            });
             return Ok(());
         }
         let link_key = (node.links > 1).then_some((node.device, node.inode));
-        if let Some(first) = link_key.and_then(|k| self.links.get(&k)) {
-            let first = first.clone();
+        let first = link_key.and_then(|k| self.links.lock().unwrap().get(&k).cloned());
+        if let Some(first) = first {
             remove_existing(path)?;
             fs::hard_link(&first, path).map_err(|e| Error::io_path(path, e))?;
-            self.summary.files_restored += 1;
+            self.count(|s| s.files_restored += 1);
             return Ok(());
         }
-        if self.keep_existing(node, path)? {
-            self.summary.files_skipped += 1;
+        let existing = path.symlink_metadata().ok();
+        if existing
+            .as_ref()
+            .is_some_and(|m| self.keep_existing(node, path, m))
+        {
+            self.count(|s| s.files_skipped += 1);
         } else {
-            self.write_file(node, path)?;
-            self.apply_meta(path, node);
-            self.summary.files_restored += 1;
+            self.write_file(node, path, existing.is_some())?;
+            self.count(|s| s.files_restored += 1);
         }
         if let Some(k) = link_key {
-            self.links.insert(k, path.to_path_buf());
+            self.links.lock().unwrap().insert(k, path.to_path_buf());
         }
         Ok(())
     }
 
     /// Whether an existing file at `path` is left as it is (`--overwrite`).
-    fn keep_existing(&self, node: &Node, path: &Path) -> Result<bool> {
-        let Ok(meta) = path.symlink_metadata() else {
-            return Ok(false);
-        };
-        Ok(match self.opts.overwrite {
+    fn keep_existing(&self, node: &Node, path: &Path, meta: &fs::Metadata) -> bool {
+        match self.opts.overwrite {
             Overwrite::Always => false,
             Overwrite::Never => true,
             Overwrite::IfNewer => {
@@ -271,19 +314,32 @@ impl Restorer<'_> {
             Overwrite::IfChanged => {
                 meta.is_file() && meta.len() == node.size && self.same_content(node, path)
             }
-        })
+        }
     }
 
     /// Chunks the existing file as a backup would and compares blob ids.
     fn same_content(&self, node: &Node, path: &Path) -> bool {
-        let Ok(f) = File::open(path) else {
+        let Ok(mut f) = File::open(path) else {
             return false;
         };
-        let cfg = self.repo.config.chunker;
+        let params = self.repo.config.chunker;
+        let seed = self.repo.key.chunker_seed;
+        let idk = &self.repo.key.id_key;
+        if node.size <= params.max_size as u64 {
+            let mut data = Vec::with_capacity(node.size as usize);
+            if f.read_to_end(&mut data).is_err() {
+                return false;
+            }
+            let ids = params
+                .cut_points(&data, seed)
+                .into_iter()
+                .map(|(o, l)| idk.blob_id(&data[o..o + l]));
+            return ids.eq(node.content.iter().copied());
+        }
         let mut ids = Vec::with_capacity(node.content.len());
-        for chunk in cfg.chunks(f, self.repo.key.chunker_seed) {
+        for chunk in params.chunks(f, seed) {
             match chunk {
-                Ok(c) => ids.push(self.repo.key.id_key.blob_id(&c)),
+                Ok(c) => ids.push(idk.blob_id(&c)),
                 Err(_) => return false,
             }
             if ids.len() > node.content.len() {
@@ -293,18 +349,33 @@ impl Restorer<'_> {
         ids == node.content
     }
 
-    /// Writes the content under a temporary name, then renames it over `path`: a
-    /// failure leaves no file with wrong bytes under the entry's name.
-    fn write_file(&mut self, node: &Node, path: &Path) -> Result<()> {
+    /// Writes a file's content so that a failure leaves no file with wrong bytes under
+    /// the entry's name: a new file is created in place (O_EXCL) and removed again on
+    /// failure; an existing one is replaced by a renamed temporary file.
+    fn write_file(&self, node: &Node, path: &Path, exists: bool) -> Result<()> {
+        if !exists {
+            return match self.write_content(node, path) {
+                Ok(f) => {
+                    self.report_all(meta::apply_to_file(&f, path, node, self.is_root));
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(path);
+                    Err(e)
+                }
+            };
+        }
         let dir = path.parent().expect("restored paths have a parent");
         let tmp = dir.join(format!(
             ".cairn-restore-{}",
             hex::encode(crate::crypto::random_bytes::<6>())
         ));
-        let result = self.write_content(node, &tmp);
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
+        match self.write_content(node, &tmp) {
+            Ok(f) => self.report_all(meta::apply_to_file(&f, path, node, self.is_root)),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
         }
         if let Ok(m) = path.symlink_metadata() {
             if m.is_dir() {
@@ -317,14 +388,21 @@ impl Restorer<'_> {
         })
     }
 
-    fn write_content(&mut self, node: &Node, tmp: &Path) -> Result<()> {
+    fn report_all(&self, warnings: Vec<String>) {
+        for w in warnings {
+            (self.report)(format!("warning: {w}"));
+        }
+    }
+
+    /// Creates `dest` and writes the file's verified content; returns the open file.
+    fn write_content(&self, node: &Node, dest: &Path) -> Result<File> {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .custom_flags(libc::O_NOFOLLOW)
             .mode(0o600)
-            .open(tmp)
-            .map_err(|e| Error::io_path(tmp, e))?;
+            .open(dest)
+            .map_err(|e| Error::io_path(dest, e))?;
         let mut last: Option<(Id, Vec<u8>)> = None;
         let mut written = 0u64;
         for id in &node.content {
@@ -332,7 +410,7 @@ impl Restorer<'_> {
                 last = Some((*id, self.repo.read_blob(id)?));
             }
             let data = &last.as_ref().unwrap().1;
-            write_sparse(&mut f, data).map_err(|e| Error::io_path(tmp, e))?;
+            write_sparse(&mut f, data).map_err(|e| Error::io_path(dest, e))?;
             written += data.len() as u64;
         }
         if written != node.size {
@@ -344,15 +422,15 @@ impl Restorer<'_> {
                 ),
             ));
         }
-        f.set_len(written).map_err(|e| Error::io_path(tmp, e))?;
-        self.summary.bytes_written += written;
-        Ok(())
+        f.set_len(written).map_err(|e| Error::io_path(dest, e))?;
+        self.count(|s| s.bytes_written += written);
+        Ok(f)
     }
 
-    fn restore_special(&mut self, node: &Node, path: &Path) -> Result<()> {
+    fn restore_special(&self, node: &Node, path: &Path) -> Result<()> {
         if self.opts.dry_run {
             (self.report)(format!("would restore {}", path.display()));
-            self.summary.other_restored += 1;
+            self.count(|s| s.other_restored += 1);
             return Ok(());
         }
         match node.kind {
@@ -393,14 +471,12 @@ impl Restorer<'_> {
             NodeKind::File | NodeKind::Dir => unreachable!("handled by the caller"),
         }
         self.apply_meta(path, node);
-        self.summary.other_restored += 1;
+        self.count(|s| s.other_restored += 1);
         Ok(())
     }
 
-    fn apply_meta(&mut self, path: &Path, node: &Node) {
-        for w in meta::apply(path, node, self.is_root) {
-            (self.report)(format!("warning: {w}"));
-        }
+    fn apply_meta(&self, path: &Path, node: &Node) {
+        self.report_all(meta::apply(path, node, self.is_root));
     }
 }
 
