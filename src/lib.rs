@@ -14,6 +14,7 @@ pub mod fsmeta;
 pub mod fuzz_targets;
 pub mod id;
 pub mod pattern;
+pub mod progress;
 pub mod repo;
 pub mod restorer;
 pub mod selector;

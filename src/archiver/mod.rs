@@ -45,6 +45,8 @@ pub struct BackupOptions {
     pub ignore_inode: bool,
     pub time: Option<DateTime<FixedOffset>>,
     pub dry_run: bool,
+    /// Bumped per file as the walk goes (files, source bytes).
+    pub progress: Option<std::sync::Arc<crate::progress::Progress>>,
 }
 
 pub struct BackupResult {

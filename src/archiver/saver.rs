@@ -135,18 +135,23 @@ impl Drop for BlobSaver {
 fn run_packer(cfg: SaverConfig, rx: Receiver<Sealed>) -> Result<SaverOutput> {
     let mut out = SaverOutput::default();
     let mut pending = IndexFile::default();
-    let mut writer = PackWriter::default();
+    // Trees and data go to separate packs: a reader of metadata (ls, mount, check,
+    // diff, a future cache) then fetches tree packs only.
+    let mut writers = [PackWriter::default(), PackWriter::default()];
     for blob in rx {
-        writer.add(blob.ty, blob.id, &blob.sealed, blob.uncompressed_length);
-        if writer.size() >= cfg.pack_size {
-            write_pack(&cfg, std::mem::take(&mut writer), &mut pending, &mut out)?;
+        let w = &mut writers[blob.ty.to_byte() as usize];
+        w.add(blob.ty, blob.id, &blob.sealed, blob.uncompressed_length);
+        if w.size() >= cfg.pack_size {
+            write_pack(&cfg, std::mem::take(w), &mut pending, &mut out)?;
             if pending.packs.len() >= PACKS_PER_INDEX {
                 write_index(&cfg, std::mem::take(&mut pending), &mut out)?;
             }
         }
     }
-    if !writer.is_empty() {
-        write_pack(&cfg, writer, &mut pending, &mut out)?;
+    for w in writers {
+        if !w.is_empty() {
+            write_pack(&cfg, w, &mut pending, &mut out)?;
+        }
     }
     if !pending.packs.is_empty() {
         write_index(&cfg, pending, &mut out)?;

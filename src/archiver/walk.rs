@@ -261,7 +261,11 @@ impl<'a> Walker<'a> {
                     s.total_files_processed += 1;
                     s.total_bytes_processed += size;
                 });
-                if !self.save_file(path, &mut node, parent)? {
+                let saved = self.save_file(path, &mut node, parent)?;
+                if let Some(p) = &self.opts.progress {
+                    p.add(1, size);
+                }
+                if !saved {
                     return Ok(None);
                 }
             }

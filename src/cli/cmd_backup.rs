@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::json;
 
-use super::{output, pick, Ctx, FilterArgs};
+use super::{output, pick, progress, Ctx, FilterArgs};
 use cairn::archiver::{self, BackupOptions, ExcludeOptions};
 use cairn::{Error, Result};
 
@@ -102,7 +102,18 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<i32> {
         ignore_inode: a.ignore_inode,
         time,
         dry_run: a.dry_run,
+        progress: None,
     };
+    let display = progress::Display::start(ctx, "backup");
+    let mut opts = opts;
+    if display.visible() {
+        opts.progress = Some(display.progress.clone());
+        if !opts.paths.is_empty() {
+            // Totals for the bar's ETA, counted beside the backup (warm metadata).
+            let (paths, p) = (opts.paths.clone(), display.progress.clone());
+            std::thread::spawn(move || cairn::progress::scan_totals(&paths, &p));
+        }
+    }
     let json = ctx.json();
     let warn = move |msg: String| {
         if json {
@@ -111,7 +122,9 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<i32> {
             eprintln!("warning: {msg}");
         }
     };
-    let result = archiver::backup(&mut repo, &opts, &warn)?;
+    let result = archiver::backup(&mut repo, &opts, &warn);
+    display.finish();
+    let result = result?;
     let s = result.snapshot.summary.clone().unwrap_or_default();
     if json {
         output::print_json(&json!({

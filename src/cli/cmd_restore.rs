@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
-use super::{output, pick, Ctx, FilterArgs};
+use super::{output, pick, progress, Ctx, FilterArgs};
 use cairn::restorer::{self, find_node, Overwrite, RestoreOptions};
 use cairn::selector::split_subpath;
 use cairn::{Error, Result};
@@ -47,6 +47,7 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<i32> {
     let (id, snap) = pick(&repo, selector, &a.filter)?;
     let subpath = subpath.unwrap_or("/");
     let node = find_node(&repo, snap.tree, subpath)?;
+    let whole_snapshot = a.include.is_empty() && a.exclude.is_empty();
     let opts = RestoreOptions {
         target: a.target,
         include: a.include,
@@ -58,7 +59,21 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<i32> {
             OverwriteArg::IfNewer => Overwrite::IfNewer,
             OverwriteArg::Never => Overwrite::Never,
         },
+        progress: None,
     };
+    let display = progress::Display::start(ctx, "restore");
+    let mut opts = opts;
+    if display.visible() && !a.dry_run {
+        opts.progress = Some(display.progress.clone());
+        // The snapshot's own summary gives the totals of a whole-snapshot restore.
+        if let (Some(sum), "/") = (&snap.summary, subpath) {
+            if whole_snapshot {
+                display
+                    .progress
+                    .add_total(sum.total_files_processed, sum.total_bytes_processed);
+            }
+        }
+    }
     let verbose_plan = a.dry_run && !ctx.json() && !ctx.g.quiet;
     let report = |line: String| {
         if line.starts_with("would ") {
@@ -69,7 +84,9 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<i32> {
             eprintln!("{line}");
         }
     };
-    let s = restorer::restore(&repo, &node, subpath, &opts, &report)?;
+    let s = restorer::restore(&repo, &node, subpath, &opts, &report);
+    display.finish();
+    let s = s?;
     if ctx.json() {
         output::print_json(&json!({
             "message_type": "summary",

@@ -10,6 +10,7 @@ mod cmd_restore;
 mod cmd_snapshots;
 mod output;
 mod password;
+mod progress;
 
 use std::path::PathBuf;
 use std::sync::Arc;

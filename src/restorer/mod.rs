@@ -42,6 +42,8 @@ pub struct RestoreOptions {
     pub exclude: Vec<String>,
     pub dry_run: bool,
     pub overwrite: Overwrite,
+    /// Bumped per file restored or skipped (files, bytes).
+    pub progress: Option<std::sync::Arc<crate::progress::Progress>>,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -294,6 +296,9 @@ impl Restorer<'_> {
         } else {
             self.write_file(node, path, existing.is_some())?;
             self.count(|s| s.files_restored += 1);
+        }
+        if let Some(p) = &self.opts.progress {
+            p.add(1, node.size);
         }
         if let Some(k) = link_key {
             self.links.lock().unwrap().insert(k, path.to_path_buf());
