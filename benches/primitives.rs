@@ -91,6 +91,7 @@ fn packs_and_index(c: &mut Criterion) {
         packs: (0..n / 1000)
             .map(|p| IndexedPack {
                 id: Id::of_file(&p.to_le_bytes()),
+                marked: None,
                 blobs: (0..1000)
                     .map(|i| PackEntry {
                         ty: BlobType::Data,

@@ -6,15 +6,18 @@
 
 pub mod archiver;
 pub mod backend;
+pub mod check;
 pub mod chunker;
 pub mod crypto;
 pub mod error;
+pub mod forget;
 pub mod fsmeta;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod id;
 pub mod pattern;
 pub mod progress;
+pub mod prune;
 pub mod repo;
 pub mod restorer;
 pub mod selector;

@@ -101,6 +101,9 @@ pub fn backup(
         None => None,
     };
 
+    if !opts.dry_run {
+        adopt_unindexed_packs(repo)?;
+    }
     let excluder = Excluder::new(&opts.excludes)?;
     let saver = BlobSaver::start(SaverConfig {
         backend: repo.backend_arc(),
@@ -167,6 +170,33 @@ pub fn backup(
         snapshot,
         warnings,
     })
+}
+
+/// Packs on storage that no index lists were left by an interrupted backup: index
+/// them now, so this backup reuses what that one uploaded instead of storing it again.
+fn adopt_unindexed_packs(repo: &mut Repository) -> Result<()> {
+    let known: std::collections::HashSet<Id> = repo.index().packs().iter().copied().collect();
+    let mut file = crate::repo::index::IndexFile::default();
+    for (name, _) in repo.backend().list(crate::backend::FileType::Pack)? {
+        let Ok(id) = Id::from_hex(&name) else {
+            continue;
+        };
+        if known.contains(&id) {
+            continue;
+        }
+        // A pack whose header does not read is left for `check` to report.
+        if let Ok(blobs) = repo.read_pack_header(&name) {
+            file.packs.push(crate::repo::index::IndexedPack {
+                id,
+                marked: None,
+                blobs,
+            });
+        }
+    }
+    if !file.packs.is_empty() {
+        repo.save_index(file)?;
+    }
+    Ok(())
 }
 
 fn same_paths(a: &[String], b: &[String]) -> bool {

@@ -171,7 +171,11 @@ fn write_pack(
     }
     out.packed_bytes += bytes.len() as u64;
     out.packs += 1;
-    pending.packs.push(IndexedPack { id, blobs });
+    pending.packs.push(IndexedPack {
+        id,
+        marked: None,
+        blobs,
+    });
     Ok(())
 }
 

@@ -73,6 +73,7 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<i32> {
         .map(cairn::selector::parse_time)
         .transpose()?;
     let mut repo = ctx.open_indexed()?;
+    let _lock = ctx.lock(&repo, cairn::repo::lock::LockKind::Shared, false)?;
     let parent = match &a.parent {
         Some(sel) => Some(pick(&repo, sel, &FilterArgs::default())?.0),
         None => None,

@@ -60,6 +60,7 @@ pub fn run(ctx: &Ctx, a: CatArgs) -> Result<i32> {
             .ok_or_else(|| Error::Usage("this kind of object needs an id".into()))
     };
     let mut repo = ctx.open()?;
+    let _lock = ctx.lock(&repo, cairn::repo::lock::LockKind::Shared, true)?;
     let value = match a.kind {
         Kind::Config => serde_json::to_value(&repo.config).expect("serializable"),
         Kind::Snapshot => {

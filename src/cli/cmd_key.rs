@@ -39,6 +39,8 @@ enum KeyAction {
 
 pub fn run(ctx: &Ctx, a: KeyArgs) -> Result<i32> {
     let repo = ctx.open()?;
+    let read_only = matches!(a.action, KeyAction::List);
+    let _lock = ctx.lock(&repo, cairn::repo::lock::LockKind::Shared, read_only)?;
     match a.action {
         KeyAction::List => {
             let keys = repo.keys()?;

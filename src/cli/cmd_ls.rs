@@ -109,6 +109,7 @@ impl Lister<'_> {
 
 pub fn run(ctx: &Ctx, a: LsArgs) -> Result<i32> {
     let repo = ctx.open_indexed()?;
+    let _lock = ctx.lock(&repo, cairn::repo::lock::LockKind::Shared, true)?;
     let (_, snap) = pick(&repo, &a.snapshot, &a.filter)?;
     let mut l = Lister {
         ctx,

@@ -72,6 +72,7 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<i32> {
         )));
     }
     let repo = ctx.open()?;
+    let _lock = ctx.lock(&repo, cairn::repo::lock::LockKind::Shared, true)?;
     let filter = a.filter.filter();
     let all: Vec<(Id, Snapshot)> = repo
         .snapshots()?

@@ -3,11 +3,16 @@
 
 mod cmd_backup;
 mod cmd_cat;
+mod cmd_check;
+mod cmd_forget;
 mod cmd_init;
 mod cmd_key;
 mod cmd_ls;
+mod cmd_prune;
+mod cmd_repair;
 mod cmd_restore;
 mod cmd_snapshots;
+mod cmd_unlock;
 mod output;
 mod password;
 mod progress;
@@ -18,6 +23,7 @@ use std::sync::Arc;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use cairn::crypto::KdfParams;
+use cairn::repo::lock::{LockGuard, LockKind};
 use cairn::repo::snapshot::Snapshot;
 use cairn::selector::SnapshotFilter;
 use cairn::{backend, Error, Repository, Result};
@@ -100,6 +106,16 @@ enum Command {
     Cat(cmd_cat::CatArgs),
     /// Manage passwords (keys).
     Key(cmd_key::KeyArgs),
+    /// Remove stale locks (all locks with --remove-all).
+    Unlock(cmd_unlock::UnlockArgs),
+    /// Verify the repository (exit 13 when something is wrong).
+    Check(cmd_check::CheckArgs),
+    /// Remove snapshots by a retention policy.
+    Forget(cmd_forget::ForgetArgs),
+    /// Remove data that no snapshot needs.
+    Prune(cmd_prune::PruneArgs),
+    /// Rebuild repository metadata.
+    Repair(cmd_repair::RepairArgs),
 }
 
 /// `--host`, `--tag`, `--path` for commands that pick snapshots.
@@ -197,6 +213,24 @@ impl Ctx {
         repo.load_index()?;
         Ok(repo)
     }
+
+    /// Takes the lock a command needs; `--no-lock` skips it for read-only commands.
+    pub fn lock(
+        &self,
+        repo: &Repository,
+        kind: LockKind,
+        read_only: bool,
+    ) -> Result<Option<LockGuard>> {
+        if self.g.no_lock {
+            if !read_only {
+                return Err(Error::Usage(
+                    "--no-lock is only for read-only commands".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        repo.lock(kind).map(Some)
+    }
 }
 
 /// Picks one snapshot by selector and filter.
@@ -231,6 +265,11 @@ pub fn run() -> i32 {
         Command::Restore(a) => cmd_restore::run(&ctx, a),
         Command::Cat(a) => cmd_cat::run(&ctx, a),
         Command::Key(a) => cmd_key::run(&ctx, a),
+        Command::Unlock(a) => cmd_unlock::run(&ctx, a),
+        Command::Check(a) => cmd_check::run(&ctx, a),
+        Command::Forget(a) => cmd_forget::run(&ctx, a),
+        Command::Prune(a) => cmd_prune::run(&ctx, a),
+        Command::Repair(a) => cmd_repair::run(&ctx, a),
     };
     match result {
         Ok(code) => code,

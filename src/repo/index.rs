@@ -2,8 +2,10 @@
 //!
 //! An index file lists packs and the blobs in each, so a reader finds any blob without
 //! opening pack headers. Plaintext, sealed with the INDEX associated data:
-//! `version (u8 = 1) | pack count (u32 LE) | per pack: pack id (32) | blob count
-//! (u32 LE) | blob count × pack entry (pack.rs, 45 bytes)`.
+//! `version (u8 = 1) | pack count (u32 LE) | per pack: pack id (32) | marked (i64 LE) |
+//! blob count (u32 LE) | blob count × pack entry (pack.rs, 45 bytes)`.
+//! `marked` is 0 for a live pack, else the Unix time at which prune found nothing in it
+//! still used: it is deleted by a later prune once the grace period has passed.
 
 use std::collections::HashMap;
 
@@ -22,6 +24,8 @@ pub struct IndexFile {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct IndexedPack {
     pub id: Id,
+    /// When prune marked the pack unused (Unix seconds); `None` = live.
+    pub marked: Option<i64>,
     pub blobs: Vec<PackEntry>,
 }
 
@@ -37,6 +41,7 @@ impl IndexFile {
         out.extend_from_slice(&(self.packs.len() as u32).to_le_bytes());
         for p in &self.packs {
             out.extend_from_slice(&p.id.0);
+            out.extend_from_slice(&p.marked.unwrap_or(0).to_le_bytes());
             out.extend_from_slice(&(p.blobs.len() as u32).to_le_bytes());
             for e in &p.blobs {
                 e.encode_into(&mut out);
@@ -73,6 +78,10 @@ impl IndexFile {
                 .take(32)
                 .and_then(Id::from_slice)
                 .ok_or_else(|| bad("truncated"))?;
+            let marked = r
+                .take(8)
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                .ok_or_else(|| bad("truncated"))?;
             let count = r.u32().ok_or_else(|| bad("truncated"))? as usize;
             let raw = r
                 .take(
@@ -85,7 +94,11 @@ impl IndexFile {
                 .chunks_exact(ENTRY_LEN)
                 .map(|c| PackEntry::decode(c).ok_or_else(|| bad("unknown blob type")))
                 .collect::<Result<Vec<_>>>()?;
-            out.packs.push(IndexedPack { id, blobs });
+            out.packs.push(IndexedPack {
+                id,
+                marked: (marked != 0).then_some(marked),
+                blobs,
+            });
         }
         if !r.b.is_empty() {
             return Err(bad("trailing bytes"));
@@ -148,6 +161,8 @@ fn prefix(id: &Id) -> [u8; 16] {
 #[derive(Default)]
 pub struct Index {
     packs: Vec<Id>,
+    /// Per pack number: when prune marked it unused, if it did.
+    marked: Vec<Option<i64>>,
     pack_numbers: HashMap<Id, u32>,
     slots: Vec<Slot>,
 }
@@ -157,19 +172,28 @@ impl Index {
         let mut idx = Index::default();
         for f in files {
             for p in &f.packs {
-                idx.push_pack(p.id, &p.blobs);
+                idx.push_pack(p);
             }
         }
         idx.sort();
         idx
     }
 
-    fn push_pack(&mut self, pack: Id, blobs: &[PackEntry]) {
+    fn push_pack(&mut self, p: &IndexedPack) {
         let next = self.packs.len() as u32;
-        let n = *self.pack_numbers.entry(pack).or_insert(next);
+        let n = *self.pack_numbers.entry(p.id).or_insert(next);
         if n == next {
-            self.packs.push(pack);
+            self.packs.push(p.id);
+            self.marked.push(p.marked);
+        } else if p.marked.is_some() {
+            // Listed twice (a prune stopped between writing and deleting index files):
+            // the mark wins; the next prune decides again from the snapshots.
+            self.marked[n as usize] = p.marked;
+            return;
+        } else {
+            return;
         }
+        let blobs = &p.blobs;
         self.slots.extend(blobs.iter().map(|e| Slot {
             id_prefix: prefix(&e.id),
             pack: n,
@@ -181,15 +205,17 @@ impl Index {
     }
 
     fn sort(&mut self) {
-        // Stable sort keeps the first-listed copy of a blob stored twice.
-        self.slots.sort_by_key(|s| s.id_prefix);
+        // A blob stored twice: keep a copy in a live pack if there is one.
+        let marked = &self.marked;
+        self.slots
+            .sort_by_key(|s| (s.id_prefix, marked[s.pack as usize].is_some()));
         self.slots.dedup_by(|a, b| a.id_prefix == b.id_prefix);
     }
 
     /// Adds packs written by this process.
     pub fn add(&mut self, file: &IndexFile) {
         for p in &file.packs {
-            self.push_pack(p.id, &p.blobs);
+            self.push_pack(p);
         }
         self.sort();
     }
@@ -220,8 +246,17 @@ impl Index {
         })
     }
 
+    /// Whether the blob is stored in a live pack (one a backup may rely on: a pack
+    /// marked by prune may be deleted soon, so its blobs are stored again).
     pub fn contains(&self, id: &Id) -> bool {
-        self.find(id).is_some()
+        self.find(id)
+            .is_some_and(|s| self.marked[s.pack as usize].is_none())
+    }
+
+    /// When prune marked this pack unused, if it did.
+    pub fn pack_marked(&self, pack: &Id) -> Option<i64> {
+        let n = *self.pack_numbers.get(pack)?;
+        self.marked[n as usize]
     }
 
     pub fn len(&self) -> usize {
@@ -264,6 +299,7 @@ mod tests {
             packs: (0..n)
                 .map(|p| IndexedPack {
                     id: Id([100 + p; 32]),
+                    marked: (p == 2).then_some(1_800_000_000),
                     blobs: (0..p).map(|b| entry(p * 10 + b, b as u32 * 50)).collect(),
                 })
                 .collect(),
@@ -292,6 +328,12 @@ mod tests {
         assert_eq!(loc.entry, entry(42, 100));
         assert!(idx.get(&Id([44; 32])).is_none());
         assert!(idx.contains(&Id([10; 32])));
+        assert!(
+            idx.get(&Id([20; 32])).is_some(),
+            "blobs of marked packs are readable"
+        );
+        assert!(!idx.contains(&Id([20; 32])), "but not relied on for dedup");
+        assert_eq!(idx.pack_marked(&Id([102; 32])), Some(1_800_000_000));
         assert_eq!(Index::BYTES_PER_BLOB, 32);
         let tree = idx.get(&Id([41; 32])).unwrap();
         assert_eq!(tree.entry.ty, BlobType::Tree);

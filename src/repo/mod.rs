@@ -4,6 +4,7 @@
 pub mod config;
 pub mod index;
 pub mod key;
+pub mod lock;
 pub mod pack;
 pub mod snapshot;
 pub mod tree;
@@ -171,6 +172,11 @@ impl Repository {
         &self.index
     }
 
+    /// Replaces the in-memory index (check builds it file by file).
+    pub fn set_index(&mut self, index: Index) {
+        self.index = index;
+    }
+
     /// Adds an index file written by this process to the in-memory index.
     pub fn index_add(&mut self, file: &IndexFile) {
         self.index.add(file);
@@ -202,6 +208,7 @@ impl Repository {
         self.save_index(IndexFile {
             packs: vec![index::IndexedPack {
                 id: pack_id,
+                marked: None,
                 blobs: entries,
             }],
         })?;
@@ -277,6 +284,13 @@ impl Repository {
         }
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok(out)
+    }
+
+    // --- locks ---
+
+    /// Takes a lock of `kind`; it is held until the guard is dropped.
+    pub fn lock(&self, kind: lock::LockKind) -> Result<lock::LockGuard> {
+        lock::LockGuard::acquire(self.backend.clone(), &self.key.sealing, kind)
     }
 
     // --- keys ---

@@ -61,6 +61,7 @@ fn write_seed_corpus() {
         let f = IndexFile {
             packs: vec![IndexedPack {
                 id: Id([3; 32]),
+                marked: Some(1_800_000_000),
                 blobs: vec![entry(1), entry(2)],
             }],
         };

@@ -10,4 +10,6 @@ mod fidelity;
 mod fuzz_corpus;
 mod history;
 mod hostile;
+mod locking;
+mod maintenance;
 mod selection;

@@ -1,0 +1,397 @@
+//! `check`: prove the repository sound, or say exactly what is wrong and what it affects.
+//!
+//! Structure: every key file, index file and snapshot decodes; every indexed pack exists
+//! and is large enough for its blobs; every snapshot's trees load; every blob a tree
+//! references is indexed. `--read-data` (or a subset) also downloads packs, in parallel,
+//! and verifies each pack's hash, its header against the index, and every blob's
+//! authentication and id.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::backend::FileType;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repo::index::IndexFile;
+use crate::repo::key::KeyFile;
+use crate::repo::pack::{open_blob, parse_pack, PackEntry};
+use crate::repo::tree::NodeKind;
+use crate::repo::Repository;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ReadData {
+    None,
+    All,
+    /// Group `n` of `m` (1-based): packs whose first id byte mod m is n − 1.
+    Subset(u32, u32),
+    /// About this percentage of the packs, chosen at random.
+    Percent(f64),
+}
+
+impl std::str::FromStr for ReadData {
+    type Err = Error;
+    /// `N/M` or `P%`.
+    fn from_str(s: &str) -> Result<ReadData> {
+        let bad = || Error::Usage(format!("--read-data-subset takes N/M or P%, not {s:?}"));
+        if let Some(p) = s.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(0.0..=100.0).contains(&p) || p.is_nan() {
+                return Err(bad());
+            }
+            return Ok(ReadData::Percent(p));
+        }
+        let (n, m) = s.split_once('/').ok_or_else(bad)?;
+        let (n, m): (u32, u32) = (
+            n.trim().parse().map_err(|_| bad())?,
+            m.trim().parse().map_err(|_| bad())?,
+        );
+        if m == 0 || n == 0 || n > m || m > 256 {
+            return Err(bad());
+        }
+        Ok(ReadData::Subset(n, m))
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Problem {
+    /// The repository file concerned.
+    pub file: String,
+    pub message: String,
+    /// Snapshots and paths that need it: `<short id>:<path>`.
+    pub affects: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckReport {
+    pub snapshots: u64,
+    pub trees: u64,
+    pub packs: u64,
+    pub blobs: u64,
+    pub packs_read: u64,
+    pub bytes_read: u64,
+    /// Packs on storage that no index lists (left by an interrupted backup): not an
+    /// error; `prune` removes them, `repair index` takes them in.
+    pub unindexed_packs: u64,
+    pub problems: Vec<Problem>,
+}
+
+/// Runs the check. The repository's index is (re)loaded here, file by file, so one
+/// damaged index file is a reported problem rather than the end of the check.
+pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let mut problem = |file: String, message: String| {
+        report_problem(&mut report.problems, file, message, Vec::new());
+    };
+
+    // Keys.
+    for (name, _) in repo.backend().list(FileType::Key)? {
+        let r = repo
+            .read_file(FileType::Key, &name)
+            .and_then(|b| KeyFile::decode(&b, &name));
+        if let Err(e) = r {
+            problem(FileType::Key.path(&name), e.to_string());
+        }
+    }
+
+    // Index files.
+    let mut files: Vec<IndexFile> = Vec::new();
+    for (name, _) in repo.backend().list(FileType::Index)? {
+        match repo.load_index_file(&name) {
+            Ok(f) => files.push(f),
+            Err(e) => problem(FileType::Index.path(&name), e.to_string()),
+        }
+    }
+    repo.set_index(crate::repo::index::Index::from_files(&files));
+    let indexed: HashMap<Id, Vec<PackEntry>> = files
+        .iter()
+        .flat_map(|f| f.packs.iter())
+        .map(|p| (p.id, p.blobs.clone()))
+        .collect();
+
+    // Packs: present, and large enough for what the index says is in them.
+    let stored: HashMap<String, u64> = repo.backend().list(FileType::Pack)?.into_iter().collect();
+    report.packs = indexed.len() as u64;
+    report.blobs = repo.index().len() as u64;
+    for (pack, blobs) in &indexed {
+        let name = pack.to_hex();
+        match stored.get(&name) {
+            None => problem(
+                FileType::Pack.path(&name),
+                "pack is in the index but missing from storage".into(),
+            ),
+            Some(&size) => {
+                let end = blobs
+                    .iter()
+                    .map(|b| b.offset as u64 + b.length as u64)
+                    .max()
+                    .unwrap_or(0);
+                if end + 4 > size {
+                    problem(
+                        FileType::Pack.path(&name),
+                        format!("pack has {size} bytes, the index says its blobs reach byte {end}"),
+                    );
+                }
+            }
+        }
+    }
+    report.unindexed_packs = stored
+        .keys()
+        .filter(|n| Id::from_hex(n).map_or(true, |id| !indexed.contains_key(&id)))
+        .count() as u64;
+
+    // Snapshots and trees.
+    let mut snaps = Vec::new();
+    for (name, _) in repo.backend().list(FileType::Snapshot)? {
+        match repo.load_snapshot(&name) {
+            Ok(s) => snaps.push((name, s)),
+            Err(e) => problem(FileType::Snapshot.path(&name), e.to_string()),
+        }
+    }
+    report.snapshots = snaps.len() as u64;
+    let mut seen_trees = HashSet::new();
+    for (name, snap) in &snaps {
+        let short = &name[..8];
+        let mut stack = vec![(snap.tree, "/".to_string())];
+        while let Some((tree_id, path)) = stack.pop() {
+            if !seen_trees.insert(tree_id) {
+                continue;
+            }
+            report.trees += 1;
+            let tree = match repo.load_tree(&tree_id) {
+                Ok(t) => t,
+                Err(e) => {
+                    report_problem(
+                        &mut report.problems,
+                        format!("tree {tree_id}"),
+                        e.to_string(),
+                        vec![format!("{short}:{path}")],
+                    );
+                    continue;
+                }
+            };
+            for node in &tree.nodes {
+                let child = if path == "/" {
+                    format!("/{}", node.name_lossy())
+                } else {
+                    format!("{path}/{}", node.name_lossy())
+                };
+                match node.kind {
+                    NodeKind::Dir => match node.subtree {
+                        Some(id) => stack.push((id, child)),
+                        None => report_problem(
+                            &mut report.problems,
+                            format!("tree {tree_id}"),
+                            "directory without a subtree".into(),
+                            vec![format!("{short}:{child}")],
+                        ),
+                    },
+                    NodeKind::File => {
+                        for id in &node.content {
+                            if repo.index().get(id).is_none() {
+                                report_problem(
+                                    &mut report.problems,
+                                    format!("blob {id}"),
+                                    "blob is not in the index".into(),
+                                    vec![format!("{short}:{child}")],
+                                );
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    // Data.
+    let chosen: Vec<(&Id, &Vec<PackEntry>)> = indexed
+        .iter()
+        .filter(|(id, _)| stored.contains_key(&id.to_hex()))
+        .filter(|(id, _)| match read_data {
+            ReadData::None => false,
+            ReadData::All => true,
+            ReadData::Subset(n, m) => (id.0[0] as u32) % m == n - 1,
+            ReadData::Percent(p) => {
+                (crate::crypto::random_bytes::<4>()[0] as f64) < p / 100.0 * 256.0
+            }
+        })
+        .collect();
+    let bad_blobs = Mutex::new(HashMap::<Id, String>::new());
+    let data_problems = Mutex::new(Vec::new());
+    let bytes_read = std::sync::atomic::AtomicU64::new(0);
+    chosen.par_iter().for_each(|(pack, blobs)| {
+        let found = read_pack(repo, pack, blobs, &bad_blobs);
+        bytes_read.fetch_add(found.0, std::sync::atomic::Ordering::Relaxed);
+        data_problems.lock().unwrap().extend(found.1);
+    });
+    report.packs_read = chosen.len() as u64;
+    report.bytes_read = bytes_read.into_inner();
+    let bad_blobs = bad_blobs.into_inner().unwrap();
+    let data_problems = data_problems.into_inner().unwrap();
+    if !bad_blobs.is_empty() || !data_problems.is_empty() {
+        let affected = affected_paths(repo, &snaps, &bad_blobs.keys().copied().collect());
+        for (file, message, blobs) in data_problems {
+            let mut affects: Vec<String> = blobs
+                .iter()
+                .flat_map(|b| affected.get(b).cloned().unwrap_or_default())
+                .collect();
+            affects.sort();
+            affects.dedup();
+            report_problem(&mut report.problems, file, message, affects);
+        }
+    }
+    Ok(report)
+}
+
+fn report_problem(
+    problems: &mut Vec<Problem>,
+    file: String,
+    message: String,
+    affects: Vec<String>,
+) {
+    // One problem per file and message; affected paths accumulate.
+    if let Some(p) = problems
+        .iter_mut()
+        .find(|p| p.file == file && p.message == message)
+    {
+        p.affects.extend(affects);
+        return;
+    }
+    problems.push(Problem {
+        file,
+        message,
+        affects,
+    });
+}
+
+/// Reads one pack and verifies it; returns bytes read and problems (file, message,
+/// blobs concerned).
+type PackProblems = Vec<(String, String, Vec<Id>)>;
+
+fn read_pack(
+    repo: &Repository,
+    pack: &Id,
+    indexed: &[PackEntry],
+    bad: &Mutex<HashMap<Id, String>>,
+) -> (u64, PackProblems) {
+    let name = pack.to_hex();
+    let file = FileType::Pack.path(&name);
+    let all: Vec<Id> = indexed.iter().map(|e| e.id).collect();
+    let mark_all = |why: &str| {
+        let mut b = bad.lock().unwrap();
+        for id in &all {
+            b.insert(*id, why.to_string());
+        }
+    };
+    let bytes = match repo.backend().read(FileType::Pack, &name) {
+        Ok(b) => b,
+        Err(e) => {
+            mark_all("pack unreadable");
+            return (0, vec![(file, e.to_string(), all)]);
+        }
+    };
+    let n = bytes.len() as u64;
+    let mut problems = Vec::new();
+    if Id::of_file(&bytes) != *pack {
+        problems.push((
+            file.clone(),
+            "pack content does not match its name".to_string(),
+            Vec::new(),
+        ));
+    }
+    let header = match parse_pack(&bytes, &repo.key.sealing, &file) {
+        Ok(h) => h,
+        Err(e) => {
+            mark_all("pack header damaged");
+            problems.push((file, e.to_string(), all));
+            return (n, problems);
+        }
+    };
+    let header_ids: HashMap<Id, &PackEntry> = header.iter().map(|e| (e.id, e)).collect();
+    let mut damaged = Vec::new();
+    for e in indexed {
+        match header_ids.get(&e.id) {
+            Some(h) if *h == e => {}
+            _ => {
+                damaged.push(e.id);
+                continue;
+            }
+        }
+        let end = e.offset as usize + e.length as usize;
+        if end > bytes.len()
+            || open_blob(
+                &repo.key.sealing,
+                &repo.key.id_key,
+                e,
+                &bytes[e.offset as usize..end],
+                &file,
+            )
+            .is_err()
+        {
+            damaged.push(e.id);
+        }
+    }
+    if !damaged.is_empty() {
+        let mut b = bad.lock().unwrap();
+        for id in &damaged {
+            b.insert(*id, "damaged".into());
+        }
+        problems.push((
+            file,
+            format!(
+                "{} of {} blobs fail verification or disagree with the index",
+                damaged.len(),
+                indexed.len()
+            ),
+            damaged,
+        ));
+    }
+    (n, problems)
+}
+
+/// For each bad blob: the `<snapshot>:<path>` entries that need it.
+fn affected_paths(
+    repo: &Repository,
+    snaps: &[(String, crate::repo::snapshot::Snapshot)],
+    bad: &HashSet<Id>,
+) -> HashMap<Id, Vec<String>> {
+    let mut out: HashMap<Id, Vec<String>> = HashMap::new();
+    for (name, snap) in snaps {
+        let short = &name[..8];
+        let mut stack = vec![(snap.tree, b"".to_vec())];
+        let mut seen = HashSet::new();
+        while let Some((id, path)) = stack.pop() {
+            if bad.contains(&id) {
+                out.entry(id)
+                    .or_default()
+                    .push(format!("{short}:{}/", String::from_utf8_lossy(&path)));
+            }
+            if !seen.insert(id) {
+                continue;
+            }
+            let Ok(tree) = repo.load_tree(&id) else {
+                continue;
+            };
+            for node in tree.nodes {
+                let mut p = path.clone();
+                p.push(b'/');
+                p.extend_from_slice(std::ffi::OsStr::from_bytes(&node.name).as_bytes());
+                if let Some(sub) = node.subtree {
+                    stack.push((sub, p.clone()));
+                }
+                for c in &node.content {
+                    if bad.contains(c) {
+                        out.entry(*c)
+                            .or_default()
+                            .push(format!("{short}:{}", String::from_utf8_lossy(&p)));
+                    }
+                }
+            }
+        }
+    }
+    out
+}

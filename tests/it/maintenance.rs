@@ -1,0 +1,287 @@
+//! forget, prune, check, repair index: the commands cron runs unattended.
+
+use std::fs;
+
+use crate::common::*;
+
+fn json(env: &Env, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&env.ok(&all)).unwrap()
+}
+
+fn snapshot_ids(env: &Env) -> Vec<String> {
+    json(env, &["snapshots"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Backs up `src` at the given times (one changed file each time); returns the ids.
+fn history(env: &Env, times: &[&str], host: &str) -> Vec<String> {
+    let src = env.path(&format!("src-{host}"));
+    fs::create_dir_all(&src).unwrap();
+    times
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            fs::write(src.join("v"), format!("{host} {i} {}", "x".repeat(i * 100))).unwrap();
+            // One large file whose content changes each time: old versions die with
+            // their snapshots.
+            fs::write(src.join("blob"), random_bytes(300_000, i as u64 + 100)).unwrap();
+            env.backup(["--time", t, "--host", host, src.to_str().unwrap()])
+        })
+        .collect()
+}
+
+#[test]
+fn forget_keeps_exactly_the_policy_set_per_group() {
+    let env = Env::new();
+    env.init();
+    let a = history(
+        &env,
+        &[
+            "2026-01-01 10:00:00Z",
+            "2026-01-01 11:00:00Z",
+            "2026-01-02 10:00:00Z",
+            "2026-01-09 10:00:00Z",
+            "2026-02-15 10:00:00Z",
+        ],
+        "alpha",
+    );
+    let b = history(
+        &env,
+        &["2026-01-01 09:00:00Z", "2026-01-03 09:00:00Z"],
+        "beta",
+    );
+    // Dry run: the plan, as JSON, removes nothing.
+    let plan = json(
+        &env,
+        &[
+            "forget",
+            "--keep-daily",
+            "2",
+            "--keep-monthly",
+            "2",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(
+        plan.as_array().unwrap().len(),
+        2,
+        "one group per host: {plan}"
+    );
+    assert_eq!(snapshot_ids(&env).len(), 7);
+    env.ok(["forget", "--keep-daily", "2", "--keep-monthly", "2"]);
+    let mut left = snapshot_ids(&env);
+    left.sort();
+    // alpha: daily keeps 02-15 and 01-09; monthly keeps 02-15 (Feb) and 01-09 (Jan).
+    // beta: daily keeps both.
+    let mut want = vec![a[3].clone(), a[4].clone(), b[0].clone(), b[1].clone()];
+    want.sort();
+    assert_eq!(left, want);
+    let group = plan
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["host"] == "alpha")
+        .unwrap();
+    assert_eq!(group["keep"].as_array().unwrap().len(), 2);
+    assert_eq!(group["remove"].as_array().unwrap().len(), 3);
+    assert!(group["reasons"][0]["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m == "daily snapshot"));
+}
+
+#[test]
+fn forget_refuses_an_empty_policy() {
+    let env = Env::new();
+    env.init();
+    history(&env, &["2026-01-01 10:00:00Z"], "h");
+    let out = env.run(["forget"]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("empty policy"), "{}", stderr(&out));
+    assert_eq!(snapshot_ids(&env).len(), 1);
+}
+
+#[test]
+fn prune_marks_then_deletes_and_every_kept_snapshot_restores() {
+    let env = Env::new();
+    env.init();
+    history(
+        &env,
+        &[
+            "2026-01-01 10:00:00Z",
+            "2026-01-02 10:00:00Z",
+            "2026-01-03 10:00:00Z",
+        ],
+        "h",
+    );
+    let before = env.repo_size();
+    let out = json(&env, &["forget", "--keep-last", "1", "--prune"]);
+    assert!(out["prune"]["packs_marked"].as_u64().unwrap() > 0, "{out}");
+    assert_eq!(
+        out["prune"]["packs_deleted"], 0,
+        "two-phase: nothing deleted yet"
+    );
+    // Within the grace period a second prune deletes nothing either.
+    let again = json(&env, &["prune"]);
+    assert_eq!(again["packs_deleted"], 0);
+    assert!(again["packs_still_waiting"].as_u64().unwrap() > 0);
+    // After it, the marked packs go.
+    let later = (chrono::Utc::now().timestamp() + 25 * 3600).to_string();
+    let out = env
+        .cmd()
+        .env("CAIRN_PRUNE_NOW", &later)
+        .args(["--json", "prune"])
+        .output()
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["packs_deleted"].as_u64().unwrap() > 0, "{r}");
+    assert!(
+        env.repo_size() < before * 2 / 3,
+        "{} vs {before}",
+        env.repo_size()
+    );
+    env.ok(["check", "--read-data"]);
+    let t = env.path("t");
+    env.restore("latest", &t, &[]);
+    let src = env.path("src-h");
+    assert_same_tree(&src, &t.join(src.strip_prefix("/").unwrap()));
+}
+
+#[test]
+fn prune_dry_run_and_instant_delete() {
+    let env = Env::new();
+    env.init();
+    history(&env, &["2026-01-01 10:00:00Z", "2026-01-02 10:00:00Z"], "h");
+    env.ok(["forget", "--keep-last", "1"]);
+    let before = env.repo_size();
+    let dry = json(&env, &["prune", "--dry-run", "--instant-delete"]);
+    assert!(dry["packs_deleted"].as_u64().unwrap() > 0);
+    assert_eq!(env.repo_size(), before, "dry run changed the repository");
+    let done = json(&env, &["prune", "--instant-delete"]);
+    assert_eq!(done["packs_deleted"], dry["packs_deleted"]);
+    assert!(env.repo_size() < before);
+    env.ok(["check", "--read-data"]);
+}
+
+#[test]
+fn a_marked_pack_that_a_snapshot_needs_again_is_restored_not_deleted() {
+    let env = Env::new();
+    env.init();
+    let ids = history(&env, &["2026-01-01 10:00:00Z", "2026-01-02 10:00:00Z"], "h");
+    // Keep a copy of the first snapshot's file: a backup running during prune that
+    // relied on the blobs prune marked would write just such a snapshot later.
+    let snap_file = env.repo.join("snapshots").join(&ids[0]);
+    let saved = fs::read(&snap_file).unwrap();
+    env.ok(["forget", ids[0].as_str()]);
+    let r = json(&env, &["prune"]);
+    assert!(r["packs_marked"].as_u64().unwrap() > 0);
+    fs::write(&snap_file, saved).unwrap();
+    let later = (chrono::Utc::now().timestamp() + 48 * 3600).to_string();
+    let out = env
+        .cmd()
+        .env("CAIRN_PRUNE_NOW", &later)
+        .args(["--json", "prune"])
+        .output()
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["packs_resurrected"].as_u64().unwrap() > 0, "{r}");
+    env.ok(["check", "--read-data"]);
+    let t = env.path("t");
+    env.restore(&ids[0], &t, &[]);
+    let v = fs::read_to_string(
+        t.join(env.path("src-h").strip_prefix("/").unwrap())
+            .join("v"),
+    )
+    .unwrap();
+    assert_eq!(v, "h 0 ");
+}
+
+#[test]
+fn check_finds_damage_names_the_pack_and_what_it_affects() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("precious"), random_bytes(400_000, 1)).unwrap();
+    let id = env.backup([&src]);
+    env.ok(["check", "--read-data"]);
+    // Damage the data pack (the one that is not a tree pack: the largest).
+    let pack = walk(&env.repo.join("data"))
+        .into_iter()
+        .filter(|p| p.is_file())
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut b = fs::read(&pack).unwrap();
+    b[1000] ^= 0x40;
+    fs::write(&pack, b).unwrap();
+    env.ok(["check"]); // structure alone cannot see it
+    let out = env.run(["check", "--read-data"]);
+    assert_eq!(code(&out), 13, "{}", stderr(&out));
+    let err = stderr(&out);
+    let name = pack.file_name().unwrap().to_str().unwrap();
+    assert!(err.contains(name), "{err}");
+    assert!(
+        err.contains(&format!("{}:{}/precious", &id[..8], src.display())),
+        "{err}"
+    );
+    // A missing pack is found without reading data.
+    fs::remove_file(&pack).unwrap();
+    let out = env.run(["check"]);
+    assert_eq!(code(&out), 13);
+    assert!(stderr(&out).contains("missing"), "{}", stderr(&out));
+}
+
+#[test]
+fn read_data_subsets_cover_every_pack_once() {
+    let env = Env::new();
+    env.init();
+    history(
+        &env,
+        &[
+            "2026-01-01 10:00:00Z",
+            "2026-01-02 10:00:00Z",
+            "2026-01-03 10:00:00Z",
+        ],
+        "h",
+    );
+    let all = json(&env, &["check", "--read-data"])["packs_read"]
+        .as_u64()
+        .unwrap();
+    let mut sum = 0;
+    for part in ["1/3", "2/3", "3/3"] {
+        sum += json(&env, &["check", "--read-data-subset", part])["packs_read"]
+            .as_u64()
+            .unwrap();
+    }
+    assert_eq!(sum, all);
+    let none = json(&env, &["check", "--read-data-subset", "0%"])["packs_read"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(none, 0);
+    assert_eq!(code(&env.run(["check", "--read-data-subset", "4/3"])), 1);
+}
+
+#[test]
+fn repair_index_rebuilds_a_lost_index() {
+    let env = Env::new();
+    env.init();
+    history(&env, &["2026-01-01 10:00:00Z", "2026-01-02 10:00:00Z"], "h");
+    for f in fs::read_dir(env.repo.join("index")).unwrap() {
+        fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    let out = env.run(["check"]);
+    assert_eq!(code(&out), 13, "{}", stderr(&out));
+    env.ok(["repair", "index"]);
+    env.ok(["check", "--read-data"]);
+    let t = env.path("t");
+    env.restore("latest", &t, &[]);
+    let src = env.path("src-h");
+    assert_same_tree(&src, &t.join(src.strip_prefix("/").unwrap()));
+}
