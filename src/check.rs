@@ -118,12 +118,17 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
     report.blobs = repo.index().len() as u64;
     for (pack, blobs) in &indexed {
         let name = pack.to_hex();
-        match stored.get(&name) {
+        // A listing can miss files: ask before calling a pack missing.
+        let size = stored
+            .get(&name)
+            .copied()
+            .or_else(|| repo.backend().size(FileType::Pack, &name).ok());
+        match size {
             None => problem(
                 FileType::Pack.path(&name),
                 "pack is in the index but missing from storage".into(),
             ),
-            Some(&size) => {
+            Some(size) => {
                 let end = blobs
                     .iter()
                     .map(|b| b.offset as u64 + b.length as u64)
@@ -210,7 +215,6 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
     // Data.
     let chosen: Vec<(&Id, &Vec<PackEntry>)> = indexed
         .iter()
-        .filter(|(id, _)| stored.contains_key(&id.to_hex()))
         .filter(|(id, _)| match read_data {
             ReadData::None => false,
             ReadData::All => true,

@@ -55,10 +55,12 @@ pub struct PruneReport {
 
 /// Every blob reachable from every snapshot. A tree that cannot be read stops prune:
 /// deleting anything from a damaged repository could lose what `check` would save.
-pub fn used_blobs(repo: &Repository) -> Result<(HashSet<Id>, u64)> {
-    let snaps = repo.snapshots()?;
+pub fn used_blobs(repo: &Repository, snapshot_names: &[String]) -> Result<HashSet<Id>> {
     let mut used = HashSet::new();
-    let mut stack: Vec<Id> = snaps.iter().map(|(_, s)| s.tree).collect();
+    let mut stack = Vec::new();
+    for name in snapshot_names {
+        stack.push(repo.load_snapshot(name)?.tree);
+    }
     while let Some(tree_id) = stack.pop() {
         if !used.insert(tree_id) {
             continue;
@@ -74,7 +76,7 @@ pub fn used_blobs(repo: &Repository) -> Result<(HashSet<Id>, u64)> {
             }
         }
     }
-    Ok((used, snaps.len() as u64))
+    Ok(used)
 }
 
 pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> {
@@ -93,8 +95,15 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
         files.push(repo.load_index_file(name)?);
     }
     repo.set_index(crate::repo::index::Index::from_files(&files));
-    let (used, snapshots) = used_blobs(repo)?;
-    report.snapshots = snapshots;
+    let mut snapshot_names: Vec<String> = repo
+        .backend()
+        .list(FileType::Snapshot)?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    snapshot_names.sort();
+    let used = used_blobs(repo, &snapshot_names)?;
+    report.snapshots = snapshot_names.len() as u64;
     report.blobs_used = used.len() as u64;
 
     // One entry per pack; a pack listed twice keeps its mark, as the index does.
@@ -103,12 +112,32 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
         let e = packs.entry(p.id).or_insert_with(|| p.clone());
         e.marked = e.marked.or(p.marked);
     }
-    let stored: HashMap<Id, u64> = repo
+    let mut stored: HashMap<Id, u64> = repo
         .backend()
         .list(FileType::Pack)?
         .into_iter()
         .filter_map(|(n, size)| Id::from_hex(&n).ok().map(|id| (id, size)))
         .collect();
+    // A listing can miss files (some stores list lazily): ask for each indexed pack it
+    // did not show, and refuse to go on if one is really gone.
+    for id in packs
+        .keys()
+        .filter(|id| !stored.contains_key(id))
+        .copied()
+        .collect::<Vec<_>>()
+    {
+        match repo.backend().size(FileType::Pack, &id.to_hex()) {
+            Ok(size) => {
+                stored.insert(id, size);
+            }
+            Err(e) if e.is_not_found() => {
+                return Err(Error::Other(format!(
+                    "refusing to prune: pack {id} is in the index but missing; run `cairn check`"
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+    }
     // Packs on storage that no index lists: read their headers and treat them as any
     // other pack, so their blobs are kept if used and marked otherwise.
     let unindexed: Vec<Id> = stored
@@ -228,7 +257,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
     let mut writers: [PackWriter; 2] = Default::default();
     let flush = |w: PackWriter, next: &mut Vec<IndexedPack>| -> Result<()> {
         let (id, bytes, blobs) = w.finish(&repo.key.sealing);
-        repo.backend().write(FileType::Pack, &id.to_hex(), &bytes)?;
+        crate::backend::store(repo.backend(), FileType::Pack, &id.to_hex(), &bytes)?;
         next.push(IndexedPack {
             id,
             marked: None,
@@ -268,6 +297,37 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
         }
     }
 
+    // A second, independent look at the snapshots before anything is dropped from the
+    // index: a snapshot the first listing did not show (a backup that just finished, or
+    // a listing cut short) may use what this prune was about to remove.
+    let mut again: Vec<String> = repo
+        .backend()
+        .list(FileType::Snapshot)?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    again.sort();
+    if again
+        .iter()
+        .any(|n| snapshot_names.binary_search(n).is_err())
+    {
+        if opts.instant_delete {
+            return Err(Error::Other(
+                "refusing to prune: snapshots appeared while it ran (the store listed them late?); run prune again".into(),
+            ));
+        }
+        // Marks can be undone later; deletions cannot: keep this run's to marking.
+        for id in delete.drain(..) {
+            let p = &packs[&id];
+            next.push(IndexedPack {
+                marked: p.marked.or(Some(opts.now)),
+                ..p.clone()
+            });
+        }
+        report.packs_deleted = 0;
+        report.bytes_deleted = 0;
+    }
+
     // 2. The new index, in files of at most 1000 packs.
     let mut written = Vec::new();
     for chunk in next.chunks(1000) {
@@ -281,7 +341,17 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
     for name in old_index_names.iter().filter(|n| !written.contains(n)) {
         repo.backend().delete(FileType::Index, name)?;
     }
-    // 4. Packs.
+    // 4. Packs, except any that an index file we did not rewrite still lists (one a
+    //    backup wrote meanwhile, or one a short listing hid from us).
+    let mut still_listed = HashSet::new();
+    for (name, _) in repo.backend().list(FileType::Index)? {
+        if written.contains(&name) || old_index_names.contains(&name) {
+            continue;
+        }
+        let f = repo.load_index_file(&name)?;
+        still_listed.extend(f.packs.iter().map(|p| p.id));
+    }
+    delete.retain(|id| !still_listed.contains(id));
     for id in &delete {
         repo.backend().delete(FileType::Pack, &id.to_hex())?;
     }

@@ -27,6 +27,7 @@ use crate::repo::Repository;
 use saver::{BlobSaver, SaverConfig};
 use walk::Walker;
 
+#[derive(Default)]
 pub struct BackupOptions {
     pub paths: Vec<PathBuf>,
     /// Back up standard input as one file of this name instead of `paths`.

@@ -167,7 +167,7 @@ fn write_pack(
 ) -> Result<()> {
     let (id, bytes, blobs) = writer.finish(&cfg.key);
     if !cfg.dry_run {
-        cfg.backend.write(FileType::Pack, &id.to_hex(), &bytes)?;
+        crate::backend::store(&*cfg.backend, FileType::Pack, &id.to_hex(), &bytes)?;
     }
     out.packed_bytes += bytes.len() as u64;
     out.packs += 1;
@@ -182,8 +182,12 @@ fn write_pack(
 fn write_index(cfg: &SaverConfig, file: IndexFile, out: &mut SaverOutput) -> Result<()> {
     if !cfg.dry_run {
         let bytes = file.encode(&cfg.key);
-        cfg.backend
-            .write(FileType::Index, &Id::of_file(&bytes).to_hex(), &bytes)?;
+        crate::backend::store(
+            &*cfg.backend,
+            FileType::Index,
+            &Id::of_file(&bytes).to_hex(),
+            &bytes,
+        )?;
     }
     out.index_files.push(file);
     Ok(())

@@ -4,11 +4,13 @@
 //! Today the repository lives on a local directory (`LocalBackend`); the remote
 //! services (S3, SFTP, WebDAV, … through opendal) plug in behind the same trait.
 
+mod faulty;
 mod local;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use faulty::{Fault, FaultyBackend, Op};
 pub use local::LocalBackend;
 
 use crate::error::{Error, Result};
@@ -60,6 +62,19 @@ pub trait Backend: Send + Sync {
     fn delete(&self, ft: FileType, name: &str) -> Result<()>;
     /// Size of a file, or a not-found error.
     fn size(&self, ft: FileType, name: &str) -> Result<u64>;
+}
+
+/// Stores a file every write of which has the same content (named by its hash, or a
+/// config that is written once): skipped when it is already there whole; and when a
+/// write fails, whatever part of it a non-atomic store kept is removed again, so a
+/// failed write never leaves a damaged file under a valid name.
+pub fn store(backend: &dyn Backend, ft: FileType, name: &str, data: &[u8]) -> Result<()> {
+    if backend.size(ft, name).is_ok_and(|n| n == data.len() as u64) {
+        return Ok(());
+    }
+    backend.write(ft, name, data).inspect_err(|_| {
+        let _ = backend.delete(ft, name);
+    })
 }
 
 /// Builds the backend for a repository URL (CLI.md: a path, `./path` or `fs:/path`).

@@ -72,6 +72,9 @@ fn key_of(s: &Snapshot, by: GroupBy) -> GroupKey {
     }
 }
 
+/// A group's key and its snapshots.
+type Members<'a> = (GroupKey, Vec<(Id, &'a Snapshot)>);
+
 /// Groups `snaps` and applies the policy to each group.
 pub fn plan(
     snaps: &[(Id, Snapshot)],
@@ -79,7 +82,7 @@ pub fn plan(
     policy: &KeepPolicy,
     now: DateTime<FixedOffset>,
 ) -> Result<Vec<GroupResult>> {
-    let mut groups: BTreeMap<String, (GroupKey, Vec<(Id, &Snapshot)>)> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Members> = BTreeMap::new();
     for (id, s) in snaps {
         let key = key_of(s, by);
         let k = serde_json::to_string(&key).expect("serializable");

@@ -164,7 +164,7 @@ fn conflict(
 fn write_lock(backend: &dyn Backend, key: &SealingKey, lock: &LockFile) -> Result<String> {
     let bytes = lock.encode(key);
     let name = Id::of_file(&bytes).to_hex();
-    backend.write(FileType::Lock, &name, &bytes)?;
+    crate::backend::store(backend, FileType::Lock, &name, &bytes)?;
     Ok(name)
 }
 

@@ -56,7 +56,12 @@ impl Repository {
         let key_id = write_key(&*backend, &key, password, kdf)?;
         let config = Config::new(compression);
         // The config is written last: until it exists, this is not a repository.
-        backend.write(FileType::Config, "", &config.encode(&key.sealing))?;
+        crate::backend::store(
+            &*backend,
+            FileType::Config,
+            "",
+            &config.encode(&key.sealing),
+        )?;
         Ok(Repository {
             backend,
             key,
@@ -124,7 +129,7 @@ impl Repository {
     /// Writes a content-addressed file; returns its id (= its name).
     pub fn write_file(&self, ft: FileType, bytes: &[u8]) -> Result<Id> {
         let id = Id::of_file(bytes);
-        self.backend.write(ft, &id.to_hex(), bytes)?;
+        crate::backend::store(&*self.backend, ft, &id.to_hex(), bytes)?;
         Ok(id)
     }
 
@@ -203,8 +208,7 @@ impl Repository {
             ids.push(id);
         }
         let (pack_id, bytes, entries) = writer.finish(&self.key.sealing);
-        self.backend
-            .write(FileType::Pack, &pack_id.to_hex(), &bytes)?;
+        crate::backend::store(&*self.backend, FileType::Pack, &pack_id.to_hex(), &bytes)?;
         self.save_index(IndexFile {
             packs: vec![index::IndexedPack {
                 id: pack_id,
@@ -318,7 +322,7 @@ fn write_key(
 ) -> Result<String> {
     let bytes = KeyFile::create(key, password, kdf)?.encode();
     let id = Id::of_file(&bytes).to_hex();
-    backend.write(FileType::Key, &id, &bytes)?;
+    crate::backend::store(backend, FileType::Key, &id, &bytes)?;
     Ok(id)
 }
 

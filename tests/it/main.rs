@@ -5,7 +5,9 @@ mod common;
 
 mod bad_input;
 mod cli;
+mod crash;
 mod dedup;
+mod faults;
 mod fidelity;
 mod fuzz_corpus;
 mod history;
