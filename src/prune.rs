@@ -84,23 +84,13 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
         dry_run: opts.dry_run,
         ..Default::default()
     };
-    let old_index_names: Vec<String> = repo
-        .backend()
-        .list(FileType::Index)?
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let old_index_names = names(repo, FileType::Index)?;
     let mut files = Vec::new();
     for name in &old_index_names {
         files.push(repo.load_index_file(name)?);
     }
     repo.set_index(crate::repo::index::Index::from_files(&files));
-    let mut snapshot_names: Vec<String> = repo
-        .backend()
-        .list(FileType::Snapshot)?
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let mut snapshot_names = names(repo, FileType::Snapshot)?;
     snapshot_names.sort();
     let used = used_blobs(repo, &snapshot_names)?;
     report.snapshots = snapshot_names.len() as u64;
@@ -300,12 +290,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
     // A second, independent look at the snapshots before anything is dropped from the
     // index: a snapshot the first listing did not show (a backup that just finished, or
     // a listing cut short) may use what this prune was about to remove.
-    let mut again: Vec<String> = repo
-        .backend()
-        .list(FileType::Snapshot)?
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let mut again = names(repo, FileType::Snapshot)?;
     again.sort();
     if again
         .iter()
@@ -328,15 +313,8 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
         report.bytes_deleted = 0;
     }
 
-    // 2. The new index, in files of at most 1000 packs.
-    let mut written = Vec::new();
-    for chunk in next.chunks(1000) {
-        let f = IndexFile {
-            packs: chunk.to_vec(),
-        };
-        let bytes = f.encode(&repo.key.sealing);
-        written.push(repo.write_file(FileType::Index, &bytes)?.to_hex());
-    }
+    // 2. The new index.
+    let written = write_index_files(repo, &next)?;
     // 3. Old index files go only once the new ones are safely written.
     for name in old_index_names.iter().filter(|n| !written.contains(n)) {
         repo.backend().delete(FileType::Index, name)?;
@@ -361,12 +339,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
 
 /// `repair index`: rebuilds the index from the pack headers on storage.
 pub fn repair_index(repo: &mut Repository) -> Result<(u64, u64)> {
-    let old: Vec<String> = repo
-        .backend()
-        .list(FileType::Index)?
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let old = names(repo, FileType::Index)?;
     let mut packs = Vec::new();
     let mut unreadable = 0;
     for (name, _) in repo.backend().list(FileType::Pack)? {
@@ -382,19 +355,34 @@ pub fn repair_index(repo: &mut Repository) -> Result<(u64, u64)> {
             Err(_) => unreadable += 1,
         }
     }
-    let mut written = Vec::new();
-    for chunk in packs.chunks(1000) {
-        let f = IndexFile {
-            packs: chunk.to_vec(),
-        };
-        written.push(
-            repo.write_file(FileType::Index, &f.encode(&repo.key.sealing))?
-                .to_hex(),
-        );
-    }
+    let written = write_index_files(repo, &packs)?;
     for name in old.iter().filter(|n| !written.contains(n)) {
         repo.backend().delete(FileType::Index, name)?;
     }
     repo.load_index()?;
     Ok((packs.len() as u64, unreadable))
+}
+
+fn names(repo: &Repository, ft: FileType) -> Result<Vec<String>> {
+    Ok(repo
+        .backend()
+        .list(ft)?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect())
+}
+
+/// Writes `packs` as index files of at most 1000 packs each; returns their names.
+fn write_index_files(repo: &Repository, packs: &[IndexedPack]) -> Result<Vec<String>> {
+    packs
+        .chunks(1000)
+        .map(|chunk| {
+            let f = IndexFile {
+                packs: chunk.to_vec(),
+            };
+            Ok(repo
+                .write_file(FileType::Index, &f.encode(&repo.key.sealing))?
+                .to_hex())
+        })
+        .collect()
 }

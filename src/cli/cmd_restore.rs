@@ -34,6 +34,12 @@ pub struct RestoreArgs {
     /// Print what would be restored, write nothing.
     #[arg(short = 'n', long)]
     dry_run: bool,
+    /// Read every restored file back and compare it with the snapshot.
+    #[arg(long)]
+    verify: bool,
+    /// Remove files and directories in the target that the snapshot does not have.
+    #[arg(long)]
+    delete: bool,
     /// What to do with files already in the target.
     #[arg(long, value_enum, default_value = "if-changed")]
     overwrite: OverwriteArg,
@@ -60,6 +66,8 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<i32> {
             OverwriteArg::IfNewer => Overwrite::IfNewer,
             OverwriteArg::Never => Overwrite::Never,
         },
+        verify: a.verify,
+        delete: a.delete,
         progress: None,
     };
     let display = progress::Display::start(ctx, "restore");
@@ -98,6 +106,8 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<i32> {
             "dirs_restored": s.dirs_restored,
             "other_restored": s.other_restored,
             "bytes_written": s.bytes_written,
+            "files_verified": s.files_verified,
+            "deleted": s.deleted,
             "errors": s.errors,
         }));
     } else {

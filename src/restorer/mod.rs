@@ -42,6 +42,10 @@ pub struct RestoreOptions {
     pub exclude: Vec<String>,
     pub dry_run: bool,
     pub overwrite: Overwrite,
+    /// Read every written file back and compare it with the snapshot.
+    pub verify: bool,
+    /// Remove entries in the target that the snapshot does not have.
+    pub delete: bool,
     /// Bumped per file restored or skipped (files, bytes).
     pub progress: Option<std::sync::Arc<crate::progress::Progress>>,
 }
@@ -53,6 +57,8 @@ pub struct RestoreSummary {
     pub dirs_restored: u64,
     pub other_restored: u64,
     pub bytes_written: u64,
+    pub files_verified: u64,
+    pub deleted: u64,
     pub errors: u64,
     /// Entries refused or damaged in the repository (exit 13).
     pub integrity_errors: u64,
@@ -239,7 +245,34 @@ impl Restorer<'_> {
                 self.problem(e);
             }
         });
+        if self.opts.delete && dest_ready && !self.opts.dry_run {
+            self.delete_extra(tree, dest, snap_dir);
+        }
         Ok(wrote_any || dest_ready)
+    }
+
+    /// `--delete`: removes what `dest` holds beyond the snapshot's entries (within the
+    /// include/exclude selection), never following a symlink.
+    fn delete_extra(&self, tree: &Tree, dest: &Path, snap_dir: &Path) {
+        let Ok(rd) = fs::read_dir(dest) else { return };
+        for entry in rd.flatten() {
+            let name = entry.file_name();
+            if tree.find(name.as_bytes()).is_some()
+                || name.as_bytes().starts_with(b".cairn-restore-")
+            {
+                continue;
+            }
+            let snap_path = snap_dir.join(&name);
+            if self.exclude.matches_self_or_ancestor(&snap_path)
+                || !self.selected_self_or_ancestor(&snap_path)
+            {
+                continue;
+            }
+            match remove_existing(&entry.path()) {
+                Ok(()) => self.count(|s| s.deleted += 1),
+                Err(e) => self.problem(e),
+            }
+        }
     }
 
     fn restore_dir(
@@ -296,6 +329,15 @@ impl Restorer<'_> {
         } else {
             self.write_file(node, path, existing.is_some())?;
             self.count(|s| s.files_restored += 1);
+            if self.opts.verify {
+                if !self.same_content(node, path) {
+                    return Err(Error::integrity(
+                        path.display().to_string(),
+                        "the file read back differs from the snapshot (--verify)",
+                    ));
+                }
+                self.count(|s| s.files_verified += 1);
+            }
         }
         if let Some(p) = &self.opts.progress {
             p.add(1, node.size);

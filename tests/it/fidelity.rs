@@ -182,3 +182,40 @@ fn unchanged_existing_files_are_left_alone() {
     env.restore("latest", &target, &["--overwrite", "never"]);
     assert_eq!(fs::read(r.join("b")).unwrap(), b"changed");
 }
+
+#[test]
+fn restore_verify_and_delete() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("d/keep"), random_bytes(50_000, 1)).unwrap();
+    env.backup([&src]);
+    let target = env.path("t");
+    let r = target.join(src.strip_prefix("/").unwrap());
+    fs::create_dir_all(r.join("d/extra-dir/deeper")).unwrap();
+    fs::write(r.join("d/extra"), b"not in the snapshot").unwrap();
+    symlink("/etc", r.join("d/extra-link")).unwrap();
+    let out = env.ok([
+        "--json",
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--verify",
+        "--delete",
+    ]);
+    let s = summary_line(&out);
+    assert_eq!(s["files_verified"], 1, "{out}");
+    assert_eq!(s["deleted"], 3, "{out}");
+    let mut left: Vec<_> = fs::read_dir(r.join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["keep"]);
+    assert!(
+        Path::new("/etc/hostname").exists() || Path::new("/etc").exists(),
+        "the symlink's target is untouched"
+    );
+}
