@@ -112,6 +112,7 @@ pub fn backup(
         compression: repo.config.compression,
         pack_size: repo.config.pack_size as usize,
         dry_run: opts.dry_run,
+        cache: repo.cache(),
     });
     let walker = Walker::new(repo, &saver, &excluder, opts, warn);
     // Readers: more threads than cores, since small files wait on the disk more than on

@@ -55,6 +55,8 @@ pub struct SaverConfig {
     pub pack_size: usize,
     /// Count everything, write nothing.
     pub dry_run: bool,
+    /// Tree packs are also kept here, so the next backup finds its parent's trees.
+    pub cache: Option<Arc<crate::backend::CachedBackend>>,
 }
 
 impl BlobSaver {
@@ -168,6 +170,9 @@ fn write_pack(
     let (id, bytes, blobs) = writer.finish(&cfg.key);
     if !cfg.dry_run {
         crate::backend::store(&*cfg.backend, FileType::Pack, &id.to_hex(), &bytes)?;
+        if let (Some(cache), Some(BlobType::Tree)) = (&cfg.cache, blobs.first().map(|b| b.ty)) {
+            cache.put_pack(&id.to_hex(), &bytes);
+        }
     }
     out.packed_bytes += bytes.len() as u64;
     out.packs += 1;

@@ -4,12 +4,14 @@
 //! Today the repository lives on a local directory (`LocalBackend`); the remote
 //! services (S3, SFTP, WebDAV, … through opendal) plug in behind the same trait.
 
+mod cache;
 mod faulty;
 mod local;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use cache::CachedBackend;
 pub use faulty::{Fault, FaultyBackend, Op};
 pub use local::LocalBackend;
 

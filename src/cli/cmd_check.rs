@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::{output, Ctx};
+use super::{output, Ctx, GlobalArgs};
 use cairn::check::{check, ReadData};
 use cairn::repo::lock::LockKind;
 use cairn::{Error, Result};
@@ -23,7 +23,14 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<i32> {
         (None, true) => ReadData::All,
         (None, false) => ReadData::None,
     };
-    let mut repo = ctx.open()?;
+    // Check reads the repository itself: a good cached copy must not hide damage.
+    let uncached = Ctx {
+        g: GlobalArgs {
+            no_cache: true,
+            ..ctx.g.clone()
+        },
+    };
+    let mut repo = uncached.open()?;
     let _lock = ctx.lock(&repo, LockKind::Shared, true)?;
     let r = check(&mut repo, read)?;
     if ctx.json() {

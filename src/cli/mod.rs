@@ -204,7 +204,18 @@ impl Ctx {
             return Err(Error::RepoNotFound(backend.location()));
         }
         let pw = password::password(&self.g)?;
-        Repository::open(backend, pw.as_bytes())
+        let mut repo = Repository::open(backend, pw.as_bytes())?;
+        if !self.g.no_cache {
+            if let Some(dir) = self
+                .g
+                .cache_dir
+                .clone()
+                .or_else(|| dirs::cache_dir().map(|d| d.join("cairn")))
+            {
+                repo.use_cache(&dir)?;
+            }
+        }
+        Ok(repo)
     }
 
     /// Opens the repository and loads its index.

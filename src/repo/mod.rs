@@ -11,7 +11,7 @@ pub mod tree;
 
 use std::sync::Arc;
 
-use crate::backend::{Backend, FileType};
+use crate::backend::{Backend, CachedBackend, FileType};
 use crate::crypto::{aad, KdfParams, MasterKey};
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -24,6 +24,8 @@ use tree::Tree;
 
 pub struct Repository {
     backend: Arc<dyn Backend>,
+    /// The local cache in front of `backend`, when one is used.
+    cache: Option<Arc<CachedBackend>>,
     pub key: MasterKey,
     pub config: Config,
     /// The key file the password opened.
@@ -64,6 +66,7 @@ impl Repository {
         )?;
         Ok(Repository {
             backend,
+            cache: None,
             key,
             config,
             key_id,
@@ -106,11 +109,32 @@ impl Repository {
         let config = Config::decode(&sealed, &key.sealing)?;
         Ok(Repository {
             backend,
+            cache: None,
             key,
             config,
             key_id,
             index: Index::default(),
         })
+    }
+
+    /// Puts a local cache (snapshots, index files, tree packs) in front of the storage;
+    /// `dir` is the cache root, shared by repositories (each gets a folder by its id).
+    pub fn use_cache(&mut self, dir: &std::path::Path) -> Result<()> {
+        let cache = Arc::new(CachedBackend::new(
+            self.backend.clone(),
+            dir.join(self.config.id.to_hex()),
+        ));
+        for ft in [FileType::Snapshot, FileType::Index] {
+            cache.forget_missing(ft, &self.backend.list(ft)?);
+        }
+        self.backend = cache.clone();
+        self.cache = Some(cache);
+        Ok(())
+    }
+
+    /// The local cache, when one is used.
+    pub fn cache(&self) -> Option<Arc<CachedBackend>> {
+        self.cache.clone()
     }
 
     pub fn backend(&self) -> &dyn Backend {
@@ -229,6 +253,17 @@ impl Repository {
     }
 
     pub fn read_blob_at(&self, pack: &Id, entry: &PackEntry) -> Result<Vec<u8>> {
+        match self.read_blob_once(pack, entry) {
+            // A damaged cached pack is dropped and read again from the repository.
+            Err(Error::Integrity { .. }) if self.cache.is_some() => {
+                self.cache.as_ref().unwrap().evict_pack(&pack.to_hex());
+                self.read_blob_once(pack, entry)
+            }
+            r => r,
+        }
+    }
+
+    fn read_blob_once(&self, pack: &Id, entry: &PackEntry) -> Result<Vec<u8>> {
         let name = pack.to_hex();
         let sealed = self.backend.read_range(
             FileType::Pack,
@@ -246,6 +281,10 @@ impl Repository {
     }
 
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        if let (Some(cache), Some(loc)) = (&self.cache, self.index.get(id)) {
+            // Tree packs are small and read again and again: keep them whole.
+            let _ = cache.cache_pack(&loc.pack.to_hex());
+        }
         Tree::decode(&self.read_blob(id)?, &format!("tree {id}"))
     }
 

@@ -1,0 +1,179 @@
+//! A local cache in front of any backend: snapshots, index files and tree packs are kept
+//! on local disk, so that listing, `check` and a no-change backup read almost nothing from
+//! the repository itself.
+//!
+//! Only immutable, content-addressed files are cached, and every cached file is checked
+//! against its name (BLAKE3) when it is read: a damaged cache entry is dropped and fetched
+//! again, never trusted. Writes go through to the repository first.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use super::{Backend, FileType};
+use crate::error::Result;
+use crate::id::Id;
+
+pub struct CachedBackend {
+    inner: Arc<dyn Backend>,
+    dir: PathBuf,
+    /// Packs whose cached copy this process has checked against its name.
+    verified_packs: Mutex<HashSet<String>>,
+}
+
+impl CachedBackend {
+    /// `dir` is this repository's own cache folder (created on demand).
+    pub fn new(inner: Arc<dyn Backend>, dir: PathBuf) -> Self {
+        CachedBackend {
+            inner,
+            dir,
+            verified_packs: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn cached(ft: FileType) -> bool {
+        matches!(ft, FileType::Snapshot | FileType::Index | FileType::Pack)
+    }
+
+    fn path(&self, ft: FileType, name: &str) -> PathBuf {
+        self.dir.join(ft.path(name))
+    }
+
+    /// A verified cached copy, if there is one (a damaged one is removed).
+    fn get(&self, ft: FileType, name: &str) -> Option<Vec<u8>> {
+        let p = self.path(ft, name);
+        let bytes = fs::read(&p).ok()?;
+        if Id::of_file(&bytes).to_hex() == name {
+            return Some(bytes);
+        }
+        let _ = fs::remove_file(&p);
+        None
+    }
+
+    fn put(&self, ft: FileType, name: &str, data: &[u8]) {
+        // Best effort: a cache that cannot be written only costs speed.
+        let p = self.path(ft, name);
+        let Some(dir) = p.parent() else { return };
+        if fs::create_dir_all(dir).is_err() {
+            return;
+        }
+        let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
+        if fs::write(&tmp, data).is_ok() && fs::rename(&tmp, &p).is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+
+    /// Fetches a whole pack into the cache (tree packs: small, read again and again).
+    pub fn cache_pack(&self, name: &str) -> Result<()> {
+        if self.verified_packs.lock().unwrap().contains(name) {
+            return Ok(());
+        }
+        if self.get(FileType::Pack, name).is_none() {
+            let bytes = self.inner.read(FileType::Pack, name)?;
+            if Id::of_file(&bytes).to_hex() != name {
+                return Ok(()); // damaged in the repository: reads will say so
+            }
+            self.put(FileType::Pack, name, &bytes);
+        }
+        self.verified_packs.lock().unwrap().insert(name.to_string());
+        Ok(())
+    }
+
+    /// Keeps a pack this process just wrote (and so knows to be whole).
+    pub fn put_pack(&self, name: &str, data: &[u8]) {
+        self.put(FileType::Pack, name, data);
+        self.verified_packs.lock().unwrap().insert(name.to_string());
+    }
+
+    /// Drops a cached pack (after one of its blobs failed to verify).
+    pub fn evict_pack(&self, name: &str) {
+        self.verified_packs.lock().unwrap().remove(name);
+        let _ = fs::remove_file(self.path(FileType::Pack, name));
+    }
+
+    /// Drops cached files of one kind that the repository no longer has.
+    pub fn forget_missing(&self, ft: FileType, present: &[(String, u64)]) {
+        let keep: std::collections::HashSet<&str> =
+            present.iter().map(|(n, _)| n.as_str()).collect();
+        let base = self.dir.join(ft.dir());
+        let dirs: Vec<PathBuf> = if ft == FileType::Pack {
+            fs::read_dir(&base)
+                .map(|rd| rd.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default()
+        } else {
+            vec![base]
+        };
+        for d in dirs {
+            for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !keep.contains(name.as_str()) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+impl Backend for CachedBackend {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+
+    fn create(&self) -> Result<()> {
+        self.inner.create()
+    }
+
+    fn read(&self, ft: FileType, name: &str) -> Result<Vec<u8>> {
+        if Self::cached(ft) && ft != FileType::Pack {
+            if let Some(b) = self.get(ft, name) {
+                return Ok(b);
+            }
+            let b = self.inner.read(ft, name)?;
+            if Id::of_file(&b).to_hex() == name {
+                self.put(ft, name, &b);
+            }
+            return Ok(b);
+        }
+        self.inner.read(ft, name)
+    }
+
+    fn read_range(&self, ft: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        if ft == FileType::Pack && self.verified_packs.lock().unwrap().contains(name) {
+            // Served from the cache only for whole packs checked in this process.
+            let p = self.path(ft, name);
+            if let Ok(f) = fs::File::open(&p) {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0; len];
+                if f.read_exact_at(&mut buf, offset).is_ok() {
+                    return Ok(buf);
+                }
+            }
+        }
+        self.inner.read_range(ft, name, offset, len)
+    }
+
+    fn write(&self, ft: FileType, name: &str, data: &[u8]) -> Result<()> {
+        self.inner.write(ft, name, data)?;
+        if matches!(ft, FileType::Snapshot | FileType::Index) {
+            self.put(ft, name, data);
+        }
+        Ok(())
+    }
+
+    fn list(&self, ft: FileType) -> Result<Vec<(String, u64)>> {
+        self.inner.list(ft)
+    }
+
+    fn delete(&self, ft: FileType, name: &str) -> Result<()> {
+        if ft == FileType::Pack {
+            self.verified_packs.lock().unwrap().remove(name);
+        }
+        let _ = fs::remove_file(self.path(ft, name));
+        self.inner.delete(ft, name)
+    }
+
+    fn size(&self, ft: FileType, name: &str) -> Result<u64> {
+        self.inner.size(ft, name)
+    }
+}
