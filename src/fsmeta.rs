@@ -6,6 +6,7 @@ use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
+use std::sync::Mutex;
 
 use crate::repo::tree::{Node, NodeKind, Timestamp, Xattr};
 
@@ -30,37 +31,38 @@ pub fn is_root() -> bool {
 }
 
 /// uid/gid → name lookups, cached: a tree of a million files has a handful of owners.
+/// Shared by the reader threads; the lock is held only for the map lookup.
 #[derive(Default)]
 pub struct OwnerNames {
-    users: HashMap<u32, String>,
-    groups: HashMap<u32, String>,
+    users: Mutex<HashMap<u32, String>>,
+    groups: Mutex<HashMap<u32, String>>,
 }
 
 impl OwnerNames {
-    pub fn user(&mut self, uid: u32) -> String {
-        self.users
-            .entry(uid)
-            .or_insert_with(|| {
-                nix::unistd::User::from_uid(uid.into())
-                    .ok()
-                    .flatten()
-                    .map(|u| u.name)
-                    .unwrap_or_default()
-            })
-            .clone()
+    pub fn user(&self, uid: u32) -> String {
+        if let Some(n) = self.users.lock().unwrap().get(&uid) {
+            return n.clone();
+        }
+        let name = nix::unistd::User::from_uid(uid.into())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_default();
+        self.users.lock().unwrap().insert(uid, name.clone());
+        name
     }
 
-    pub fn group(&mut self, gid: u32) -> String {
-        self.groups
-            .entry(gid)
-            .or_insert_with(|| {
-                nix::unistd::Group::from_gid(gid.into())
-                    .ok()
-                    .flatten()
-                    .map(|g| g.name)
-                    .unwrap_or_default()
-            })
-            .clone()
+    pub fn group(&self, gid: u32) -> String {
+        if let Some(n) = self.groups.lock().unwrap().get(&gid) {
+            return n.clone();
+        }
+        let name = nix::unistd::Group::from_gid(gid.into())
+            .ok()
+            .flatten()
+            .map(|g| g.name)
+            .unwrap_or_default();
+        self.groups.lock().unwrap().insert(gid, name.clone());
+        name
     }
 }
 
@@ -77,7 +79,7 @@ pub fn node_from_metadata(
     name: &[u8],
     path: &Path,
     meta: &Metadata,
-    owners: &mut OwnerNames,
+    owners: &OwnerNames,
 ) -> (Node, Option<String>) {
     let ft = meta.file_type();
     let kind = if ft.is_file() {

@@ -30,7 +30,7 @@ pub(super) struct Walker<'a> {
     warn: &'a (dyn Fn(String) + Sync),
     /// Blobs queued in this run (the index knows only what was stored before).
     queued: Mutex<HashSet<Id>>,
-    owners: Mutex<OwnerNames>,
+    owners: OwnerNames,
     /// (device, inode) → content, for files with several hard links.
     hardlinks: Mutex<HashMap<(u64, u64), Vec<Id>>>,
     summary: Mutex<Summary>,
@@ -55,7 +55,7 @@ impl<'a> Walker<'a> {
             opts,
             warn,
             queued: Mutex::new(HashSet::new()),
-            owners: Mutex::new(OwnerNames::default()),
+            owners: OwnerNames::default(),
             hardlinks: Mutex::new(HashMap::new()),
             summary: Mutex::new(Summary::default()),
         }
@@ -129,7 +129,7 @@ impl<'a> Walker<'a> {
     }
 
     fn node_for(&self, name: &[u8], path: &Path, meta: &std::fs::Metadata) -> Node {
-        let (node, w) = node_from_metadata(name, path, meta, &mut self.owners.lock().unwrap());
+        let (node, w) = node_from_metadata(name, path, meta, &self.owners);
         if let Some(w) = w {
             self.warning(w);
         }
@@ -142,11 +142,8 @@ impl<'a> Walker<'a> {
         node.mode = 0o644;
         node.uid = nix::unistd::getuid().as_raw();
         node.gid = nix::unistd::getgid().as_raw();
-        {
-            let mut owners = self.owners.lock().unwrap();
-            node.user = owners.user(node.uid);
-            node.group = owners.group(node.gid);
-        }
+        node.user = self.owners.user(node.uid);
+        node.group = self.owners.group(node.gid);
         let now = chrono::Utc::now();
         node.mtime = Timestamp {
             secs: now.timestamp(),
