@@ -62,8 +62,8 @@ pub struct SaverConfig {
 impl BlobSaver {
     pub fn start(cfg: SaverConfig) -> BlobSaver {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let (job_tx, job_rx) = bounded::<Job>(threads * 2);
-        let (sealed_tx, sealed_rx) = bounded::<Sealed>(threads * 2);
+        let (job_tx, job_rx) = bounded::<Job>(threads);
+        let (sealed_tx, sealed_rx) = bounded::<Sealed>(threads);
         let workers = (0..threads)
             .map(|_| {
                 let rx = job_rx.clone();
@@ -139,12 +139,20 @@ fn run_packer(cfg: SaverConfig, rx: Receiver<Sealed>) -> Result<SaverOutput> {
     let mut pending = IndexFile::default();
     // Trees and data go to separate packs: a reader of metadata (ls, mount, check,
     // diff, a future cache) then fetches tree packs only.
-    let mut writers = [PackWriter::default(), PackWriter::default()];
+    // Room for a full pack, one more blob and the header: no reallocation.
+    let capacity = cfg.pack_size + (9 << 20);
+    let new_writer = || PackWriter::with_capacity(capacity);
+    let mut writers = [new_writer(), new_writer()];
     for blob in rx {
         let w = &mut writers[blob.ty.to_byte() as usize];
         w.add(blob.ty, blob.id, &blob.sealed, blob.uncompressed_length);
         if w.size() >= cfg.pack_size {
-            write_pack(&cfg, std::mem::take(w), &mut pending, &mut out)?;
+            write_pack(
+                &cfg,
+                std::mem::replace(w, new_writer()),
+                &mut pending,
+                &mut out,
+            )?;
             if pending.packs.len() >= PACKS_PER_INDEX {
                 write_index(&cfg, std::mem::take(&mut pending), &mut out)?;
             }

@@ -131,6 +131,15 @@ pub struct PackWriter {
 }
 
 impl PackWriter {
+    /// A writer whose buffer never reallocates below `capacity` bytes (no doubling copy
+    /// of a large pack in memory: the buffer is reserved, and only written pages count).
+    pub fn with_capacity(capacity: usize) -> PackWriter {
+        PackWriter {
+            data: Vec::with_capacity(capacity),
+            entries: Vec::new(),
+        }
+    }
+
     pub fn add(&mut self, ty: BlobType, id: Id, sealed: &[u8], uncompressed_length: u32) {
         self.entries.push(PackEntry {
             ty,
