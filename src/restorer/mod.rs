@@ -6,6 +6,7 @@
 //! renamed into place, and every blob is verified before a byte of it is written.
 
 mod meta;
+mod shared;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -104,6 +105,11 @@ pub fn restore(
         is_root: fsmeta::is_root(),
         links: Mutex::new(HashMap::new()),
         summary: Mutex::new(RestoreSummary::default()),
+        shared: if opts.dry_run {
+            shared::SharedBlobs::default()
+        } else {
+            shared::SharedBlobs::plan(repo, node)?
+        },
     };
     if !opts.dry_run {
         fs::create_dir_all(&opts.target).map_err(|e| Error::io_path(&opts.target, e))?;
@@ -156,6 +162,7 @@ struct Restorer<'a> {
     /// (device, inode) in the snapshot → path already restored, for hard links.
     links: Mutex<HashMap<(u64, u64), PathBuf>>,
     summary: Mutex<RestoreSummary>,
+    shared: shared::SharedBlobs,
 }
 
 impl Restorer<'_> {
@@ -450,14 +457,10 @@ impl Restorer<'_> {
             .mode(0o600)
             .open(dest)
             .map_err(|e| Error::io_path(dest, e))?;
-        let mut last: Option<(Id, Vec<u8>)> = None;
         let mut written = 0u64;
         for id in &node.content {
-            if last.as_ref().map(|(l, _)| l) != Some(id) {
-                last = Some((*id, self.repo.read_blob(id)?));
-            }
-            let data = &last.as_ref().unwrap().1;
-            write_sparse(&mut f, data).map_err(|e| Error::io_path(dest, e))?;
+            let data = self.shared.get(self.repo, id)?;
+            write_sparse(&mut f, &data).map_err(|e| Error::io_path(dest, e))?;
             written += data.len() as u64;
         }
         if written != node.size {

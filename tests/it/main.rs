@@ -15,4 +15,5 @@ mod history;
 mod hostile;
 mod locking;
 mod maintenance;
+mod restore_plan;
 mod selection;
