@@ -125,7 +125,12 @@ fn missing_source_path_fails_before_writing() {
 #[test]
 fn flipped_byte_in_a_pack_is_exit_13_and_writes_no_wrong_bytes() {
     let (env, src) = backed_up_env();
-    let pack = first_file(&env.repo.join("data"));
+    // The data pack: the largest (the tree pack is small, and also in the local cache).
+    let pack = walk(&env.repo.join("data"))
+        .into_iter()
+        .filter(|p| p.is_file())
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
     flip_byte(&pack, 100);
     let target = env.path("t");
     let out = env.run(["restore", "latest", "--target", target.to_str().unwrap()]);
@@ -146,17 +151,41 @@ fn flipped_byte_in_a_pack_is_exit_13_and_writes_no_wrong_bytes() {
 
 #[test]
 fn truncated_pack_is_exit_13() {
-    let (env, _) = backed_up_env();
-    let pack = first_file(&env.repo.join("data"));
-    let b = fs::read(&pack).unwrap();
-    fs::write(&pack, &b[..b.len() / 2]).unwrap();
-    let out = env.run([
-        "restore",
-        "latest",
-        "--target",
-        env.path("t").to_str().unwrap(),
-    ]);
-    assert_eq!(code(&out), 13, "{}", stderr(&out));
+    for which in ["data", "tree"] {
+        let (env, _) = backed_up_env();
+        let mut packs: Vec<_> = walk(&env.repo.join("data"))
+            .into_iter()
+            .filter(|p| p.is_file())
+            .collect();
+        packs.sort_by_key(|p| fs::metadata(p).unwrap().len());
+        // The largest pack holds the data, the smallest the trees.
+        let pack = if which == "data" {
+            packs.last()
+        } else {
+            packs.first()
+        }
+        .unwrap()
+        .clone();
+        let b = fs::read(&pack).unwrap();
+        fs::write(&pack, &b[..b.len() / 2]).unwrap();
+        // Without the local cache (which holds a good copy of the tree pack).
+        let t = env.path("t");
+        let out = env.run([
+            "--no-cache",
+            "restore",
+            "latest",
+            "--target",
+            t.to_str().unwrap(),
+        ]);
+        assert_eq!(code(&out), 13, "{which}: {}", stderr(&out));
+        let out = env.run(["check", "--read-data"]);
+        assert_eq!(
+            code(&out),
+            13,
+            "{which}: check reads the repository, not the cache: {}",
+            stderr(&out)
+        );
+    }
 }
 
 #[test]
