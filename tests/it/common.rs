@@ -204,17 +204,21 @@ pub struct Snapshot {
     pub link_groups: Vec<Vec<Vec<u8>>>,
 }
 
+/// `p` below `root`, as raw bytes.
+fn rel_bytes(root: &Path, p: &Path) -> Vec<u8> {
+    p.strip_prefix(root)
+        .unwrap()
+        .as_os_str()
+        .as_bytes()
+        .to_vec()
+}
+
 /// Records a tree: metadata of everything first (so reading content cannot move an
 /// atime before it is recorded), then content.
 pub fn record(root: &Path) -> Snapshot {
     let mut s = record_meta(root);
     for p in walk(root) {
-        let rel = p
-            .strip_prefix(root)
-            .unwrap()
-            .as_os_str()
-            .as_bytes()
-            .to_vec();
+        let rel = rel_bytes(root, &p);
         let e = s.entries.get_mut(&rel).unwrap();
         match e.kind.as_str() {
             "file" => e.content = Some(blake3::hash(&std::fs::read(&p).unwrap())),
@@ -240,12 +244,7 @@ pub fn record_meta(root: &Path) -> Snapshot {
     let mut inodes: HashMap<u64, Vec<Vec<u8>>> = HashMap::new();
     for p in &paths {
         let m = p.symlink_metadata().unwrap();
-        let rel = p
-            .strip_prefix(root)
-            .unwrap()
-            .as_os_str()
-            .as_bytes()
-            .to_vec();
+        let rel = rel_bytes(root, p);
         let ft = m.file_type();
         use std::os::unix::fs::FileTypeExt;
         let kind = if ft.is_file() {

@@ -4,6 +4,13 @@ use std::fs;
 
 use crate::common::*;
 
+/// Three daily snapshots, for tests that need some history to forget.
+const THREE_DAYS: &[&str] = &[
+    "2026-01-01 10:00:00Z",
+    "2026-01-02 10:00:00Z",
+    "2026-01-03 10:00:00Z",
+];
+
 fn json(env: &Env, args: &[&str]) -> serde_json::Value {
     let mut all = vec!["--json"];
     all.extend_from_slice(args);
@@ -112,15 +119,7 @@ fn forget_refuses_an_empty_policy() {
 fn prune_marks_then_deletes_and_every_kept_snapshot_restores() {
     let env = Env::new();
     env.init();
-    history(
-        &env,
-        &[
-            "2026-01-01 10:00:00Z",
-            "2026-01-02 10:00:00Z",
-            "2026-01-03 10:00:00Z",
-        ],
-        "h",
-    );
+    history(&env, THREE_DAYS, "h");
     let before = env.repo_size();
     let out = json(&env, &["forget", "--keep-last", "1", "--prune"]);
     assert!(out["prune"]["packs_marked"].as_u64().unwrap() > 0, "{out}");
@@ -242,15 +241,7 @@ fn check_finds_damage_names_the_pack_and_what_it_affects() {
 fn read_data_subsets_cover_every_pack_once() {
     let env = Env::new();
     env.init();
-    history(
-        &env,
-        &[
-            "2026-01-01 10:00:00Z",
-            "2026-01-02 10:00:00Z",
-            "2026-01-03 10:00:00Z",
-        ],
-        "h",
-    );
+    history(&env, THREE_DAYS, "h");
     let all = json(&env, &["check", "--read-data"])["packs_read"]
         .as_u64()
         .unwrap();
