@@ -13,6 +13,10 @@ pub enum Error {
     WrongPassword,
     #[error("repository is locked: {0}")]
     Locked(String),
+    /// This process's own lock can no longer be proven alive; it stopped before
+    /// writing or deleting anything.
+    #[error("lost the repository lock: {0}; stopped before writing or deleting anything")]
+    LockLost(String),
     /// Something read back from the repository failed authentication or did not parse.
     #[error("integrity error in {file}: {detail}")]
     Integrity { file: String, detail: String },

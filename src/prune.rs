@@ -1,18 +1,26 @@
-//! `prune`: remove data no snapshot needs, without ever blocking or breaking a backup.
+//! `prune`: remove data no snapshot needs, without ever breaking a backup.
 //!
-//! Two-phase delete (beyond restic): a pack whose blobs no snapshot uses is first only
-//! *marked* in the index, with the time. A later prune deletes it once the grace period
-//! has passed, unless a snapshot written meanwhile uses its blobs again (a backup that
-//! was running during the first prune may have relied on them): then the mark is
-//! dropped. Backups do not rely on blobs of marked packs (they store them again), so
-//! after the grace period nothing new can depend on a marked pack. `--instant-delete`
-//! skips the marking, under an exclusive lock.
+//! Two ways to delete, chosen per run:
+//! * **Idle repository** (no one else holds a lock): prune takes an exclusive lock for
+//!   the short delete step only, checks once more for snapshots written meanwhile, and
+//!   deletes every unused pack at once.
+//! * **Busy repository** (a backup or another client holds a lock): unused packs are
+//!   only *marked* in the index, with the time. A later prune deletes a marked pack once
+//!   the grace period has passed *and* no live lock was taken before the mark (its
+//!   holder may have loaded the index before the mark and rely on the pack), unless a
+//!   snapshot written meanwhile uses its blobs again: then the mark is dropped.
+//!   Backups do not rely on blobs of marked packs (they store them again), and before
+//!   writing a snapshot a backup confirms every blob it relied on is still in a live
+//!   pack (archiver/confirm.rs).
+//!
+//! `--instant-delete` makes the caller take the exclusive lock for the whole run.
 //!
 //! Order (DESIGN.md): new packs (repacked blobs), then the new index, then deletion of
 //! the old index files, then deletion of packs. A crash anywhere leaves every snapshot
 //! whole; the worst case is packs listed twice, which the index reader tolerates.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -20,16 +28,26 @@ use crate::backend::FileType;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::index::{IndexFile, IndexedPack};
+use crate::repo::lock::{live_locks, LockGuard};
 use crate::repo::pack::{open_blob, PackWriter};
 use crate::repo::tree::NodeKind;
 use crate::repo::Repository;
+
+/// A lock taken up to this long after a pack's mark still blocks its deletion: the
+/// mark time is taken just before the new index is written, and clocks of two hosts
+/// differ. Erring long only delays a deletion.
+pub const MARK_LOCK_MARGIN_SECS: i64 = 15 * 60;
 
 pub struct PruneOptions {
     /// Repack a pack when more than this share of its bytes is unused (percent).
     pub max_unused: f64,
     pub dry_run: bool,
+    /// Delete at once: the caller holds an exclusive lock for the whole run.
     pub instant_delete: bool,
-    /// How long a marked pack stays before a prune deletes it.
+    /// Delete at once when no one else holds a lock (an exclusive lock is taken for
+    /// the delete step); otherwise mark.
+    pub delete_when_idle: bool,
+    /// How long a marked pack stays before a prune on a busy repository deletes it.
     pub grace: std::time::Duration,
     /// "Now", in Unix seconds (tests move it forward).
     pub now: i64,
@@ -44,22 +62,44 @@ pub struct PruneReport {
     pub packs_resurrected: u64,
     pub packs_repacked: u64,
     pub packs_deleted: u64,
-    /// Packs no index listed (an interrupted backup's): taken into the index, marked.
+    /// Packs no index listed (an interrupted backup's): taken into the index.
     pub packs_adopted: u64,
+    /// Marked packs kept: still in their grace period, or a lock older than the mark.
     pub packs_still_waiting: u64,
+    /// Of those, packs past the grace period kept because a client that started
+    /// before the mark still holds its lock.
+    pub packs_held_by_locks: u64,
     pub bytes_deleted: u64,
     pub bytes_marked: u64,
     pub bytes_repacked: u64,
+    /// "exclusive" (--instant-delete), "idle" (deleted at once) or "busy" (marked).
+    pub mode: String,
+    /// Busy: who else was using the repository.
+    pub busy_because: Option<String>,
     pub dry_run: bool,
 }
 
-/// Every blob reachable from every snapshot. A tree that cannot be read stops prune:
+/// Every blob reachable from the snapshots. A tree that cannot be read stops prune:
 /// deleting anything from a damaged repository could lose what `check` would save.
 pub fn used_blobs(repo: &Repository, snapshot_names: &[String]) -> Result<HashSet<Id>> {
     let mut used = HashSet::new();
+    add_used_blobs(repo, snapshot_names, &mut used)?;
+    Ok(used)
+}
+
+fn add_used_blobs(
+    repo: &Repository,
+    snapshot_names: &[String],
+    used: &mut HashSet<Id>,
+) -> Result<()> {
     let mut stack = Vec::new();
     for name in snapshot_names {
-        stack.push(repo.load_snapshot(name)?.tree);
+        let snap = repo.load_snapshot(name).map_err(|e| {
+            Error::Other(format!(
+                "refusing to prune while a snapshot cannot be read: {e}; run `cairn check`"
+            ))
+        })?;
+        stack.push(snap.tree);
     }
     while let Some(tree_id) = stack.pop() {
         if !used.insert(tree_id) {
@@ -76,26 +116,227 @@ pub fn used_blobs(repo: &Repository, snapshot_names: &[String]) -> Result<HashSe
             }
         }
     }
-    Ok(used)
+    Ok(())
+}
+
+/// What the first phase decided for each pack.
+struct Plan {
+    /// Packs with their blobs and marks (adopted ones included).
+    packs: HashMap<Id, IndexedPack>,
+    /// Pack sizes on storage.
+    stored: HashMap<Id, u64>,
+    /// The index as it will be written (kept, resurrected, marked packs).
+    next: Vec<IndexedPack>,
+    /// Packs marked by an earlier prune that no snapshot needs.
+    marked_dead: Vec<Id>,
+    /// Unused packs not marked before (marked by this run, or deleted at once).
+    newly_unused: Vec<Id>,
+    repack: Vec<Id>,
+    /// Which pack's copy of each used blob is kept.
+    keeper: HashMap<Id, Id>,
 }
 
 pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    let started = Instant::now();
     let mut report = PruneReport {
         dry_run: opts.dry_run,
         ..Default::default()
     };
-    let old_index_names = names(repo, FileType::Index)?;
-    let mut files = Vec::new();
-    for name in &old_index_names {
-        files.push(repo.load_index_file(name)?);
-    }
+    let (old_index_names, files) = repo.read_index_files()?;
     repo.set_index(crate::repo::index::Index::from_files(&files));
     let mut snapshot_names = names(repo, FileType::Snapshot)?;
     snapshot_names.sort();
     let used = used_blobs(repo, &snapshot_names)?;
     report.snapshots = snapshot_names.len() as u64;
     report.blobs_used = used.len() as u64;
+    let mut plan = plan(repo, opts, files, &used, &mut report)?;
 
+    report.packs_repacked = plan.repack.len() as u64;
+    report.bytes_repacked = plan.repack.iter().map(|id| plan.stored[id]).sum();
+    if opts.dry_run {
+        // Would the delete step find the repository idle right now?
+        let idle = opts.instant_delete || (opts.delete_when_idle && other_locks(repo)?.is_none());
+        let grace = grace_secs(opts);
+        let mut delete: Vec<Id> = plan
+            .marked_dead
+            .iter()
+            .filter(|id| idle || opts.now >= plan.packs[id].marked.unwrap().saturating_add(grace))
+            .copied()
+            .collect();
+        if idle {
+            delete.extend(&plan.newly_unused);
+            delete.extend(&plan.repack);
+        } else {
+            report.packs_marked = (plan.newly_unused.len() + plan.repack.len()) as u64;
+            report.bytes_marked = plan.newly_unused.iter().map(|id| plan.stored[id]).sum();
+        }
+        report.packs_deleted = delete.len() as u64;
+        report.bytes_deleted = delete.iter().map(|id| plan.stored[id]).sum();
+        report.mode = mode_name(opts, idle).into();
+        return Ok(report);
+    }
+
+    repack(repo, &mut plan)?;
+
+    // The delete step: exclusive (given, or taken now if no one else is here) deletes
+    // everything unused; otherwise only marks that are safe to act on go.
+    let exclusive: Option<LockGuard> = if opts.delete_when_idle && !opts.instant_delete {
+        repo.try_exclusive()?
+    } else {
+        None
+    };
+    let at_once = opts.instant_delete || exclusive.is_some();
+    report.mode = mode_name(opts, at_once).into();
+    // Marks carry the time the new index is written, not the time prune started.
+    let mark_time = opts.now + started.elapsed().as_secs() as i64;
+    let mut delete: Vec<Id> = Vec::new();
+    let mut marked_now: Vec<Id> = plan.newly_unused.clone();
+    marked_now.extend(&plan.repack);
+    if at_once {
+        delete.extend(&plan.marked_dead);
+        delete.append(&mut marked_now);
+    } else {
+        let grace = grace_secs(opts);
+        report.busy_because = other_locks(repo)?;
+        let locks = {
+            let own = repo.held_locks();
+            let own: Vec<_> = own.iter().collect();
+            live_locks(repo.backend(), &repo.key.sealing, &own)?
+        };
+        for id in &plan.marked_dead {
+            let mark = plan.packs[id].marked.expect("marked");
+            if opts.now < mark.saturating_add(grace) {
+                report.packs_still_waiting += 1;
+                plan.next.push(plan.packs[id].clone());
+            } else if locks
+                .iter()
+                .any(|l| l.created.timestamp() <= mark + MARK_LOCK_MARGIN_SECS)
+            {
+                report.packs_held_by_locks += 1;
+                report.packs_still_waiting += 1;
+                plan.next.push(plan.packs[id].clone());
+            } else {
+                delete.push(*id);
+            }
+        }
+    }
+    for id in &marked_now {
+        let p = &plan.packs[id];
+        if plan.newly_unused.contains(id) {
+            report.packs_marked += 1;
+            report.bytes_marked += plan.stored[id];
+        }
+        plan.next.push(IndexedPack {
+            marked: Some(mark_time),
+            ..p.clone()
+        });
+    }
+
+    // A second, independent look at the snapshots before anything is dropped from the
+    // index: a snapshot the first listing did not show (a backup that just finished, or
+    // a listing cut short) may use what this prune was about to remove.
+    let mut again = names(repo, FileType::Snapshot)?;
+    again.sort();
+    let new_snapshots: Vec<String> = again
+        .iter()
+        .filter(|n| snapshot_names.binary_search(n).is_err())
+        .cloned()
+        .collect();
+    if !new_snapshots.is_empty() && !delete.is_empty() {
+        if at_once {
+            // Under the exclusive lock no more can come: keep exactly the packs the
+            // new snapshots use, live again.
+            let mut needed = HashSet::new();
+            add_used_blobs(repo, &new_snapshots, &mut needed)?;
+            let (keep, gone): (Vec<Id>, Vec<Id>) = delete
+                .into_iter()
+                .partition(|id| plan.packs[id].blobs.iter().any(|b| needed.contains(&b.id)));
+            delete = gone;
+            for id in keep {
+                report.packs_resurrected += 1;
+                plan.next.push(IndexedPack {
+                    marked: None,
+                    ..plan.packs[&id].clone()
+                });
+            }
+        } else {
+            // Marks can be undone later; deletions cannot: keep this run's to marking.
+            for id in delete.drain(..) {
+                let p = &plan.packs[&id];
+                plan.next.push(IndexedPack {
+                    marked: p.marked.or(Some(mark_time)),
+                    ..p.clone()
+                });
+            }
+        }
+    }
+    report.packs_deleted = delete.len() as u64;
+    report.bytes_deleted = delete.iter().map(|id| plan.stored[id]).sum();
+
+    // The new index, then the old index files, then the packs; each deletion only
+    // while our locks are provably alive.
+    let written = write_index_files(repo, &plan.next)?;
+    repo.confirm_locks()?;
+    for name in old_index_names.iter().filter(|n| !written.contains(n)) {
+        repo.backend().delete(FileType::Index, name)?;
+    }
+    // Packs an index file we did not rewrite still lists (one a backup wrote
+    // meanwhile, or one a short listing hid from us) stay.
+    let mut still_listed = HashSet::new();
+    for (name, _) in repo.backend().list(FileType::Index)? {
+        if written.contains(&name) || old_index_names.contains(&name) {
+            continue;
+        }
+        let f = repo.load_index_file(&name)?;
+        still_listed.extend(f.packs.iter().map(|p| p.id));
+    }
+    delete.retain(|id| !still_listed.contains(id));
+    if !delete.is_empty() {
+        repo.confirm_locks()?;
+    }
+    for id in &delete {
+        match repo.backend().delete(FileType::Pack, &id.to_hex()) {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    drop(exclusive);
+    repo.load_index()?;
+    Ok(report)
+}
+
+fn grace_secs(opts: &PruneOptions) -> i64 {
+    opts.grace.as_secs().min(i64::MAX as u64 / 4) as i64
+}
+
+fn mode_name(opts: &PruneOptions, at_once: bool) -> &'static str {
+    if opts.instant_delete {
+        "exclusive"
+    } else if at_once {
+        "idle"
+    } else {
+        "busy"
+    }
+}
+
+/// Who else holds a live lock, if anyone.
+fn other_locks(repo: &Repository) -> Result<Option<String>> {
+    let own = repo.held_locks();
+    let own: Vec<_> = own.iter().collect();
+    Ok(live_locks(repo.backend(), &repo.key.sealing, &own)?
+        .first()
+        .map(|l| l.describe()))
+}
+
+/// Phase one: what is used, what is not, what to repack. Reads only.
+fn plan(
+    repo: &Repository,
+    opts: &PruneOptions,
+    files: Vec<IndexFile>,
+    used: &HashSet<Id>,
+    report: &mut PruneReport,
+) -> Result<Plan> {
     // One entry per pack; a pack listed twice keeps its mark, as the index does.
     let mut packs: HashMap<Id, IndexedPack> = HashMap::new();
     for p in files.into_iter().flat_map(|f| f.packs) {
@@ -109,7 +350,8 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
         .filter_map(|(n, size)| Id::from_hex(&n).ok().map(|id| (id, size)))
         .collect();
     // A listing can miss files (some stores list lazily): ask for each indexed pack it
-    // did not show, and refuse to go on if one is really gone.
+    // did not show. A live pack that is really gone stops prune; a marked one was
+    // deleted by an earlier prune that stopped before rewriting the index.
     for id in packs
         .keys()
         .filter(|id| !stored.contains_key(id))
@@ -120,6 +362,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
             Ok(size) => {
                 stored.insert(id, size);
             }
+            Err(e) if e.is_not_found() && packs[&id].marked.is_some() => {}
             Err(e) if e.is_not_found() => {
                 return Err(Error::Other(format!(
                     "refusing to prune: pack {id} is in the index but missing; run `cairn check`"
@@ -163,7 +406,6 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
         }
     }
 
-    let grace = opts.grace.as_secs() as i64;
     let pack_size = repo.config.pack_size as u64;
     let live_bytes = |p: &IndexedPack| -> u64 {
         p.blobs
@@ -172,9 +414,10 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
             .map(|b| b.length as u64)
             .sum()
     };
-    let mut next: Vec<IndexedPack> = Vec::new();
-    let mut delete: Vec<Id> = Vec::new();
-    let mut repack: Vec<&IndexedPack> = Vec::new();
+    let mut next = Vec::new();
+    let mut marked_dead = Vec::new();
+    let mut newly_unused = Vec::new();
+    let mut repack = Vec::new();
     // Small packs, by blob type: combined only when there are two or more of a type,
     // so a prune never rewrites the same lone small pack again and again.
     let mut small: [Vec<&IndexedPack>; 2] = Default::default();
@@ -189,29 +432,14 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
                     ..p.clone()
                 });
             }
-            (Some(t), false) if opts.instant_delete || opts.now >= t + grace => delete.push(p.id),
-            (Some(_), false) => {
-                report.packs_still_waiting += 1;
-                next.push(p.clone());
-            }
-            (None, false) => {
-                if opts.instant_delete {
-                    delete.push(p.id);
-                } else {
-                    report.packs_marked += 1;
-                    report.bytes_marked += size;
-                    next.push(IndexedPack {
-                        marked: Some(opts.now),
-                        ..p.clone()
-                    });
-                }
-            }
+            (Some(_), false) => marked_dead.push(p.id),
+            (None, false) => newly_unused.push(p.id),
             (None, true) => {
                 // Dead blobs' bytes against all blob bytes (the header is not waste).
                 let all: u64 = p.blobs.iter().map(|b| b.length as u64).sum();
                 let unused = all - live;
                 if unused as f64 > all as f64 * opts.max_unused / 100.0 {
-                    repack.push(p);
+                    repack.push(p.id);
                 } else if size < pack_size / 8 {
                     small[p.blobs[0].ty.to_byte() as usize].push(p);
                 } else {
@@ -222,28 +450,26 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
     }
     for group in small {
         if group.len() >= 2 {
-            repack.extend(group);
+            repack.extend(group.iter().map(|p| p.id));
         } else {
             next.extend(group.into_iter().cloned());
         }
     }
+    Ok(Plan {
+        packs,
+        stored,
+        next,
+        marked_dead,
+        newly_unused,
+        repack,
+        keeper,
+    })
+}
 
-    report.packs_repacked = repack.len() as u64;
-    report.bytes_repacked = repack.iter().map(|p| stored[&p.id]).sum();
-    let deleted_now = delete.iter().map(|id| stored[id]);
-    report.bytes_deleted = deleted_now.sum::<u64>();
-    report.packs_deleted = delete.len() as u64;
-    if opts.instant_delete {
-        // Repacked packs go at once too.
-        report.packs_deleted += report.packs_repacked;
-        report.bytes_deleted += report.bytes_repacked;
-    }
-    if opts.dry_run {
-        return Ok(report);
-    }
-
-    // 1. Repack: copy each kept blob (verified first) into new packs, one writer per
-    //    blob type, closed at the target size.
+/// Copies each kept blob of the packs to repack (verified first) into new packs, one
+/// writer per blob type, closed at the target size; the new packs join `next`.
+fn repack(repo: &Repository, plan: &mut Plan) -> Result<()> {
+    let pack_size = repo.config.pack_size as u64;
     let mut writers: [PackWriter; 2] = Default::default();
     let flush = |w: PackWriter, next: &mut Vec<IndexedPack>| -> Result<()> {
         let (id, bytes, blobs) = w.finish(&repo.key.sealing);
@@ -255,11 +481,16 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
         });
         Ok(())
     };
-    for p in &repack {
+    for pid in &plan.repack {
+        let p = &plan.packs[pid];
         let name = p.id.to_hex();
         let file = FileType::Pack.path(&name);
         let bytes = repo.backend().read(FileType::Pack, &name)?;
-        for b in p.blobs.iter().filter(|b| keeper.get(&b.id) == Some(&p.id)) {
+        for b in p
+            .blobs
+            .iter()
+            .filter(|b| plan.keeper.get(&b.id) == Some(&p.id))
+        {
             let sealed = bytes
                 .get(b.offset as usize..b.offset as usize + b.length as usize)
                 .ok_or_else(|| Error::integrity(&file, "pack is shorter than its index says"))?;
@@ -267,74 +498,16 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
             let w = &mut writers[b.ty.to_byte() as usize];
             w.add(b.ty, b.id, sealed, b.uncompressed_length);
             if w.size() as u64 >= pack_size {
-                flush(std::mem::take(w), &mut next)?;
+                flush(std::mem::take(w), &mut plan.next)?;
             }
         }
     }
     for w in writers {
         if !w.is_empty() {
-            flush(w, &mut next)?;
+            flush(w, &mut plan.next)?;
         }
     }
-    for p in &repack {
-        if opts.instant_delete {
-            delete.push(p.id);
-        } else {
-            next.push(IndexedPack {
-                marked: Some(opts.now),
-                ..(*p).clone()
-            });
-        }
-    }
-
-    // A second, independent look at the snapshots before anything is dropped from the
-    // index: a snapshot the first listing did not show (a backup that just finished, or
-    // a listing cut short) may use what this prune was about to remove.
-    let mut again = names(repo, FileType::Snapshot)?;
-    again.sort();
-    if again
-        .iter()
-        .any(|n| snapshot_names.binary_search(n).is_err())
-    {
-        if opts.instant_delete {
-            return Err(Error::Other(
-                "refusing to prune: snapshots appeared while it ran (the store listed them late?); run prune again".into(),
-            ));
-        }
-        // Marks can be undone later; deletions cannot: keep this run's to marking.
-        for id in delete.drain(..) {
-            let p = &packs[&id];
-            next.push(IndexedPack {
-                marked: p.marked.or(Some(opts.now)),
-                ..p.clone()
-            });
-        }
-        report.packs_deleted = 0;
-        report.bytes_deleted = 0;
-    }
-
-    // 2. The new index.
-    let written = write_index_files(repo, &next)?;
-    // 3. Old index files go only once the new ones are safely written.
-    for name in old_index_names.iter().filter(|n| !written.contains(n)) {
-        repo.backend().delete(FileType::Index, name)?;
-    }
-    // 4. Packs, except any that an index file we did not rewrite still lists (one a
-    //    backup wrote meanwhile, or one a short listing hid from us).
-    let mut still_listed = HashSet::new();
-    for (name, _) in repo.backend().list(FileType::Index)? {
-        if written.contains(&name) || old_index_names.contains(&name) {
-            continue;
-        }
-        let f = repo.load_index_file(&name)?;
-        still_listed.extend(f.packs.iter().map(|p| p.id));
-    }
-    delete.retain(|id| !still_listed.contains(id));
-    for id in &delete {
-        repo.backend().delete(FileType::Pack, &id.to_hex())?;
-    }
-    repo.load_index()?;
-    Ok(report)
+    Ok(())
 }
 
 /// `repair index`: rebuilds the index from the pack headers on storage.

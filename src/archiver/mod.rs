@@ -5,6 +5,7 @@
 //! complete as soon as its directory is walked. Compression, encryption and packing
 //! run behind it on worker threads (`saver`).
 
+mod confirm;
 mod exclude;
 mod saver;
 mod walk;
@@ -102,9 +103,6 @@ pub fn backup(
         None => None,
     };
 
-    if !opts.dry_run {
-        adopt_unindexed_packs(repo)?;
-    }
     let excluder = Excluder::new(&opts.excludes)?;
     let saver = BlobSaver::start(SaverConfig {
         backend: repo.backend_arc(),
@@ -132,12 +130,19 @@ pub fn backup(
             walker.save_virtual(&vroot, Path::new("/"), parent_tree.as_ref())
         }
     })?;
-    let mut summary = walker.into_summary();
+    let (mut summary, relied) = walker.finish();
     let written = saver.finish()?;
     summary.data_added_packed = written.packed_bytes;
     if !opts.dry_run {
         for f in &written.index_files {
             repo.index_add(f);
+        }
+        let confirmed = confirm::confirm_blobs(repo, &relied, &written)?;
+        if confirmed.blobs_rescued > 0 {
+            warn(format!(
+                "a prune marked data this backup uses as unused while it ran: {} blobs were stored again",
+                confirmed.blobs_rescued
+            ));
         }
     }
 
@@ -165,6 +170,8 @@ pub fn backup(
     let snapshot_id = if opts.dry_run {
         None
     } else {
+        // The last moment to notice a lost lock: after it the snapshot exists.
+        repo.confirm_locks()?;
         Some(repo.save_snapshot(&snapshot)?)
     };
     Ok(BackupResult {
@@ -175,8 +182,11 @@ pub fn backup(
 }
 
 /// Packs on storage that no index lists were left by an interrupted backup: index
-/// them now, so this backup reuses what that one uploaded instead of storing it again.
-fn adopt_unindexed_packs(repo: &mut Repository) -> Result<()> {
+/// them now, so the next backup reuses what that one uploaded instead of storing it
+/// again. The caller must hold an exclusive lock: a pack no index lists may also be one
+/// a running prune just dropped from the index and is about to delete. Returns how
+/// many packs were adopted.
+pub fn adopt_unindexed_packs(repo: &mut Repository) -> Result<usize> {
     let known: std::collections::HashSet<Id> = repo.index().packs().iter().copied().collect();
     let mut file = crate::repo::index::IndexFile::default();
     for (name, _) in repo.backend().list(crate::backend::FileType::Pack)? {
@@ -195,10 +205,11 @@ fn adopt_unindexed_packs(repo: &mut Repository) -> Result<()> {
             });
         }
     }
-    if !file.packs.is_empty() {
+    let adopted = file.packs.len();
+    if adopted > 0 {
         repo.save_index(file)?;
     }
-    Ok(())
+    Ok(adopted)
 }
 
 fn same_paths(a: &[String], b: &[String]) -> bool {

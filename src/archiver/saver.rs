@@ -38,6 +38,8 @@ struct Sealed {
 #[derive(Default)]
 pub struct SaverOutput {
     pub index_files: Vec<IndexFile>,
+    /// Their names on storage.
+    pub index_names: Vec<String>,
     pub packed_bytes: u64,
     pub packs: u64,
 }
@@ -123,7 +125,7 @@ impl Drop for BlobSaver {
     fn drop(&mut self) {
         // On an early return (an error elsewhere) stop the threads without writing
         // an index for a backup that will not get a snapshot. Packs already written
-        // stay; the next backup will not see them until `repair index` (issue 4).
+        // stay; a later backup or prune adopts them under the right lock.
         self.jobs.take();
         for w in self.workers.drain(..) {
             let _ = w.join();
@@ -195,12 +197,9 @@ fn write_pack(
 fn write_index(cfg: &SaverConfig, file: IndexFile, out: &mut SaverOutput) -> Result<()> {
     if !cfg.dry_run {
         let bytes = file.encode(&cfg.key);
-        crate::backend::store(
-            &*cfg.backend,
-            FileType::Index,
-            &Id::of_file(&bytes).to_hex(),
-            &bytes,
-        )?;
+        let name = Id::of_file(&bytes).to_hex();
+        crate::backend::store(&*cfg.backend, FileType::Index, &name, &bytes)?;
+        out.index_names.push(name);
     }
     out.index_files.push(file);
     Ok(())

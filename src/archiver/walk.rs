@@ -30,6 +30,9 @@ pub(super) struct Walker<'a> {
     warn: &'a (dyn Fn(String) + Sync),
     /// Blobs queued in this run (the index knows only what was stored before).
     queued: Mutex<HashSet<Id>>,
+    /// Blobs this run did not store because the index had them: the backup confirms
+    /// they are still there before it writes its snapshot.
+    relied: Mutex<HashSet<Id>>,
     owners: OwnerNames,
     /// (device, inode) → content, for files with several hard links.
     hardlinks: Mutex<HashMap<(u64, u64), Vec<Id>>>,
@@ -55,14 +58,19 @@ impl<'a> Walker<'a> {
             opts,
             warn,
             queued: Mutex::new(HashSet::new()),
+            relied: Mutex::new(HashSet::new()),
             owners: OwnerNames::default(),
             hardlinks: Mutex::new(HashMap::new()),
             summary: Mutex::new(Summary::default()),
         }
     }
 
-    pub(super) fn into_summary(self) -> Summary {
-        self.summary.into_inner().unwrap()
+    /// The summary, and the blobs taken from the index rather than stored.
+    pub(super) fn finish(self) -> (Summary, HashSet<Id>) {
+        (
+            self.summary.into_inner().unwrap(),
+            self.relied.into_inner().unwrap(),
+        )
     }
 
     fn count(&self, f: impl FnOnce(&mut Summary)) {
@@ -86,7 +94,11 @@ impl<'a> Walker<'a> {
                 data.len()
             )));
         }
-        if self.repo.index().contains(&id) || !self.queued.lock().unwrap().insert(id) {
+        if self.repo.index().contains(&id) {
+            self.relied.lock().unwrap().insert(id);
+            return Ok(());
+        }
+        if !self.queued.lock().unwrap().insert(id) {
             return Ok(());
         }
         let len = data.len() as u64;
@@ -311,6 +323,11 @@ impl<'a> Walker<'a> {
         }
         if let Some(p) = self.unchanged(node, parent) {
             node.content = p.content.clone();
+            let queued = self.queued.lock().unwrap();
+            self.relied
+                .lock()
+                .unwrap()
+                .extend(p.content.iter().filter(|id| !queued.contains(id)));
             self.count(|s| s.files_unmodified += 1);
         } else {
             let read = open_source(path).and_then(|f| self.read_file(f, node.size));

@@ -133,7 +133,7 @@ impl Backend for LocalBackend {
         let mut out = Vec::new();
         for d in dirs {
             for (name, meta) in read_dir_sorted(&d)? {
-                if meta.is_file() && !name.starts_with('.') {
+                if meta.is_file() {
                     out.push((name, meta.len()));
                 }
             }
@@ -157,6 +157,10 @@ impl Backend for LocalBackend {
     }
 }
 
+/// A folder's entries with their metadata, sorted by name. Other processes write and
+/// delete files here at any moment: temporary files (names starting with a dot) are
+/// skipped without a look, and an entry that vanishes before it is stat'ed is simply
+/// not listed.
 fn read_dir_sorted(dir: &Path) -> Result<Vec<(String, fs::Metadata)>> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -166,12 +170,18 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<(String, fs::Metadata)>> {
     let mut out = Vec::new();
     for entry in rd {
         let entry = entry.map_err(|e| Error::io_path(dir, e))?;
-        let meta = entry
-            .metadata()
-            .map_err(|e| Error::io_path(&entry.path(), e))?;
-        if let Ok(name) = entry.file_name().into_string() {
-            out.push((name, meta));
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
         }
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io_path(&entry.path(), e)),
+        };
+        out.push((name, meta));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
@@ -199,5 +209,41 @@ mod tests {
         b.delete(FileType::Pack, &name).unwrap();
         assert!(b.read(FileType::Pack, &name).unwrap_err().is_not_found());
         assert!(b.list(FileType::Snapshot).unwrap().is_empty());
+    }
+
+    /// Issue 7, item 5: a listing never fails on files other processes write (through
+    /// temporary files) and delete while it runs.
+    #[test]
+    fn listing_tolerates_files_that_come_and_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = std::sync::Arc::new(LocalBackend::new(dir.path().to_path_buf()));
+        b.create().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers: Vec<_> = (0..2u8)
+            .map(|t| {
+                let (b, stop) = (b.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut i = 0u32;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 20_000 {
+                        let name = format!("{t:02x}{i:062x}");
+                        b.write(FileType::Snapshot, &name, b"x").unwrap();
+                        b.delete(FileType::Snapshot, &name).unwrap();
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..300 {
+            for (name, _) in b.list(FileType::Snapshot).unwrap() {
+                assert!(
+                    !name.starts_with('.'),
+                    "a temporary file was listed: {name}"
+                );
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in writers {
+            w.join().unwrap();
+        }
     }
 }

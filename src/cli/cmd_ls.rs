@@ -108,8 +108,7 @@ impl Lister<'_> {
 }
 
 pub fn run(ctx: &Ctx, a: LsArgs) -> Result<i32> {
-    let repo = ctx.open_indexed()?;
-    let _lock = ctx.lock(&repo, cairn::repo::lock::LockKind::Shared, true)?;
+    let (repo, _lock) = ctx.open_locked(cairn::repo::lock::LockKind::Shared, true)?;
     let (_, snap) = pick(&repo, &a.snapshot, &a.filter)?;
     let mut l = Lister {
         ctx,

@@ -22,13 +22,15 @@ pub struct PruneFlags {
     /// Repack packs with more than this share of unused bytes (percent).
     #[arg(long, default_value = "5", value_name = "PERCENT")]
     max_unused: String,
-    /// Delete unused packs now instead of marking them (takes an exclusive lock: no
-    /// backup may run meanwhile).
+    /// Hold an exclusive lock for the whole prune, waiting for other clients to finish
+    /// (--retry-lock), and delete at once. Without it prune deletes at once anyway when
+    /// no one else uses the repository, and marks unused data otherwise.
     #[arg(long)]
     instant_delete: bool,
-    /// Hours a marked pack waits before a later prune deletes it.
+    /// Hours a pack marked unused (while other clients were active) waits before a
+    /// later prune deletes it (0 to 87600).
     #[arg(long, default_value = "24", value_name = "HOURS")]
-    grace_hours: u64,
+    grace_hours: String,
 }
 
 pub fn options(a: &PruneFlags, dry_run: bool) -> Result<PruneOptions> {
@@ -44,6 +46,17 @@ pub fn options(a: &PruneFlags, dry_run: bool) -> Result<PruneOptions> {
                 a.max_unused
             ))
         })?;
+    let grace_hours: u64 = a
+        .grace_hours
+        .parse()
+        .ok()
+        .filter(|h| *h <= 87_600)
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "--grace-hours takes a whole number of hours from 0 to 87600 (ten years), not {:?}",
+                a.grace_hours
+            ))
+        })?;
     // CAIRN_PRUNE_NOW (Unix seconds) lets tests move time forward past the grace period.
     let now = std::env::var("CAIRN_PRUNE_NOW")
         .ok()
@@ -53,7 +66,8 @@ pub fn options(a: &PruneFlags, dry_run: bool) -> Result<PruneOptions> {
         max_unused,
         dry_run,
         instant_delete: a.instant_delete,
-        grace: std::time::Duration::from_secs(a.grace_hours * 3600),
+        delete_when_idle: true,
+        grace: std::time::Duration::from_secs(grace_hours * 3600),
         now,
     })
 }
@@ -79,8 +93,13 @@ pub fn run_on(
             "prune ({verb}): {} packs; {} used blobs in {} snapshots",
             r.packs, r.blobs_used, r.snapshots
         ));
+        if let Some(who) = &r.busy_because {
+            ctx.say(format!(
+                "  another client is using the repository ({who}): unused data is marked, and a later prune deletes it after the grace period"
+            ));
+        }
         ctx.say(format!(
-            "  deleted {} packs ({}), marked {} unused packs ({}) for a later prune, repacked {} ({}), kept {} marked packs still in their grace period, restored {} marked packs a snapshot needs again",
+            "  deleted {} packs ({}), marked {} unused packs ({}) for a later prune, repacked {} ({}), kept {} marked packs (grace period, or a client older than the mark), restored {} marked packs a snapshot needs again",
             r.packs_deleted,
             output::bytes(r.bytes_deleted),
             r.packs_marked,

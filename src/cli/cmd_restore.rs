@@ -49,8 +49,7 @@ pub struct RestoreArgs {
 
 pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<i32> {
     let (selector, subpath) = split_subpath(&a.snapshot);
-    let repo = ctx.open_indexed()?;
-    let _lock = ctx.lock(&repo, cairn::repo::lock::LockKind::Shared, true)?;
+    let (repo, _lock) = ctx.open_locked(cairn::repo::lock::LockKind::Shared, true)?;
     let (id, snap) = pick(&repo, selector, &a.filter)?;
     let subpath = subpath.unwrap_or("/");
     let node = find_node(&repo, snap.tree, subpath)?;

@@ -82,6 +82,16 @@ pub struct GlobalArgs {
     /// Do not take a lock (read-only commands only).
     #[arg(long, global = true)]
     no_lock: bool,
+    /// How long to wait for a conflicting lock (e.g. 30s, 5m, 1h; 0 = fail at once)
+    /// before giving up with exit 11.
+    #[arg(
+        long,
+        env = "CAIRN_RETRY_LOCK",
+        global = true,
+        value_name = "DURATION",
+        default_value = "5m"
+    )]
+    retry_lock: String,
     /// Argon2id memory (KiB) for keys created by init / key add / key passwd.
     #[arg(long, env = "CAIRN_KDF_MEMORY_KIB", global = true, value_name = "KIB")]
     kdf_memory_kib: Option<u32>,
@@ -218,14 +228,31 @@ impl Ctx {
         Ok(repo)
     }
 
-    /// Opens the repository and loads its index.
-    pub fn open_indexed(&self) -> Result<Repository> {
+    /// Opens the repository, takes its lock, then loads the index: in that order, so
+    /// no prune can change the index between our reading it and our lock.
+    pub fn open_locked(
+        &self,
+        kind: LockKind,
+        read_only: bool,
+    ) -> Result<(Repository, Option<LockGuard>)> {
         let mut repo = self.open()?;
+        let lock = self.lock(&repo, kind, read_only)?;
         repo.load_index()?;
-        Ok(repo)
+        Ok((repo, lock))
     }
 
-    /// Takes the lock a command needs; `--no-lock` skips it for read-only commands.
+    /// `--retry-lock`.
+    pub fn retry_lock(&self) -> Result<std::time::Duration> {
+        parse_wait(&self.g.retry_lock).ok_or_else(|| {
+            Error::Usage(format!(
+                "--retry-lock takes a duration such as 30s, 5m or 1h (at most 7 days), not {:?}",
+                self.g.retry_lock
+            ))
+        })
+    }
+
+    /// Takes the lock a command needs, waiting `--retry-lock` for a conflicting one;
+    /// `--no-lock` skips it for read-only commands.
     pub fn lock(
         &self,
         repo: &Repository,
@@ -240,7 +267,23 @@ impl Ctx {
             }
             return Ok(None);
         }
-        repo.lock(kind).map(Some)
+        let wait = self.retry_lock()?;
+        let json = self.json();
+        let waiting = move |who: &str, left: std::time::Duration| {
+            let msg = format!(
+                "repository is locked ({who}); waiting up to {}s more (--retry-lock)",
+                left.as_secs()
+            );
+            if json {
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"message_type": "waiting", "message": msg})
+                );
+            } else {
+                eprintln!("cairn: {msg}");
+            }
+        };
+        repo.lock_wait(kind, wait, &waiting).map(Some)
     }
 }
 
@@ -254,11 +297,40 @@ pub fn pick(
     cairn::selector::select(&all, selector, &filter.filter()).cloned()
 }
 
+/// A duration like `90`, `30s`, `5m`, `1h30m` (seconds when unitless), at most 7 days.
+fn parse_wait(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return None,
+        };
+        let n: u64 = std::mem::take(&mut num).parse().ok()?;
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    if !num.is_empty() {
+        total = total.checked_add(num.parse().ok()?)?;
+    }
+    (total <= 7 * 86400).then_some(std::time::Duration::from_secs(total))
+}
+
 /// Exit codes of CLI.md.
 fn exit_code(e: &Error) -> i32 {
     match e {
         Error::RepoNotFound(_) => 10,
-        Error::Locked(_) => 11,
+        Error::Locked(_) | Error::LockLost(_) => 11,
         Error::WrongPassword => 12,
         Error::Integrity { .. } => 13,
         _ => 1,

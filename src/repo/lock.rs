@@ -3,15 +3,20 @@
 //!
 //! Three kinds. `Shared` (backup, restore, check, forget, listing) excludes only
 //! `Exclusive`. `Prune` excludes other prunes and `Exclusive`, not backups: prune's
-//! two-phase delete keeps it safe beside them. `Exclusive` (repair, an instant-delete
-//! prune) excludes everything. A lock is refreshed every few minutes while held, and is
-//! stale when it was not refreshed for 30 minutes, or when its owner ran on this host and
-//! that process is gone.
+//! two-phase delete keeps it safe beside them. `Exclusive` (repair, the delete step of a
+//! prune on an idle repository) excludes everything.
+//!
+//! A lock is refreshed while held and is stale when it was not refreshed for
+//! `stale_after()`, or when its owner ran in this process space (same boot, same pid
+//! namespace) and that process is gone. A holder that could not refresh its lock for
+//! most of that window (suspended, clock jump, slow remote) or whose lock file was
+//! removed has *lost* it: others may already treat it as stale, so it must stop before
+//! writing a snapshot or deleting anything (`LockHandle::confirm`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -22,12 +27,32 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 
 pub const LOCK_VERSION: u32 = 1;
-/// A lock not refreshed for this long is stale.
-pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
-/// How often a held lock is refreshed.
-const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+/// A lock not refreshed for this long is stale (30 minutes).
+const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 
 const AAD: &[u8] = b"cairn.lock.v1";
+
+/// How long a lock lives without a refresh. `CAIRN_LOCK_STALE_SECS` shortens it for
+/// tests that suspend a process past it; every cairn in one test uses the same value.
+pub fn stale_after() -> Duration {
+    std::env::var("CAIRN_LOCK_STALE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&s: &u64| s >= 1)
+        .map(Duration::from_secs)
+        .unwrap_or(STALE_AFTER)
+}
+
+/// Refreshed six times per stale window: five refreshes can fail before it matters.
+fn refresh_every() -> Duration {
+    stale_after() / 6
+}
+
+/// A holder stops trusting its lock once this share of the window passed without a
+/// refresh: the rest is margin for clock skew between hosts.
+fn lost_after() -> Duration {
+    stale_after() * 2 / 3
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,11 +79,38 @@ pub struct LockFile {
     pub hostname: String,
     pub username: String,
     pub pid: u32,
+    /// Boot id and pid namespace of the holder: a pid is only meaningful there.
+    /// Containers often share a hostname; they never share both of these.
+    #[serde(default)]
+    pub process_space: String,
     pub created: DateTime<Utc>,
     pub refreshed: DateTime<Utc>,
 }
 
+/// This process's boot id and pid namespace, e.g. `3f2a…:pid:[4026531836]`.
+pub fn process_space() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    format!("{}:{ns}", boot.trim())
+}
+
 impl LockFile {
+    fn new(kind: LockKind) -> LockFile {
+        let now = Utc::now();
+        LockFile {
+            version: LOCK_VERSION,
+            kind,
+            hostname: crate::fsmeta::hostname(),
+            username: crate::fsmeta::current_username(),
+            pid: std::process::id(),
+            process_space: process_space(),
+            created: now,
+            refreshed: now,
+        }
+    }
+
     pub fn encode(&self, key: &SealingKey) -> Vec<u8> {
         key.seal(AAD, &serde_json::to_vec(self).expect("lock serializes"))
     }
@@ -70,22 +122,33 @@ impl LockFile {
         serde_json::from_slice(&plain).map_err(|e| Error::integrity(file, e.to_string()))
     }
 
-    /// Stale: not refreshed for `STALE_AFTER`, or its process on this host is gone.
+    /// Stale: not refreshed for `stale_after()`, or its process in this process space
+    /// is gone.
     pub fn is_stale(&self, now: DateTime<Utc>) -> bool {
         let age = now.signed_duration_since(self.refreshed);
-        if age.to_std().is_ok_and(|a| a > STALE_AFTER) {
+        if age.to_std().is_ok_and(|a| a > stale_after()) {
             return true;
         }
-        self.hostname == crate::fsmeta::hostname() && !process_alive(self.pid)
+        self.is_ours_to_judge() && !process_alive(self.pid)
+    }
+
+    /// Whether its pid can be looked up here: the same boot and pid namespace (locks of
+    /// older cairns, without `process_space`, are judged by hostname as before).
+    fn is_ours_to_judge(&self) -> bool {
+        if self.hostname != crate::fsmeta::hostname() {
+            return false;
+        }
+        self.process_space.is_empty() || self.process_space == process_space()
     }
 
     pub fn describe(&self) -> String {
+        let kind = match self.kind {
+            LockKind::Shared => "shared",
+            LockKind::Prune => "prune",
+            LockKind::Exclusive => "exclusive",
+        };
         format!(
-            "{} lock held by {}@{} (pid {}) since {}",
-            serde_json::to_value(self.kind)
-                .unwrap()
-                .as_str()
-                .unwrap_or("?"),
+            "{kind} lock held by {}@{} (pid {}) since {}",
             self.username,
             self.hostname,
             self.pid,
@@ -116,7 +179,7 @@ pub fn list_locks(
         let read = backend.read(FileType::Lock, &name);
         let lock = match read {
             Ok(bytes) => LockFile::decode(&bytes, key, &FileType::Lock.path(&name)),
-            // Removed between list and read: its holder just let go.
+            // Removed between list and read: its holder just let go (or refreshed).
             Err(e) if e.is_not_found() => continue,
             Err(e) => Err(e),
         };
@@ -125,23 +188,16 @@ pub fn list_locks(
     Ok(out)
 }
 
-/// A held lock; released (its file deleted) when dropped.
-pub struct LockGuard {
-    backend: Arc<dyn Backend>,
-    name: Arc<Mutex<String>>,
-    stop: Arc<AtomicBool>,
-    refresher: Option<JoinHandle<()>>,
-}
-
+/// The first lock (other than `own`) that keeps a lock of `kind` from being taken.
 fn conflict(
     backend: &dyn Backend,
     key: &SealingKey,
     kind: LockKind,
-    own: Option<&str>,
+    own: &[&str],
 ) -> Result<Option<String>> {
     let now = Utc::now();
     for (name, lock) in list_locks(backend, key)? {
-        if Some(name.as_str()) == own {
+        if own.contains(&name.as_str()) {
             continue;
         }
         match lock {
@@ -168,76 +224,271 @@ fn write_lock(backend: &dyn Backend, key: &SealingKey, lock: &LockFile) -> Resul
     Ok(name)
 }
 
+/// The state of a held lock, shared by its guard, its refresher thread and the
+/// operations that must prove the lock is alive before they write or delete.
+pub struct Held {
+    backend: Arc<dyn Backend>,
+    key: SealingKey,
+    /// The lock's content and its current file name.
+    file: Mutex<(LockFile, String)>,
+    /// When the lock was last known to be in place (monotonic and wall clock: a
+    /// suspended machine stops the first, a clock jump moves the second).
+    last_ok: Mutex<(Instant, DateTime<Utc>)>,
+    /// Why the lock is lost, once it is; never cleared.
+    lost: Mutex<Option<String>>,
+    stop: AtomicBool,
+}
+
+/// A cheap handle on a held lock, for operations deep below the command that took it.
+#[derive(Clone)]
+pub struct LockHandle(Arc<Held>);
+
+impl Held {
+    fn lose(&self, why: String) {
+        let mut lost = self.lost.lock().unwrap();
+        lost.get_or_insert(why);
+    }
+
+    /// Err once the lock is lost or has gone unrefreshed too long to be trusted.
+    fn check(&self) -> Result<()> {
+        if let Some(why) = self.lost.lock().unwrap().clone() {
+            return Err(Error::LockLost(why));
+        }
+        let (mono, wall) = *self.last_ok.lock().unwrap();
+        let wall_gap = Utc::now()
+            .signed_duration_since(wall)
+            .to_std()
+            .unwrap_or_default();
+        let gap = mono.elapsed().max(wall_gap);
+        if gap >= lost_after() {
+            let why = format!(
+                "the lock was not refreshed for {}s (suspended, clock jump or unreachable storage); another process may have treated it as stale",
+                gap.as_secs()
+            );
+            self.lose(why.clone());
+            return Err(Error::LockLost(why));
+        }
+        Ok(())
+    }
+
+    /// Writes the lock anew (new file first, then the old one goes: never a moment
+    /// without a lock). A lock file someone removed means the lock is lost.
+    fn refresh(&self) -> Result<()> {
+        self.check()?;
+        let mut file = self.file.lock().unwrap();
+        match self.backend.size(FileType::Lock, &file.1) {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {
+                let why = "the lock file was removed by another process (`cairn unlock`?)";
+                self.lose(why.into());
+                return Err(Error::LockLost(why.into()));
+            }
+            Err(e) => return Err(e),
+        }
+        let started = (Instant::now(), Utc::now());
+        file.0.refreshed = started.1;
+        let new = write_lock(&*self.backend, &self.key, &file.0)?;
+        if new != file.1 {
+            let _ = self.backend.delete(FileType::Lock, &file.1);
+        }
+        file.1 = new;
+        // Others judge by the time written into the file, so count from before the write.
+        *self.last_ok.lock().unwrap() = started;
+        Ok(())
+    }
+}
+
+impl LockHandle {
+    /// Whether the guard that took this lock still holds it.
+    pub fn is_held(&self) -> bool {
+        !self.0.stop.load(Ordering::Relaxed)
+    }
+
+    /// Err when the lock is lost. Cheap: no storage access.
+    pub fn ensure_alive(&self) -> Result<()> {
+        self.0.check()
+    }
+
+    /// Proves the lock is alive right now, by refreshing it: for the moment before a
+    /// snapshot is written or anything is deleted.
+    pub fn confirm(&self) -> Result<()> {
+        self.0.refresh()
+    }
+
+    pub fn kind(&self) -> LockKind {
+        self.0.file.lock().unwrap().0.kind
+    }
+
+    /// When this lock was first taken (by this host's clock).
+    pub fn created(&self) -> DateTime<Utc> {
+        self.0.file.lock().unwrap().0.created
+    }
+
+    fn name(&self) -> String {
+        self.0.file.lock().unwrap().1.clone()
+    }
+}
+
+/// A held lock; released (its file deleted) when dropped.
+pub struct LockGuard {
+    held: Arc<Held>,
+    refresher: Option<JoinHandle<()>>,
+}
+
 impl LockGuard {
+    /// Takes a lock of `kind`, or fails at once with `Error::Locked`.
     pub fn acquire(
         backend: Arc<dyn Backend>,
         key: &SealingKey,
         kind: LockKind,
     ) -> Result<LockGuard> {
-        if let Some(who) = conflict(&*backend, key, kind, None)? {
+        Self::acquire_beside(backend, key, kind, &[])
+    }
+
+    /// Takes a lock of `kind`, waiting up to `wait` for conflicting locks to go;
+    /// `waiting` is told who holds the repository, once, and then every half minute.
+    pub fn acquire_wait(
+        backend: Arc<dyn Backend>,
+        key: &SealingKey,
+        kind: LockKind,
+        wait: Duration,
+        waiting: &dyn Fn(&str, Duration),
+    ) -> Result<LockGuard> {
+        let start = Instant::now();
+        let mut told: Option<Instant> = None;
+        let mut pause = Duration::from_millis(200);
+        loop {
+            match Self::acquire(backend.clone(), key, kind) {
+                Err(Error::Locked(who)) if start.elapsed() < wait => {
+                    let left = wait - start.elapsed();
+                    if told.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+                        waiting(&who, left);
+                        told = Some(Instant::now());
+                    }
+                    std::thread::sleep(pause.min(left));
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Takes an exclusive lock beside locks this process already holds (`own`), without
+    /// waiting: `None` when anyone else holds a lock. Prune uses it to delete at once
+    /// when the repository is idle.
+    pub fn try_exclusive(
+        backend: Arc<dyn Backend>,
+        key: &SealingKey,
+        own: &[&LockHandle],
+    ) -> Result<Option<LockGuard>> {
+        let names: Vec<String> = own.iter().map(|h| h.name()).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        match Self::acquire_beside(backend, key, LockKind::Exclusive, &names) {
+            Ok(g) => Ok(Some(g)),
+            Err(Error::Locked(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn acquire_beside(
+        backend: Arc<dyn Backend>,
+        key: &SealingKey,
+        kind: LockKind,
+        own: &[&str],
+    ) -> Result<LockGuard> {
+        if let Some(who) = conflict(&*backend, key, kind, own)? {
             return Err(Error::Locked(who));
         }
-        let now = Utc::now();
-        let mut lock = LockFile {
-            version: LOCK_VERSION,
-            kind,
-            hostname: crate::fsmeta::hostname(),
-            username: crate::fsmeta::current_username(),
-            pid: std::process::id(),
-            created: now,
-            refreshed: now,
-        };
+        let lock = LockFile::new(kind);
+        let taken = (Instant::now(), lock.created);
         let name = write_lock(&*backend, key, &lock)?;
         // Look again: someone may have written a conflicting lock at the same moment.
-        // Both then back off, which is safe; one retry by the user settles it.
-        if let Some(who) = conflict(&*backend, key, kind, Some(&name))? {
+        // Both then back off (each sees the other's file, since each wrote before it
+        // looked), which is safe; a retry settles it.
+        let mut mine = own.to_vec();
+        mine.push(&name);
+        if let Some(who) = conflict(&*backend, key, kind, &mine)? {
             let _ = backend.delete(FileType::Lock, &name);
             return Err(Error::Locked(who));
         }
-        let name = Arc::new(Mutex::new(name));
-        let stop = Arc::new(AtomicBool::new(false));
+        let held = Arc::new(Held {
+            backend,
+            key: key.clone(),
+            file: Mutex::new((lock, name)),
+            last_ok: Mutex::new(taken),
+            lost: Mutex::new(None),
+            stop: AtomicBool::new(false),
+        });
         let refresher = {
-            let (backend, name, stop, key) =
-                (backend.clone(), name.clone(), stop.clone(), key.clone());
-            std::thread::spawn(move || {
-                let step = Duration::from_millis(200);
-                let mut waited = Duration::ZERO;
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(step);
-                    waited += step;
-                    if waited < REFRESH_EVERY {
-                        continue;
-                    }
-                    waited = Duration::ZERO;
-                    lock.refreshed = Utc::now();
-                    // New file first, then drop the old: never a moment without a lock.
-                    if let Ok(new) = write_lock(&*backend, &key, &lock) {
-                        let mut n = name.lock().unwrap();
-                        let _ = backend.delete(FileType::Lock, &n);
-                        *n = new;
-                    }
-                }
-            })
+            let held = held.clone();
+            std::thread::spawn(move || refresh_loop(&held))
         };
         Ok(LockGuard {
-            backend,
-            name,
-            stop,
+            held,
             refresher: Some(refresher),
         })
+    }
+
+    pub fn handle(&self) -> LockHandle {
+        LockHandle(self.held.clone())
+    }
+}
+
+fn refresh_loop(held: &Held) {
+    let step = Duration::from_millis(100);
+    let every = refresh_every();
+    let mut next = Instant::now() + every;
+    while !held.stop.load(Ordering::Relaxed) {
+        std::thread::sleep(step);
+        if Instant::now() < next {
+            continue;
+        }
+        next = match held.refresh() {
+            Ok(()) => Instant::now() + every,
+            // Lost for good: nothing more to refresh.
+            Err(Error::LockLost(_)) => return,
+            // A failed write (flaky storage): try again soon.
+            Err(_) => Instant::now() + (every / 10).max(step),
+        };
     }
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.held.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.refresher.take() {
             let _ = t.join();
         }
-        let _ = self
-            .backend
-            .delete(FileType::Lock, &self.name.lock().unwrap());
+        let name = self.held.file.lock().unwrap().1.clone();
+        let _ = self.held.backend.delete(FileType::Lock, &name);
     }
+}
+
+/// Locks held by others that are not stale: prune's two-phase delete keeps a marked
+/// pack while any of them was taken before the mark.
+pub fn live_locks(
+    backend: &dyn Backend,
+    key: &SealingKey,
+    own: &[&LockHandle],
+) -> Result<Vec<LockFile>> {
+    let names: Vec<String> = own.iter().map(|h| h.name()).collect();
+    let now = Utc::now();
+    let mut out = Vec::new();
+    for (name, lock) in list_locks(backend, key)? {
+        if names.contains(&name) {
+            continue;
+        }
+        match lock {
+            Ok(l) if !l.is_stale(now) => out.push(l),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Error::Other(format!(
+                    "unreadable lock file {name} ({e}); see `cairn unlock`"
+                )))
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -266,40 +517,59 @@ mod tests {
             LockGuard::acquire(b.clone(), &k, LockKind::Exclusive),
             Err(Error::Locked(_))
         ));
-        drop((shared, shared2, prune));
-        assert!(
-            b.list(FileType::Lock).unwrap().is_empty(),
-            "locks are released"
-        );
-        let excl = LockGuard::acquire(b.clone(), &k, LockKind::Exclusive).unwrap();
+        // Beside its own prune lock, a prune gets no exclusive lock while others hold one.
+        assert!(LockGuard::try_exclusive(b.clone(), &k, &[&prune.handle()])
+            .unwrap()
+            .is_none());
+        drop((shared, shared2));
+        let excl = LockGuard::try_exclusive(b.clone(), &k, &[&prune.handle()])
+            .unwrap()
+            .expect("idle but for our own prune lock");
         assert!(matches!(
             LockGuard::acquire(b.clone(), &k, LockKind::Shared),
             Err(Error::Locked(_))
         ));
-        drop(excl);
+        drop((excl, prune));
+        assert!(
+            b.list(FileType::Lock).unwrap().is_empty(),
+            "locks are released"
+        );
     }
 
     #[test]
     fn stale_locks_are_ignored() {
         let (_d, b, k) = setup();
         let old = Utc::now() - chrono::Duration::minutes(31);
-        let mut dead = LockFile {
-            version: LOCK_VERSION,
-            kind: LockKind::Exclusive,
-            hostname: "elsewhere".into(),
-            username: "u".into(),
-            pid: 1,
-            created: old,
-            refreshed: old,
-        };
+        let mut dead = LockFile::new(LockKind::Exclusive);
+        dead.hostname = "elsewhere".into();
+        dead.pid = 1;
+        dead.created = old;
+        dead.refreshed = old;
         write_lock(&*b, &k, &dead).unwrap();
         LockGuard::acquire(b.clone(), &k, LockKind::Shared).unwrap();
-        // On this host with a pid that is gone: stale at once.
+        // In this process space with a pid that is gone: stale at once.
         dead.hostname = crate::fsmeta::hostname();
         dead.refreshed = Utc::now();
         dead.pid = u32::MAX - 1;
         assert!(dead.is_stale(Utc::now()));
         dead.pid = std::process::id();
         assert!(!dead.is_stale(Utc::now()));
+        // Same hostname, another container (pid namespace): its pid means nothing here.
+        dead.pid = u32::MAX - 1;
+        dead.process_space = "another-boot:pid:[1]".into();
+        assert!(!dead.is_stale(Utc::now()));
+    }
+
+    #[test]
+    fn a_removed_lock_file_is_lost_and_confirm_says_so() {
+        let (_d, b, k) = setup();
+        let g = LockGuard::acquire(b.clone(), &k, LockKind::Shared).unwrap();
+        let h = g.handle();
+        h.confirm().unwrap();
+        for (name, _) in b.list(FileType::Lock).unwrap() {
+            b.delete(FileType::Lock, &name).unwrap();
+        }
+        assert!(matches!(h.confirm(), Err(Error::LockLost(_))));
+        assert!(matches!(h.ensure_alive(), Err(Error::LockLost(_))));
     }
 }

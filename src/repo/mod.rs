@@ -31,6 +31,11 @@ pub struct Repository {
     /// The key file the password opened.
     pub key_id: String,
     index: Index,
+    /// Index files `index` was loaded from: a backup compares them with a fresh listing
+    /// to learn whether a prune ran meanwhile.
+    index_files: std::collections::HashSet<String>,
+    /// Locks taken through this repository, so operations can prove them alive.
+    locks: std::sync::Mutex<Vec<lock::LockHandle>>,
 }
 
 /// Whether a repository exists at the backend (its `config` file is there).
@@ -71,6 +76,8 @@ impl Repository {
             config,
             key_id,
             index: Index::default(),
+            index_files: Default::default(),
+            locks: Default::default(),
         })
     }
 
@@ -114,6 +121,8 @@ impl Repository {
             config,
             key_id,
             index: Index::default(),
+            index_files: Default::default(),
+            locks: Default::default(),
         })
     }
 
@@ -184,12 +193,57 @@ impl Repository {
 
     /// Reads every index file into memory.
     pub fn load_index(&mut self) -> Result<()> {
-        let mut files = Vec::new();
-        for (name, _) in self.backend.list(FileType::Index)? {
-            files.push(self.load_index_file(&name)?);
-        }
+        let (names, files) = self.read_index_files()?;
         self.index = Index::from_files(&files);
+        self.index_files = names.into_iter().collect();
         Ok(())
+    }
+
+    /// Lists and reads every index file. A file that vanishes between the listing and
+    /// the read was replaced by a prune: list again (a few times) rather than fail.
+    pub fn read_index_files(&self) -> Result<(Vec<String>, Vec<IndexFile>)> {
+        let mut tries = 0;
+        'again: loop {
+            let names: Vec<String> = self
+                .backend
+                .list(FileType::Index)?
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            let mut files = Vec::with_capacity(names.len());
+            for name in &names {
+                match self.load_index_file(name) {
+                    Ok(f) => files.push(f),
+                    Err(e) if e.is_not_found() && tries < 5 => {
+                        tries += 1;
+                        continue 'again;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok((names, files));
+        }
+    }
+
+    /// Loads the index unless it is loaded and its files are still the same.
+    pub fn refresh_index(&mut self) -> Result<()> {
+        if !self.index_files.is_empty() {
+            let listed: std::collections::HashSet<String> = self
+                .backend
+                .list(FileType::Index)?
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            if listed == self.index_files {
+                return Ok(());
+            }
+        }
+        self.load_index()
+    }
+
+    /// The index files the in-memory index was loaded from.
+    pub fn loaded_index_files(&self) -> &std::collections::HashSet<String> {
+        &self.index_files
     }
 
     pub fn load_index_file(&self, name: &str) -> Result<IndexFile> {
@@ -331,9 +385,57 @@ impl Repository {
 
     // --- locks ---
 
-    /// Takes a lock of `kind`; it is held until the guard is dropped.
+    /// Takes a lock of `kind`, waiting up to `wait` for a conflicting one to go; it is
+    /// held until the guard is dropped. Take it before loading the index (DESIGN.md).
+    pub fn lock_wait(
+        &self,
+        kind: lock::LockKind,
+        wait: std::time::Duration,
+        waiting: &dyn Fn(&str, std::time::Duration),
+    ) -> Result<lock::LockGuard> {
+        let g = lock::LockGuard::acquire_wait(
+            self.backend.clone(),
+            &self.key.sealing,
+            kind,
+            wait,
+            waiting,
+        )?;
+        self.locks.lock().unwrap().push(g.handle());
+        Ok(g)
+    }
+
+    /// Takes a lock of `kind` without waiting.
     pub fn lock(&self, kind: lock::LockKind) -> Result<lock::LockGuard> {
-        lock::LockGuard::acquire(self.backend.clone(), &self.key.sealing, kind)
+        self.lock_wait(kind, std::time::Duration::ZERO, &|_, _| {})
+    }
+
+    /// Takes an exclusive lock beside this process's own locks, if no one else holds
+    /// one; `None` otherwise.
+    pub fn try_exclusive(&self) -> Result<Option<lock::LockGuard>> {
+        let own = self.held_locks();
+        let own: Vec<&lock::LockHandle> = own.iter().collect();
+        let g = lock::LockGuard::try_exclusive(self.backend.clone(), &self.key.sealing, &own)?;
+        if let Some(g) = &g {
+            self.locks.lock().unwrap().push(g.handle());
+        }
+        Ok(g)
+    }
+
+    /// The locks this process holds on the repository now.
+    pub fn held_locks(&self) -> Vec<lock::LockHandle> {
+        let mut locks = self.locks.lock().unwrap();
+        locks.retain(|h| h.is_held());
+        locks.clone()
+    }
+
+    /// Proves every lock this process holds is alive, by refreshing it: called right
+    /// before a snapshot is written or anything is deleted. (No lock held: nothing to
+    /// prove; only tests and read-only commands run so.)
+    pub fn confirm_locks(&self) -> Result<()> {
+        for h in self.held_locks() {
+            h.confirm()?;
+        }
+        Ok(())
     }
 
     // --- keys ---

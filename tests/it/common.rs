@@ -47,6 +47,8 @@ impl Env {
             .env("CAIRN_PASSWORD", PASSWORD)
             .env("CAIRN_KDF_MEMORY_KIB", "64")
             .env("CAIRN_KDF_ITERATIONS", "1")
+            // Tests that want to see a conflicting lock waited for set their own.
+            .env("CAIRN_RETRY_LOCK", "0")
             .stdin(Stdio::null());
         c
     }

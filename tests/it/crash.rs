@@ -95,7 +95,13 @@ fn backups_running_during_prune_lose_nothing() {
             .args(["-q", "prune"])
             .spawn()
             .unwrap();
-        let backup = env.run(["backup", src.to_str().unwrap()]);
+        // The backup waits while prune holds its short exclusive delete step.
+        let backup = env
+            .cmd()
+            .env("CAIRN_RETRY_LOCK", "2m")
+            .args(["backup", src.to_str().unwrap()])
+            .output()
+            .unwrap();
         let prune_status = prune.wait().unwrap();
         assert_eq!(code(&backup), 0, "{}", stderr(&backup));
         // Prune may refuse (a snapshot appeared while it ran); it must not break anything.

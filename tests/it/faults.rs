@@ -101,6 +101,7 @@ fn do_forget_prune(b: Arc<dyn Backend>, _: &Path) -> cairn::Result<()> {
         max_unused: 5.0,
         dry_run: false,
         instant_delete: true,
+        delete_when_idle: false,
         grace: std::time::Duration::from_secs(0),
         now: chrono::Utc::now().timestamp(),
     };

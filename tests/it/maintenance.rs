@@ -1,8 +1,36 @@
 //! forget, prune, check, repair index: the commands cron runs unattended.
 
 use std::fs;
+use std::sync::Arc;
+
+use cairn::backend::LocalBackend;
+use cairn::repo::lock::{LockGuard, LockKind};
+use cairn::Repository;
 
 use crate::common::*;
+
+/// Another client using the repository: a shared lock held by this test process, as a
+/// running backup holds one.
+fn busy(env: &Env) -> LockGuard {
+    let repo = Repository::open(
+        Arc::new(LocalBackend::new(env.repo.clone())),
+        PASSWORD.as_bytes(),
+    )
+    .unwrap();
+    repo.lock(LockKind::Shared).unwrap()
+}
+
+fn prune_at(env: &Env, now: i64, args: &[&str]) -> serde_json::Value {
+    let out = env
+        .cmd()
+        .env("CAIRN_PRUNE_NOW", now.to_string())
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
 
 /// Three daily snapshots, for tests that need some history to forget.
 const THREE_DAYS: &[&str] = &[
@@ -116,31 +144,66 @@ fn forget_refuses_an_empty_policy() {
 }
 
 #[test]
-fn prune_marks_then_deletes_and_every_kept_snapshot_restores() {
+fn prune_on_an_idle_repository_frees_space_at_once() {
     let env = Env::new();
     env.init();
     history(&env, THREE_DAYS, "h");
     let before = env.repo_size();
     let out = json(&env, &["forget", "--keep-last", "1", "--prune"]);
+    assert_eq!(out["prune"]["mode"], "idle", "{out}");
+    assert!(out["prune"]["packs_deleted"].as_u64().unwrap() > 0, "{out}");
+    assert_eq!(out["prune"]["packs_marked"], 0, "{out}");
+    assert!(
+        env.repo_size() < before * 2 / 3,
+        "{} vs {before}",
+        env.repo_size()
+    );
+    // Nothing is left marked, and no lock is left behind.
+    let again = json(&env, &["prune"]);
+    assert_eq!(again["packs_deleted"], 0, "{again}");
+    assert_eq!(again["packs_still_waiting"], 0, "{again}");
+    assert_eq!(fs::read_dir(env.repo.join("locks")).unwrap().count(), 0);
+    env.ok(["check", "--read-data"]);
+    let t = env.path("t");
+    env.restore("latest", &t, &[]);
+    let src = env.path("src-h");
+    assert_same_tree(&src, &t.join(src.strip_prefix("/").unwrap()));
+}
+
+#[test]
+fn prune_beside_another_client_marks_then_deletes_after_the_grace_period() {
+    let env = Env::new();
+    env.init();
+    history(&env, THREE_DAYS, "h");
+    let before = env.repo_size();
+    let now = chrono::Utc::now().timestamp();
+    let lock = busy(&env);
+    // Marked two days "ago" (by prune's clock), while another client is active.
+    let out = prune_at(
+        &env,
+        now - 48 * 3600,
+        &["forget", "--keep-last", "1", "--prune"],
+    );
+    assert_eq!(out["prune"]["mode"], "busy", "{out}");
+    assert!(out["prune"]["busy_because"]
+        .as_str()
+        .unwrap()
+        .contains("shared lock"));
     assert!(out["prune"]["packs_marked"].as_u64().unwrap() > 0, "{out}");
     assert_eq!(
         out["prune"]["packs_deleted"], 0,
         "two-phase: nothing deleted yet"
     );
     // Within the grace period a second prune deletes nothing either.
-    let again = json(&env, &["prune"]);
+    let again = prune_at(&env, now - 47 * 3600, &["prune"]);
     assert_eq!(again["packs_deleted"], 0);
     assert!(again["packs_still_waiting"].as_u64().unwrap() > 0);
-    // After it, the marked packs go.
-    let later = (chrono::Utc::now().timestamp() + 25 * 3600).to_string();
-    let out = env
-        .cmd()
-        .env("CAIRN_PRUNE_NOW", &later)
-        .args(["--json", "prune"])
-        .output()
-        .unwrap();
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // After it, the marked packs go, though the repository is still busy: that client
+    // took its lock after the mark, so it saw the mark and relies on none of them.
+    let r = prune_at(&env, now, &["prune"]);
+    assert_eq!(r["mode"], "busy", "{r}");
     assert!(r["packs_deleted"].as_u64().unwrap() > 0, "{r}");
+    drop(lock);
     assert!(
         env.repo_size() < before * 2 / 3,
         "{} vs {before}",
@@ -151,6 +214,27 @@ fn prune_marks_then_deletes_and_every_kept_snapshot_restores() {
     env.restore("latest", &t, &[]);
     let src = env.path("src-h");
     assert_same_tree(&src, &t.join(src.strip_prefix("/").unwrap()));
+}
+
+#[test]
+fn a_marked_pack_is_kept_while_a_client_older_than_the_mark_holds_its_lock() {
+    let env = Env::new();
+    env.init();
+    history(&env, THREE_DAYS, "h");
+    let lock = busy(&env);
+    let out = json(&env, &["forget", "--keep-last", "1", "--prune"]);
+    assert!(out["prune"]["packs_marked"].as_u64().unwrap() > 0, "{out}");
+    // Long past the grace period: the old client may still rely on the marked packs.
+    let later = chrono::Utc::now().timestamp() + 100 * 3600;
+    let r = prune_at(&env, later, &["prune"]);
+    assert_eq!(r["packs_deleted"], 0, "{r}");
+    assert!(r["packs_held_by_locks"].as_u64().unwrap() > 0, "{r}");
+    // Once it is gone, the repository is idle and they go at once.
+    drop(lock);
+    let r = prune_at(&env, later, &["prune"]);
+    assert_eq!(r["mode"], "idle", "{r}");
+    assert!(r["packs_deleted"].as_u64().unwrap() > 0, "{r}");
+    env.ok(["check", "--read-data"]);
 }
 
 #[test]
@@ -179,6 +263,7 @@ fn a_marked_pack_that_a_snapshot_needs_again_is_restored_not_deleted() {
     let snap_file = env.repo.join("snapshots").join(&ids[0]);
     let saved = fs::read(&snap_file).unwrap();
     env.ok(["forget", ids[0].as_str()]);
+    let _busy = busy(&env);
     let r = json(&env, &["prune"]);
     assert!(r["packs_marked"].as_u64().unwrap() > 0);
     fs::write(&snap_file, saved).unwrap();
