@@ -181,12 +181,36 @@ pub fn backup(
     })
 }
 
+/// Packs on storage that no index lists were left by an interrupted backup, or are
+/// being written by a running one. When there are any and no one else holds a lock
+/// (so they are all leftovers), takes an exclusive lock beside the caller's and
+/// indexes them. Returns how many packs were adopted.
+pub fn adopt_left_packs(repo: &mut Repository) -> Result<usize> {
+    let known: std::collections::HashSet<Id> = repo.index().packs().iter().copied().collect();
+    let any = repo
+        .backend()
+        .list(crate::backend::FileType::Pack)?
+        .iter()
+        .any(|(name, _)| Id::from_hex(name).is_ok_and(|id| !known.contains(&id)));
+    if !any {
+        return Ok(0);
+    }
+    let Some(exclusive) = repo.try_exclusive()? else {
+        return Ok(0);
+    };
+    // Someone may have changed the index before we got the lock.
+    repo.refresh_index()?;
+    let adopted = adopt_unindexed_packs(repo)?;
+    drop(exclusive);
+    Ok(adopted)
+}
+
 /// Packs on storage that no index lists were left by an interrupted backup: index
 /// them now, so the next backup reuses what that one uploaded instead of storing it
 /// again. The caller must hold an exclusive lock: a pack no index lists may also be one
 /// a running prune just dropped from the index and is about to delete. Returns how
 /// many packs were adopted.
-pub fn adopt_unindexed_packs(repo: &mut Repository) -> Result<usize> {
+fn adopt_unindexed_packs(repo: &mut Repository) -> Result<usize> {
     let known: std::collections::HashSet<Id> = repo.index().packs().iter().copied().collect();
     let mut file = crate::repo::index::IndexFile::default();
     for (name, _) in repo.backend().list(crate::backend::FileType::Pack)? {

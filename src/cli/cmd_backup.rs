@@ -72,21 +72,13 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<i32> {
         .as_deref()
         .map(cairn::selector::parse_time)
         .transpose()?;
-    let mut repo = ctx.open()?;
-    if !a.dry_run && !ctx.g.no_lock {
-        // Packs an interrupted backup left unindexed are taken in only while no one
-        // else uses the repository (a prune may be about to delete such a pack).
-        if let Some(exclusive) = repo.try_exclusive()? {
-            repo.load_index()?;
-            let adopted = archiver::adopt_unindexed_packs(&mut repo)?;
-            drop(exclusive);
-            if adopted > 0 && ctx.g.verbose > 0 {
-                eprintln!("cairn: indexed {adopted} packs an interrupted backup left");
-            }
+    let (mut repo, _lock) = ctx.open_locked(cairn::repo::lock::LockKind::Shared, false)?;
+    if !a.dry_run {
+        let adopted = archiver::adopt_left_packs(&mut repo)?;
+        if adopted > 0 && ctx.g.verbose > 0 {
+            eprintln!("cairn: indexed {adopted} packs an interrupted backup left");
         }
     }
-    let _lock = ctx.lock(&repo, cairn::repo::lock::LockKind::Shared, false)?;
-    repo.refresh_index()?;
     let parent = match &a.parent {
         Some(sel) => Some(pick(&repo, sel, &FilterArgs::default())?.0),
         None => None,
