@@ -7,6 +7,7 @@
 mod cache;
 mod faulty;
 mod local;
+mod pausing;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 pub use cache::CachedBackend;
 pub use faulty::{Fault, FaultyBackend, Op};
 pub use local::LocalBackend;
+pub use pausing::PausingBackend;
 
 use crate::error::{Error, Result};
 

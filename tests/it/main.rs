@@ -14,6 +14,7 @@ mod fidelity;
 mod fuzz_corpus;
 mod history;
 mod hostile;
+mod interleave;
 mod locking;
 mod maintenance;
 mod restore_plan;
