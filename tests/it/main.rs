@@ -19,3 +19,4 @@ mod locking;
 mod maintenance;
 mod restore_plan;
 mod selection;
+mod stress;
