@@ -15,5 +15,8 @@ mod history;
 mod hostile;
 mod locking;
 mod maintenance;
+mod restore_overwrite;
 mod restore_plan;
+mod restore_race;
+mod restore_safety;
 mod selection;
