@@ -146,7 +146,11 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<i32> {
             line += &format!(", {} other entries left as they were", s.other_skipped);
         }
         if s.replaced > 0 {
-            let v = if a.dry_run { "would replace" } else { "replaced" };
+            let v = if a.dry_run {
+                "would replace"
+            } else {
+                "replaced"
+            };
             line += &format!("; {v} {} existing entries", s.replaced);
         }
         if s.deleted > 0 {

@@ -162,9 +162,19 @@ impl Restorer<'_> {
         if let Some(src) = source {
             if !self.opts.dry_run {
                 let fd = dir.fd()?;
-                let src_fd = src.dir.as_ref().expect("written sources have a dir").as_raw_fd();
+                let src_fd = src
+                    .dir
+                    .as_ref()
+                    .expect("written sources have a dir")
+                    .as_raw_fd();
                 place(fd, name, existing.as_ref(), |n| {
-                    linkat(Some(src_fd), src.name.as_os_str(), Some(fd), n, AtFlags::empty())
+                    linkat(
+                        Some(src_fd),
+                        src.name.as_os_str(),
+                        Some(fd),
+                        n,
+                        AtFlags::empty(),
+                    )
                 })
                 .map_err(io(path))?;
             }
@@ -287,8 +297,10 @@ impl Restorer<'_> {
         let fd = dir.fd()?;
         if node.kind == NodeKind::Symlink {
             let target = OsStr::from_bytes(&node.link_target);
-            place(fd, name, existing.as_ref(), |n| symlinkat(target, Some(fd), n))
-                .map_err(io(path))?;
+            place(fd, name, existing.as_ref(), |n| {
+                symlinkat(target, Some(fd), n)
+            })
+            .map_err(io(path))?;
             self.report_all(meta::apply_symlink(fd, name, path, node, self.is_root));
         } else {
             let rdev = if node.kind == NodeKind::Fifo {
@@ -303,8 +315,8 @@ impl Restorer<'_> {
             .map_err(io(path))?;
             // O_PATH opens neither a fifo's reader side nor a device; fstat proves the
             // name still holds the node just made before its metadata is set.
-            let node_fd = dirfd::open_at(fd, name, OFlag::O_PATH | OFlag::O_NOFOLLOW, 0)
-                .map_err(io(path))?;
+            let node_fd =
+                dirfd::open_at(fd, name, OFlag::O_PATH | OFlag::O_NOFOLLOW, 0).map_err(io(path))?;
             let st = fstat(node_fd.as_raw_fd()).map_err(io(path))?;
             if dirfd::kind(&st) != dev_kind || st.st_rdev != rdev {
                 return Err(io(path)(Errno::ESTALE));

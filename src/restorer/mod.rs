@@ -213,9 +213,8 @@ impl Dir {
 
     /// The descriptor to write through (always there when not planning).
     fn fd(&self) -> Result<RawFd> {
-        self.raw().ok_or_else(|| {
-            Error::Other(format!("{}: directory is not open", self.path.display()))
-        })
+        self.raw()
+            .ok_or_else(|| Error::Other(format!("{}: directory is not open", self.path.display())))
     }
 }
 
@@ -427,7 +426,9 @@ impl Restorer<'_> {
         let keep_meta = match self.opts.overwrite {
             _ if dir.created => false,
             Overwrite::Never => true,
-            Overwrite::IfNewer => !existing.as_ref().is_some_and(|st| entry::is_older(st, node)),
+            Overwrite::IfNewer => !existing
+                .as_ref()
+                .is_some_and(|st| entry::is_older(st, node)),
             Overwrite::Always | Overwrite::IfChanged => false,
         };
         if !self.opts.dry_run && !keep_meta {

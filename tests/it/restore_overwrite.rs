@@ -146,7 +146,11 @@ fn overwrite_table_every_mode_by_existing_kind_by_snapshot_kind() {
                 .map(|e| e.unwrap().file_name().into_string().unwrap())
                 .collect();
             names.sort();
-            assert_eq!(names, ["s-dir", "s-file", "s-link"], "{mode} over {existing}");
+            assert_eq!(
+                names,
+                ["s-dir", "s-file", "s-link"],
+                "{mode} over {existing}"
+            );
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -263,8 +267,16 @@ fn if_newer_never_links_a_snapshot_file_to_a_kept_unrelated_file() {
     for mode in ["if-newer", "never"] {
         let _ = fs::remove_file(r.join("b"));
         env.restore("latest", &target, &["--overwrite", mode]);
-        assert_eq!(fs::read(r.join("a")).unwrap(), b"my newer local a", "{mode}");
-        assert_eq!(fs::read(r.join("b")).unwrap(), b"snapshot content", "{mode}");
+        assert_eq!(
+            fs::read(r.join("a")).unwrap(),
+            b"my newer local a",
+            "{mode}"
+        );
+        assert_eq!(
+            fs::read(r.join("b")).unwrap(),
+            b"snapshot content",
+            "{mode}"
+        );
         let ino = |n: &str| r.join(n).metadata().unwrap().ino();
         assert_ne!(ino("a"), ino("b"), "{mode}: b linked to the kept a");
         assert_eq!(r.join("a").metadata().unwrap().nlink(), 1, "{mode}");

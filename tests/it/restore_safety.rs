@@ -200,7 +200,11 @@ fn dry_run_changes_nothing_and_lists_create_overwrite_delete() {
         before.entries == after.entries && before.link_groups == after.link_groups,
         "the dry run changed the target"
     );
-    assert_eq!(snapshot_count(&env, None), base, "a dry run takes no snapshot");
+    assert_eq!(
+        snapshot_count(&env, None),
+        base,
+        "a dry run takes no snapshot"
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     for want in [
         format!("would create {}", r.join("docs/plan").display()),
@@ -209,7 +213,10 @@ fn dry_run_changes_nothing_and_lists_create_overwrite_delete() {
         format!("would delete {}", r.join("extra").display()),
         format!("would delete {}", r.join("stray").display()),
     ] {
-        assert!(stdout.lines().any(|l| l == want), "no {want:?} in:\n{stdout}");
+        assert!(
+            stdout.lines().any(|l| l == want),
+            "no {want:?} in:\n{stdout}"
+        );
     }
     // Nothing inside a directory that would be deleted is listed on its own.
     assert!(!stdout.contains("extra/new"), "{stdout}");
