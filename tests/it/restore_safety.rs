@@ -235,3 +235,31 @@ fn dry_run_changes_nothing_and_lists_create_overwrite_delete() {
     assert_eq!(s["files_restored"], 2, "{out}");
     assert_eq!(s["replaced"], 0, "{out}");
 }
+
+#[test]
+fn restore_takes_its_lock_before_it_reads_the_index() {
+    // With an exclusive lock held and a damaged index file, a restore that reads the
+    // index first fails on the index (exit 13); one that locks first stops at the lock.
+    let env = Env::new();
+    env.init();
+    simple_snapshot(&env);
+    for e in fs::read_dir(env.repo.join("index")).unwrap() {
+        fs::write(e.unwrap().path(), b"damaged").unwrap();
+    }
+    let repo = cairn::Repository::open(
+        std::sync::Arc::new(cairn::backend::LocalBackend::new(env.repo.clone())),
+        PASSWORD.as_bytes(),
+    )
+    .unwrap();
+    let _guard = repo.lock(cairn::repo::lock::LockKind::Exclusive).unwrap();
+    let t = env.path("t");
+    let out = env.run([
+        "--no-cache",
+        "restore",
+        "latest",
+        "--target",
+        t.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 11, "{}", stderr(&out));
+    assert!(!t.exists());
+}
