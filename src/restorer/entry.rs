@@ -1,0 +1,393 @@
+//! One entry of a directory: what `--overwrite` decides for it, and writing a file, a
+//! hard link, a symlink, a fifo or a device node relative to its directory's descriptor.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{renameat, AtFlags, OFlag};
+use nix::sys::stat::{fstat, mknodat, FileStat, Mode, SFlag};
+use nix::unistd::{linkat, symlinkat, unlinkat, UnlinkatFlags};
+
+use super::dirfd::{self, DirFd};
+use super::{meta, Dir, Overwrite, Restorer};
+use crate::error::{Error, Result};
+use crate::repo::tree::{Node, NodeKind};
+
+/// What happens at a name that the snapshot has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Decision {
+    /// Nothing is there: create the entry.
+    Create,
+    /// Leave what is there exactly as it is (a directory: with everything below it).
+    Keep,
+    /// Replace what is there (a directory: with everything below it).
+    Replace,
+    /// A directory where the snapshot has one: restore into it.
+    Merge,
+}
+
+/// A hard-link group's first member that this restore wrote.
+#[derive(Clone)]
+pub(super) struct LinkSource {
+    pub dir: Option<DirFd>,
+    pub name: OsString,
+}
+
+pub(super) fn io(path: &Path) -> impl Fn(Errno) -> Error + '_ {
+    move |e| Error::io_path(path, e.into())
+}
+
+impl Restorer<'_> {
+    /// `--overwrite` for an entry of any kind; `existing` is the lstat of what is there.
+    pub(super) fn decide(
+        &self,
+        node: &Node,
+        dir: &Dir,
+        name: &OsStr,
+        existing: Option<&FileStat>,
+    ) -> Decision {
+        let Some(st) = existing else {
+            return Decision::Create;
+        };
+        if node.kind == NodeKind::Dir && dirfd::is_dir(st) {
+            return Decision::Merge;
+        }
+        let replace = match self.opts.overwrite {
+            Overwrite::Always => true,
+            Overwrite::Never => false,
+            Overwrite::IfNewer => is_older(st, node),
+            Overwrite::IfChanged => !self.unchanged(node, dir, name, st),
+        };
+        if replace {
+            Decision::Replace
+        } else {
+            Decision::Keep
+        }
+    }
+
+    /// Whether what is there already equals the snapshot's entry: a file by content, a
+    /// symlink by target, a fifo by kind, a device by kind and number.
+    fn unchanged(&self, node: &Node, dir: &Dir, name: &OsStr, st: &FileStat) -> bool {
+        let Some(fd) = dir.raw() else { return false };
+        let k = dirfd::kind(st);
+        match node.kind {
+            NodeKind::File => {
+                k == SFlag::S_IFREG
+                    && st.st_size as u64 == node.size
+                    && dirfd::open_at(fd, name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW, 0)
+                        .is_ok_and(|f| self.same_content(node, &mut File::from(f)))
+            }
+            NodeKind::Symlink => {
+                k == SFlag::S_IFLNK
+                    && nix::fcntl::readlinkat(Some(fd), name)
+                        .is_ok_and(|t| t.as_bytes() == node.link_target.as_slice())
+            }
+            NodeKind::Fifo => k == SFlag::S_IFIFO,
+            NodeKind::CharDevice => k == SFlag::S_IFCHR && st.st_rdev == node.rdev,
+            NodeKind::BlockDevice => k == SFlag::S_IFBLK && st.st_rdev == node.rdev,
+            NodeKind::Dir | NodeKind::Socket => false,
+        }
+    }
+
+    /// Chunks the existing file as a backup would and compares blob ids.
+    pub(super) fn same_content(&self, node: &Node, f: &mut File) -> bool {
+        let params = self.repo.config.chunker;
+        let seed = self.repo.key.chunker_seed;
+        let idk = &self.repo.key.id_key;
+        if node.size <= params.max_size as u64 {
+            let mut data = Vec::with_capacity(node.size as usize);
+            if f.read_to_end(&mut data).is_err() {
+                return false;
+            }
+            let ids = params
+                .cut_points(&data, seed)
+                .into_iter()
+                .map(|(o, l)| idk.blob_id(&data[o..o + l]));
+            return ids.eq(node.content.iter().copied());
+        }
+        let mut ids = Vec::with_capacity(node.content.len());
+        for chunk in params.chunks(f, seed) {
+            match chunk {
+                Ok(c) => ids.push(idk.blob_id(&c)),
+                Err(_) => return false,
+            }
+            if ids.len() > node.content.len() {
+                return false;
+            }
+        }
+        ids == node.content
+    }
+
+    /// Accounts for an entry about to be created or replaced; a plan reports it, and
+    /// collects what a replacement would destroy (for the pre-restore snapshot).
+    pub(super) fn note_write(&self, path: &Path, existing: bool) {
+        if existing {
+            self.count(|s| s.replaced += 1);
+        }
+        if self.opts.dry_run {
+            if existing {
+                (self.report)(format!("would overwrite {}", path.display()));
+                self.plan.lock().unwrap().push(path.to_path_buf());
+            } else {
+                (self.report)(format!("would create {}", path.display()));
+            }
+        }
+    }
+
+    pub(super) fn restore_file(
+        &self,
+        node: &Node,
+        dir: &Dir,
+        name: &OsStr,
+        path: &Path,
+    ) -> Result<()> {
+        let existing = self.lstat(dir, name, path)?;
+        if let Some(p) = &self.opts.progress {
+            p.add(1, node.size);
+        }
+        if self.decide(node, dir, name, existing.as_ref()) == Decision::Keep {
+            self.count(|s| s.files_skipped += 1);
+            return Ok(());
+        }
+        self.note_write(path, existing.is_some());
+        let link_key = (node.links > 1).then_some((node.device, node.inode));
+        // Only a file this restore wrote is ever a link source: a kept file at the first
+        // member's name may be something else entirely.
+        let source = link_key.and_then(|k| self.links.lock().unwrap().get(&k).cloned());
+        if let Some(src) = source {
+            if !self.opts.dry_run {
+                let fd = dir.fd()?;
+                let src_fd = src
+                    .dir
+                    .as_ref()
+                    .expect("written sources have a dir")
+                    .as_raw_fd();
+                place(fd, name, existing.as_ref(), |n| {
+                    linkat(
+                        Some(src_fd),
+                        src.name.as_os_str(),
+                        Some(fd),
+                        n,
+                        AtFlags::empty(),
+                    )
+                })
+                .map_err(io(path))?;
+            }
+            self.count(|s| s.files_restored += 1);
+            return Ok(());
+        }
+        if self.opts.dry_run {
+            self.count(|s| {
+                s.files_restored += 1;
+                s.bytes_written += node.size;
+            });
+        } else {
+            self.write_file(node, dir.fd()?, name, path, existing.as_ref())?;
+            self.count(|s| s.files_restored += 1);
+        }
+        if let Some(k) = link_key {
+            let src = LinkSource {
+                dir: dir.fd.clone(),
+                name: name.to_os_string(),
+            };
+            self.links.lock().unwrap().insert(k, src);
+        }
+        Ok(())
+    }
+
+    /// Writes a file's content so that a failure leaves no file with wrong bytes under
+    /// the entry's name: a new file is created in place (O_EXCL) and removed again on
+    /// failure; an existing entry is replaced by a renamed temporary file.
+    fn write_file(
+        &self,
+        node: &Node,
+        dir: RawFd,
+        name: &OsStr,
+        path: &Path,
+        existing: Option<&FileStat>,
+    ) -> Result<()> {
+        let tmp = existing.map(|_| dirfd::temp_name());
+        let at = tmp.as_deref().unwrap_or(name);
+        let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
+        let f = dirfd::open_at(dir, at, flags, 0o600).map_err(io(path))?;
+        let r = self.fill(node, File::from(f), path).and_then(|()| {
+            let Some(tmp) = &tmp else { return Ok(()) };
+            if existing.is_some_and(dirfd::is_dir) {
+                dirfd::remove_at(dir, name).map_err(io(path))?;
+            }
+            renameat(Some(dir), tmp.as_os_str(), Some(dir), name).map_err(io(path))
+        });
+        if r.is_err() {
+            let _ = unlinkat(Some(dir), at, UnlinkatFlags::NoRemoveDir);
+        }
+        r
+    }
+
+    /// Writes the verified content, checks it back with `--verify`, then the metadata.
+    fn fill(&self, node: &Node, mut f: File, path: &Path) -> Result<()> {
+        let mut written = 0u64;
+        for id in &node.content {
+            let data = self.shared.get(self.repo, id)?;
+            write_sparse(&mut f, &data).map_err(|e| Error::io_path(path, e))?;
+            written += data.len() as u64;
+        }
+        if written != node.size {
+            return Err(Error::integrity(
+                format!("file {}", node.name_lossy()),
+                format!(
+                    "content is {written} bytes, the snapshot says {}",
+                    node.size
+                ),
+            ));
+        }
+        f.set_len(written).map_err(|e| Error::io_path(path, e))?;
+        self.count(|s| s.bytes_written += written);
+        if self.opts.verify {
+            // Through the same descriptor: what is read is what was written.
+            f.seek(SeekFrom::Start(0))
+                .map_err(|e| Error::io_path(path, e))?;
+            if !self.same_content(node, &mut f) {
+                return Err(Error::integrity(
+                    path.display().to_string(),
+                    "the file read back differs from the snapshot (--verify)",
+                ));
+            }
+            self.count(|s| s.files_verified += 1);
+        }
+        self.report_all(meta::apply_fd(f.as_raw_fd(), path, node, self.is_root));
+        Ok(())
+    }
+
+    pub(super) fn restore_special(
+        &self,
+        node: &Node,
+        dir: &Dir,
+        name: &OsStr,
+        path: &Path,
+    ) -> Result<()> {
+        let dev_kind = match node.kind {
+            // A socket belongs to the process that made it; there is nothing to restore.
+            NodeKind::Socket => return Ok(()),
+            NodeKind::CharDevice | NodeKind::BlockDevice if !self.is_root => {
+                (self.report)(format!(
+                    "warning: {}: device nodes are restored only as root",
+                    path.display()
+                ));
+                return Ok(());
+            }
+            NodeKind::CharDevice => SFlag::S_IFCHR,
+            NodeKind::BlockDevice => SFlag::S_IFBLK,
+            _ => SFlag::S_IFIFO,
+        };
+        let existing = self.lstat(dir, name, path)?;
+        if self.decide(node, dir, name, existing.as_ref()) == Decision::Keep {
+            self.count(|s| s.other_skipped += 1);
+            return Ok(());
+        }
+        self.note_write(path, existing.is_some());
+        if self.opts.dry_run {
+            self.count(|s| s.other_restored += 1);
+            return Ok(());
+        }
+        let fd = dir.fd()?;
+        if node.kind == NodeKind::Symlink {
+            let target = OsStr::from_bytes(&node.link_target);
+            place(fd, name, existing.as_ref(), |n| {
+                symlinkat(target, Some(fd), n)
+            })
+            .map_err(io(path))?;
+            self.report_all(meta::apply_symlink(fd, name, path, node, self.is_root));
+        } else {
+            let rdev = if node.kind == NodeKind::Fifo {
+                0
+            } else {
+                node.rdev
+            };
+            let perm = Mode::from_bits_truncate(0o600);
+            place(fd, name, existing.as_ref(), |n| {
+                mknodat(Some(fd), n, dev_kind, perm, rdev)
+            })
+            .map_err(io(path))?;
+            // O_PATH opens neither a fifo's reader side nor a device; fstat proves the
+            // name still holds the node just made before its metadata is set.
+            let node_fd =
+                dirfd::open_at(fd, name, OFlag::O_PATH | OFlag::O_NOFOLLOW, 0).map_err(io(path))?;
+            let st = fstat(node_fd.as_raw_fd()).map_err(io(path))?;
+            if dirfd::kind(&st) != dev_kind || st.st_rdev != rdev {
+                return Err(io(path)(Errno::ESTALE));
+            }
+            self.report_all(meta::apply_opath(
+                node_fd.as_raw_fd(),
+                path,
+                node,
+                self.is_root,
+            ));
+        }
+        self.count(|s| s.other_restored += 1);
+        Ok(())
+    }
+}
+
+/// Whether an existing entry is older than the snapshot's (`--overwrite if-newer`).
+pub(super) fn is_older(st: &FileStat, node: &Node) -> bool {
+    (st.st_mtime, st.st_mtime_nsec) < (node.mtime.secs, node.mtime.nanos as i64)
+}
+
+/// Puts a new entry at `name` with `create`: directly when the name is free; after
+/// removing a directory tree that is there; over any other entry atomically, by
+/// creating it under a temporary name and renaming that into place.
+fn place(
+    dir: RawFd,
+    name: &OsStr,
+    existing: Option<&FileStat>,
+    create: impl Fn(&OsStr) -> nix::Result<()>,
+) -> nix::Result<()> {
+    match existing {
+        None => create(name),
+        Some(st) if dirfd::is_dir(st) => {
+            dirfd::remove_at(dir, name)?;
+            create(name)
+        }
+        Some(_) => {
+            let tmp = dirfd::temp_name();
+            create(&tmp)?;
+            renameat(Some(dir), tmp.as_os_str(), Some(dir), name).inspect_err(|_| {
+                let _ = unlinkat(Some(dir), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+            })
+        }
+    }
+}
+
+/// Writes `data` at the current position, seeking over all-zero 4 KiB blocks so they
+/// become holes: sparse files stay sparse (the caller sets the final length).
+fn write_sparse(f: &mut File, data: &[u8]) -> std::io::Result<()> {
+    const BLOCK: usize = 4096;
+    let mut pending: Option<usize> = None; // start of a run of blocks with data
+    let mut pos = 0;
+    while pos < data.len() {
+        let end = (pos + BLOCK).min(data.len());
+        let zero = data[pos..end].iter().all(|&b| b == 0);
+        match (zero, pending) {
+            (false, None) => pending = Some(pos),
+            (true, Some(start)) => {
+                f.write_all(&data[start..pos])?;
+                pending = None;
+                f.seek(SeekFrom::Current((end - pos) as i64))?;
+            }
+            (true, None) => {
+                f.seek(SeekFrom::Current((end - pos) as i64))?;
+            }
+            (false, Some(_)) => {}
+        }
+        pos = end;
+    }
+    if let Some(start) = pending {
+        f.write_all(&data[start..])?;
+    }
+    Ok(())
+}
