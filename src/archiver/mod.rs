@@ -91,11 +91,17 @@ pub fn backup(
 
     let parent = match opts.parent {
         Some(id) => Some((id, repo.load_snapshot(&id.to_hex())?)),
-        None => repo
-            .snapshots()?
-            .into_iter()
-            .rev()
-            .find(|(_, s)| s.hostname == hostname && same_paths(&s.paths, &paths)),
+        None => {
+            // A damaged snapshot is no parent candidate: warn (not counted as a source
+            // error) and compare with the newest readable one.
+            let set = repo.snapshots()?;
+            for w in set.warnings() {
+                warn(w);
+            }
+            set.into_iter()
+                .rev()
+                .find(|(_, s)| s.hostname == hostname && same_paths(&s.paths, &paths))
+        }
     };
     let parent_tree = match &parent {
         Some((_, s)) => Some(repo.load_tree(&s.tree)?),

@@ -74,8 +74,7 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<i32> {
     let repo = ctx.open()?;
     let _lock = ctx.lock(&repo, cairn::repo::lock::LockKind::Shared, true)?;
     let filter = a.filter.filter();
-    let all: Vec<(Id, Snapshot)> = repo
-        .snapshots()?
+    let all: Vec<(Id, Snapshot)> = super::snapshots_warned(&repo)?
         .into_iter()
         .filter(|(_, s)| filter.matches(s))
         .collect();

@@ -244,14 +244,24 @@ impl Ctx {
     }
 }
 
-/// Picks one snapshot by selector and filter.
+/// Picks one snapshot by selector and filter; unreadable snapshots are reported as
+/// warnings (once: callers pick once) and skipped unless asked for by id.
 pub fn pick(
     repo: &Repository,
     selector: &str,
     filter: &FilterArgs,
 ) -> Result<(cairn::id::Id, Snapshot)> {
-    let all = repo.snapshots()?;
-    cairn::selector::select(&all, selector, &filter.filter()).cloned()
+    let all = snapshots_warned(repo)?;
+    cairn::selector::select_in(&all, selector, &filter.filter()).cloned()
+}
+
+/// The repository's snapshots; each unreadable one is a `warning:` line on stderr.
+pub fn snapshots_warned(repo: &Repository) -> Result<cairn::repo::snapshot::SnapshotSet> {
+    let set = repo.snapshots()?;
+    for w in set.warnings() {
+        eprintln!("warning: {w}");
+    }
+    Ok(set)
 }
 
 /// Exit codes of CLI.md.

@@ -7,6 +7,7 @@ mod bad_input;
 mod cache;
 mod cli;
 mod crash;
+mod damaged_snapshot;
 mod dedup;
 mod faults;
 mod fidelity;
