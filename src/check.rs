@@ -143,6 +143,7 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
     }
     // A concurrent prune deletes packs it marked, after rewriting the index: such a
     // pack is gone, not lost. Only a pack the current index still lists as live is.
+    let unavailable: HashSet<Id> = missing.iter().copied().collect();
     let gone: HashSet<Id> = if missing.is_empty() {
         HashSet::new()
     } else {
@@ -162,14 +163,14 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
         gone
     };
     report.deleted_packs = gone.len() as u64;
-    // Blobs only in deleted packs are not available: a snapshot needing one is damaged.
+    // Blobs only in missing packs are not available: a snapshot needing one is damaged.
     let available: Vec<IndexFile> = files
         .iter()
         .map(|f| IndexFile {
             packs: f
                 .packs
                 .iter()
-                .filter(|p| !gone.contains(&p.id))
+                .filter(|p| !unavailable.contains(&p.id))
                 .cloned()
                 .collect(),
         })

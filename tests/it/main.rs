@@ -4,6 +4,7 @@
 mod common;
 
 mod bad_input;
+mod busy;
 mod cache;
 mod cli;
 mod crash;
