@@ -17,5 +17,6 @@ mod history;
 mod hostile;
 mod locking;
 mod maintenance;
+mod permissions;
 mod restore_plan;
 mod selection;
