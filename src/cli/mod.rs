@@ -83,10 +83,12 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     no_lock: bool,
     /// Argon2id memory (KiB) for keys created by init / key add / key passwd.
-    #[arg(long, env = "CAIRN_KDF_MEMORY_KIB", global = true, value_name = "KIB")]
+    #[arg(long, env = "CAIRN_KDF_MEMORY_KIB", global = true, value_name = "KIB",
+          value_parser = clap::value_parser!(u32).range(8..=cairn::crypto::KDF_MAX_MEMORY_KIB as i64))]
     kdf_memory_kib: Option<u32>,
     /// Argon2id passes for keys created by init / key add / key passwd.
-    #[arg(long, env = "CAIRN_KDF_ITERATIONS", global = true, value_name = "N")]
+    #[arg(long, env = "CAIRN_KDF_ITERATIONS", global = true, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=cairn::crypto::KDF_MAX_ITERATIONS as i64))]
     kdf_iterations: Option<u32>,
 }
 
@@ -158,13 +160,21 @@ impl Ctx {
         }
     }
 
+    /// The Argon2id cost for a new key (call once per key created: it warns).
     pub fn kdf(&self) -> KdfParams {
         let d = KdfParams::default();
-        KdfParams {
+        let p = KdfParams {
             memory_kib: self.g.kdf_memory_kib.unwrap_or(d.memory_kib),
             iterations: self.g.kdf_iterations.unwrap_or(d.iterations),
             parallelism: d.parallelism,
+        };
+        if p.below_owasp() {
+            eprintln!(
+                "warning: Argon2id cost {} KiB x {} passes is below OWASP's minimum (19 MiB x 2 passes): this password is cheap to guess",
+                p.memory_kib, p.iterations
+            );
         }
+        p
     }
 
     /// The repository URL, and whether it is the default one (neither -r nor env).

@@ -15,6 +15,7 @@ mod fidelity;
 mod fuzz_corpus;
 mod history;
 mod hostile;
+mod kdf;
 mod locking;
 mod maintenance;
 mod permissions;
