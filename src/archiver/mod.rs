@@ -69,7 +69,9 @@ pub fn backup(
     let hostname = opts.host.clone().unwrap_or_else(crate::fsmeta::hostname);
 
     let (paths, sources) = if let Some(name) = &opts.stdin_filename {
-        if name.is_empty() || name.contains('/') {
+        // The same rule restore applies to names read from a repository: a name it
+        // would refuse (`.`, `..`, empty, `/`, NUL) must never be stored.
+        if !crate::repo::tree::is_safe_name(name.as_bytes()) {
             return Err(Error::Usage(format!(
                 "--stdin-filename {name:?} must be a plain file name"
             )));

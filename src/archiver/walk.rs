@@ -183,9 +183,14 @@ impl<'a> Walker<'a> {
                     }
                 }
                 VirtualEntry::Dir(sub) => {
-                    let mut node = match child.symlink_metadata() {
-                        Ok(m) => self.node_for(name, &child, &m),
-                        Err(_) => synthetic_dir(name),
+                    // An intermediate component may be a symlink to the real
+                    // directory (`backup /x/link/sub`): store that directory's
+                    // metadata, not the link's. Only the sources themselves are
+                    // never followed.
+                    let real = std::fs::canonicalize(&child).unwrap_or_else(|_| child.clone());
+                    let mut node = match real.symlink_metadata() {
+                        Ok(m) if m.is_dir() => self.node_for(name, &real, &m),
+                        _ => synthetic_dir(name),
                     };
                     node.kind = NodeKind::Dir;
                     let parent_tree = self.load_parent_tree(parent_node);

@@ -21,3 +21,4 @@ mod maintenance;
 mod permissions;
 mod restore_plan;
 mod selection;
+mod sources;
