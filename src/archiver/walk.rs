@@ -31,10 +31,15 @@ pub(super) struct Walker<'a> {
     /// Blobs queued in this run (the index knows only what was stored before).
     queued: Mutex<HashSet<Id>>,
     owners: OwnerNames,
-    /// (device, inode) → content, for files with several hard links.
-    hardlinks: Mutex<HashMap<(u64, u64), Vec<Id>>>,
+    /// (device, inode) → content and size, for files with several hard links. The
+    /// first member to get here reads the file while holding the slot's lock; the
+    /// others wait and take content and size from that one read, so no node mixes
+    /// two reads of a file that changes meanwhile.
+    hardlinks: Mutex<HashMap<(u64, u64), LinkSlot>>,
     summary: Mutex<Summary>,
 }
+
+type LinkSlot = std::sync::Arc<Mutex<Option<(Vec<Id>, u64)>>>;
 
 /// Files up to this size are read whole into memory and chunked there; larger ones
 /// stream through the chunker.
@@ -306,25 +311,49 @@ impl<'a> Walker<'a> {
     /// Fills in a file's content: from the parent when unchanged, else by reading it.
     /// Returns false when the file could not be read (it is then left out).
     fn save_file(&self, path: &Path, node: &mut Node, parent: Option<&Node>) -> Result<bool> {
-        let link_key = (node.links > 1).then_some((node.device, node.inode));
-        if let Some(content) =
-            link_key.and_then(|k| self.hardlinks.lock().unwrap().get(&k).cloned())
-        {
-            node.content = content;
+        if node.links <= 1 {
+            return self.save_file_once(path, node, parent);
+        }
+        let slot = self
+            .hardlinks
+            .lock()
+            .unwrap()
+            .entry((node.device, node.inode))
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().unwrap();
+        if let Some((content, size)) = &*slot {
+            node.content = content.clone();
+            node.size = *size;
             self.count(|s| s.files_unmodified += 1);
             return Ok(true);
         }
+        let saved = self.save_file_once(path, node, parent)?;
+        if saved {
+            *slot = Some((node.content.clone(), node.size));
+        }
+        Ok(saved)
+    }
+
+    fn save_file_once(&self, path: &Path, node: &mut Node, parent: Option<&Node>) -> Result<bool> {
         if let Some(p) = self.unchanged(node, parent) {
             node.content = p.content.clone();
             self.count(|s| s.files_unmodified += 1);
         } else {
-            let read = open_source(path).and_then(|f| self.read_file(f, node.size));
+            let read = open_source(path).and_then(|f| self.read_file_checked(f));
             match read {
-                Ok(Ok((content, size))) => {
+                Ok((Ok((content, size)), changed)) => {
+                    // What was read, consistently: content and size of one read.
                     node.size = size;
                     node.content = content;
+                    if changed {
+                        self.warning(format!(
+                            "{}: file changed while it was read; the snapshot holds what was read",
+                            path.display()
+                        ));
+                    }
                 }
-                Ok(Err(e)) => return Err(e),
+                Ok((Err(e), _)) => return Err(e),
                 Err(e) => {
                     self.warning(format!("{}: {e}", path.display()));
                     return Ok(false);
@@ -336,13 +365,29 @@ impl<'a> Walker<'a> {
                 Some(_) => s.files_changed += 1,
             });
         }
-        if let Some(k) = link_key {
-            self.hardlinks
-                .lock()
-                .unwrap()
-                .insert(k, node.content.clone());
-        }
         Ok(true)
+    }
+
+    /// Reads a file and tells whether it changed meanwhile: its size, mtime or ctime
+    /// (fstat before and after) moved, or the bytes read differ from its size.
+    #[allow(clippy::type_complexity)]
+    fn read_file_checked(&self, file: File) -> std::io::Result<(Result<(Vec<Id>, u64)>, bool)> {
+        let before = file.metadata()?;
+        let stamp = |m: &std::fs::Metadata| {
+            (
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+            )
+        };
+        let probe = file.try_clone()?;
+        let read = self.read_file(file, before.len())?;
+        let after = probe.metadata()?;
+        let changed =
+            stamp(&before) != stamp(&after) || matches!(&read, Ok((_, n)) if *n != before.len());
+        Ok((read, changed))
     }
 
     /// Reads and stores a file's content. The outer error is a source read error (the

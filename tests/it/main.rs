@@ -6,6 +6,7 @@ mod common;
 mod bad_input;
 mod busy;
 mod cache;
+mod changing;
 mod cli;
 mod crash;
 mod damaged_snapshot;
