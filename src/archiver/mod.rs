@@ -122,7 +122,14 @@ pub fn backup(
         dry_run: opts.dry_run,
         cache: repo.cache(),
     });
-    let walker = Walker::new(repo, &saver, &excluder, opts, warn);
+    // Racy files: changed in the parent backup's clock tick, they are read again.
+    let parent_start = parent.as_ref().map(|(_, s)| {
+        s.summary
+            .as_ref()
+            .and_then(|x| x.backup_start)
+            .unwrap_or(s.time)
+    });
+    let walker = Walker::new(repo, &saver, &excluder, opts, warn).with_parent_start(parent_start);
     // Readers: more threads than cores, since small files wait on the disk more than on
     // the CPU. A large stack: the walk recurses once per directory level.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());

@@ -37,7 +37,14 @@ pub(super) struct Walker<'a> {
     /// two reads of a file that changes meanwhile.
     hardlinks: Mutex<HashMap<(u64, u64), LinkSlot>>,
     summary: Mutex<Summary>,
+    /// Files whose ctime is not older than this may have changed in the same clock
+    /// tick as the parent backup read them: they are read again (see `unchanged`).
+    racy_after: Option<(i64, u32)>,
 }
+
+/// The clock granularity margin for racy files: file systems stamp times from a
+/// coarse clock (a jiffy, up to 10 ms; 1 s on some; 2 s on FAT), so 2 s covers all.
+const RACY_MARGIN_SECS: i64 = 2;
 
 type LinkSlot = std::sync::Arc<Mutex<Option<(Vec<Id>, u64)>>>;
 
@@ -63,7 +70,19 @@ impl<'a> Walker<'a> {
             owners: OwnerNames::default(),
             hardlinks: Mutex::new(HashMap::new()),
             summary: Mutex::new(Summary::default()),
+            racy_after: None,
         }
+    }
+
+    /// Sets when the parent backup started: a file changed near or after that moment
+    /// may keep size, mtime and ctime equal to the parent's and still be new.
+    pub(super) fn with_parent_start(
+        mut self,
+        start: Option<chrono::DateTime<chrono::FixedOffset>>,
+    ) -> Self {
+        self.racy_after =
+            start.map(|t| (t.timestamp() - RACY_MARGIN_SECS, t.timestamp_subsec_nanos()));
+        self
     }
 
     pub(super) fn into_summary(self) -> Summary {
@@ -304,6 +323,14 @@ impl<'a> Walker<'a> {
                 && p.mtime == node.mtime
                 && (o.ignore_ctime || p.ctime == node.ctime)
                 && (o.ignore_inode || p.inode == node.inode)
+                && self.racy_after.is_none_or(|t| {
+                    let c = if o.ignore_ctime {
+                        node.mtime
+                    } else {
+                        node.ctime
+                    };
+                    (c.secs, c.nanos) < t
+                })
                 && p.content.iter().all(|id| self.is_known(id))
         })
     }
