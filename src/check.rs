@@ -322,10 +322,13 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
     Ok(report)
 }
 
+/// (file, message) pairs.
+type FileProblems = Vec<(String, String)>;
+
 /// Loads every index file. A file that vanishes between the listing and the read was
 /// replaced by a concurrent prune, which writes the new files before it deletes the
 /// old: list again and reload (a few times). Returns the files and the damaged ones.
-fn load_index_files(repo: &Repository) -> Result<(Vec<IndexFile>, Vec<(String, String)>)> {
+fn load_index_files(repo: &Repository) -> Result<(Vec<IndexFile>, FileProblems)> {
     const TRIES: usize = 5;
     for attempt in 1..=TRIES {
         let mut files = Vec::new();

@@ -20,9 +20,11 @@ fn make_hostile(env: &Env, edit: impl Fn(&mut serde_json::Value)) -> String {
     name
 }
 
+type Edit = fn(&mut serde_json::Value);
+
 #[test]
 fn hostile_kdf_cost_in_a_key_file_is_refused_before_deriving() {
-    let hostile: [(&str, fn(&mut serde_json::Value)); 3] = [
+    let hostile: [(&str, Edit); 3] = [
         ("4 GiB x 100", |p| {
             p["memory_kib"] = 4_194_304.into();
             p["iterations"] = 100.into();
