@@ -367,7 +367,9 @@ impl<'a> Walker<'a> {
             node.content = p.content.clone();
             self.count(|s| s.files_unmodified += 1);
         } else {
-            let read = open_source(path).and_then(|f| self.read_file_checked(f));
+            let read = open_source(path)
+                .and_then(|f| same_file(f, node))
+                .and_then(|f| self.read_file_checked(f));
             match read {
                 Ok((Ok((content, size)), changed)) => {
                     // What was read, consistently: content and size of one read.
@@ -481,9 +483,29 @@ impl<'a> Walker<'a> {
     }
 }
 
-/// Opens a source file without updating its access time where the kernel allows it.
+/// Checks that an opened source is the regular file the walk lstat'ed (same device,
+/// inode, type): a FIFO, device, symlink or other file swapped in meanwhile is an
+/// error (the entry is skipped with a warning), never read. Then clears the
+/// `O_NONBLOCK` that kept the open itself from blocking on a FIFO.
+fn same_file(file: File, node: &Node) -> std::io::Result<File> {
+    use std::os::fd::AsRawFd;
+    let m = file.metadata()?;
+    if !m.is_file() || m.dev() != node.device || m.ino() != node.inode {
+        return Err(std::io::Error::other(
+            "replaced between listing and reading (not the file the walk saw); skipped",
+        ));
+    }
+    let fd = file.as_raw_fd();
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+    Ok(file)
+}
+
+/// Opens a source file without updating its access time where the kernel allows it;
+/// never through a symlink, and without blocking should a FIFO have been swapped in.
 fn open_source(path: &Path) -> std::io::Result<File> {
-    let no_follow = libc::O_NOFOLLOW;
+    let no_follow = libc::O_NOFOLLOW | libc::O_NONBLOCK;
     match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOATIME | no_follow)
@@ -494,5 +516,44 @@ fn open_source(path: &Path) -> std::io::Result<File> {
             .custom_flags(no_follow)
             .open(path),
         r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node_of(path: &Path) -> Node {
+        let m = path.symlink_metadata().unwrap();
+        let mut n = Node::new(b"f".to_vec(), NodeKind::File);
+        n.device = m.dev();
+        n.inode = m.ino();
+        n
+    }
+
+    #[test]
+    fn a_fifo_or_other_file_swapped_in_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = dir.path().join("reg");
+        std::fs::write(&reg, b"x").unwrap();
+        let seen = node_of(&reg);
+        // A FIFO in the regular file's place: the open must not wait for a writer.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits(0o600).unwrap()).unwrap();
+        let f = open_source(&fifo).expect("O_NONBLOCK: opening a FIFO does not block");
+        assert!(same_file(f, &seen).is_err());
+        // Another regular file (new inode) in its place.
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"y").unwrap();
+        assert!(same_file(open_source(&other).unwrap(), &seen).is_err());
+        // A symlink is never followed.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&reg, &link).unwrap();
+        assert!(open_source(&link).is_err());
+        // The file itself passes, and reads block normally again.
+        let f = same_file(open_source(&reg).unwrap(), &seen).unwrap();
+        use std::os::fd::AsRawFd;
+        let fl = nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        assert_eq!(fl & libc::O_NONBLOCK, 0);
     }
 }

@@ -23,3 +23,4 @@ mod permissions;
 mod restore_plan;
 mod selection;
 mod sources;
+mod swaps;
