@@ -76,6 +76,9 @@ pub struct CheckReport {
     /// Packs on storage that no index lists (left by an interrupted backup): not an
     /// error; `prune` removes them, `repair index` takes them in.
     pub unindexed_packs: u64,
+    /// Packs the index marked for deletion that a concurrent prune deleted meanwhile:
+    /// not an error (their blobs count as unavailable).
+    pub deleted_packs: u64,
     pub problems: Vec<Problem>,
 }
 
@@ -98,25 +101,23 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
     }
 
     // Index files.
-    let mut files: Vec<IndexFile> = Vec::new();
-    for (name, _) in repo.backend().list(FileType::Index)? {
-        match repo.load_index_file(&name) {
-            Ok(f) => files.push(f),
-            Err(e) => problem(FileType::Index.path(&name), e.to_string()),
-        }
+    let (files, index_problems) = load_index_files(repo)?;
+    for (file, message) in index_problems {
+        problem(file, message);
     }
-    repo.set_index(crate::repo::index::Index::from_files(&files));
-    let indexed: HashMap<Id, Vec<PackEntry>> = files
-        .iter()
-        .flat_map(|f| f.packs.iter())
-        .map(|p| (p.id, p.blobs.clone()))
-        .collect();
+    let mut indexed: HashMap<Id, (Vec<PackEntry>, bool)> = HashMap::new();
+    for p in files.iter().flat_map(|f| f.packs.iter()) {
+        let e = indexed
+            .entry(p.id)
+            .or_insert_with(|| (p.blobs.clone(), false));
+        e.1 |= p.marked.is_some();
+    }
 
     // Packs: present, and large enough for what the index says is in them.
     let stored: HashMap<String, u64> = repo.backend().list(FileType::Pack)?.into_iter().collect();
     report.packs = indexed.len() as u64;
-    report.blobs = repo.index().len() as u64;
-    for (pack, blobs) in &indexed {
+    let mut missing = Vec::new();
+    for (pack, (blobs, _)) in &indexed {
         let name = pack.to_hex();
         // A listing can miss files: ask before calling a pack missing.
         let size = stored
@@ -124,10 +125,7 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
             .copied()
             .or_else(|| repo.backend().size(FileType::Pack, &name).ok());
         match size {
-            None => problem(
-                FileType::Pack.path(&name),
-                "pack is in the index but missing from storage".into(),
-            ),
+            None => missing.push(*pack),
             Some(size) => {
                 let end = blobs
                     .iter()
@@ -143,6 +141,42 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
             }
         }
     }
+    // A concurrent prune deletes packs it marked, after rewriting the index: such a
+    // pack is gone, not lost. Only a pack the current index still lists as live is.
+    let unavailable: HashSet<Id> = missing.iter().copied().collect();
+    let gone: HashSet<Id> = if missing.is_empty() {
+        HashSet::new()
+    } else {
+        let live = live_packs(repo)?;
+        let mut gone = HashSet::new();
+        for pack in missing {
+            let name = pack.to_hex();
+            if live.contains(&pack) && repo.backend().size(FileType::Pack, &name).is_err() {
+                problem(
+                    FileType::Pack.path(&name),
+                    "pack is in the index but missing from storage".into(),
+                );
+            } else {
+                gone.insert(pack);
+            }
+        }
+        gone
+    };
+    report.deleted_packs = gone.len() as u64;
+    // Blobs only in missing packs are not available: a snapshot needing one is damaged.
+    let available: Vec<IndexFile> = files
+        .iter()
+        .map(|f| IndexFile {
+            packs: f
+                .packs
+                .iter()
+                .filter(|p| !unavailable.contains(&p.id))
+                .cloned()
+                .collect(),
+        })
+        .collect();
+    repo.set_index(crate::repo::index::Index::from_files(&available));
+    report.blobs = repo.index().len() as u64;
     report.unindexed_packs = stored
         .keys()
         .filter(|n| Id::from_hex(n).map_or(true, |id| !indexed.contains_key(&id)))
@@ -153,24 +187,28 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
     for (name, _) in repo.backend().list(FileType::Snapshot)? {
         match repo.load_snapshot(&name) {
             Ok(s) => snaps.push((name, s)),
+            // Forgotten between the listing and the read.
+            Err(e) if e.is_not_found() => {}
             Err(e) => problem(FileType::Snapshot.path(&name), e.to_string()),
         }
     }
-    report.snapshots = snaps.len() as u64;
     let mut seen_trees = HashSet::new();
-    for (name, snap) in &snaps {
+    let mut walked = Vec::new();
+    for (name, snap) in snaps {
         let short = &name[..8];
+        let mut found: Vec<Problem> = Vec::new();
+        let mut trees = 0;
         let mut stack = vec![(snap.tree, "/".to_string())];
         while let Some((tree_id, path)) = stack.pop() {
             if !seen_trees.insert(tree_id) {
                 continue;
             }
-            report.trees += 1;
+            trees += 1;
             let tree = match repo.load_tree(&tree_id) {
                 Ok(t) => t,
                 Err(e) => {
                     report_problem(
-                        &mut report.problems,
+                        &mut found,
                         format!("tree {tree_id}"),
                         e.to_string(),
                         vec![format!("{short}:{path}")],
@@ -188,7 +226,7 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
                     NodeKind::Dir => match node.subtree {
                         Some(id) => stack.push((id, child)),
                         None => report_problem(
-                            &mut report.problems,
+                            &mut found,
                             format!("tree {tree_id}"),
                             "directory without a subtree".into(),
                             vec![format!("{short}:{child}")],
@@ -198,7 +236,7 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
                         for id in &node.content {
                             if repo.index().get(id).is_none() {
                                 report_problem(
-                                    &mut report.problems,
+                                    &mut found,
                                     format!("blob {id}"),
                                     "blob is not in the index".into(),
                                     vec![format!("{short}:{child}")],
@@ -210,11 +248,26 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
                 }
             }
         }
+        // A snapshot forgotten while it was walked may have lost its data to a
+        // concurrent prune: that is not damage. (Trees it shares with a snapshot that
+        // is still there were counted as seen; a later run checks them again.)
+        if !found.is_empty() && snapshot_gone(repo, &name) {
+            continue;
+        }
+        report.trees += trees;
+        for p in found {
+            report_problem(&mut report.problems, p.file, p.message, p.affects);
+        }
+        walked.push((name, snap));
     }
+    let snaps = walked;
+    report.snapshots = snaps.len() as u64;
 
     // Data.
     let chosen: Vec<(&Id, &Vec<PackEntry>)> = indexed
         .iter()
+        .filter(|(id, _)| !gone.contains(id))
+        .map(|(id, (blobs, _))| (id, blobs))
         .filter(|(id, _)| match read_data {
             ReadData::None => false,
             ReadData::All => true,
@@ -227,15 +280,33 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
     let bad_blobs = Mutex::new(HashMap::<Id, String>::new());
     let data_problems = Mutex::new(Vec::new());
     let bytes_read = std::sync::atomic::AtomicU64::new(0);
+    let vanished = Mutex::new(Vec::new());
     chosen.par_iter().for_each(|(pack, blobs)| {
+        if repo.backend().size(FileType::Pack, &pack.to_hex()).is_err() {
+            vanished.lock().unwrap().push(**pack);
+        }
         let found = read_pack(repo, pack, blobs, &bad_blobs);
         bytes_read.fetch_add(found.0, std::sync::atomic::Ordering::Relaxed);
         data_problems.lock().unwrap().extend(found.1);
     });
     report.packs_read = chosen.len() as u64;
     report.bytes_read = bytes_read.into_inner();
-    let bad_blobs = bad_blobs.into_inner().unwrap();
-    let data_problems = data_problems.into_inner().unwrap();
+    let mut bad_blobs = bad_blobs.into_inner().unwrap();
+    let mut data_problems = data_problems.into_inner().unwrap();
+    // Packs deleted by a concurrent prune while they were read (marked ones only).
+    let vanished = vanished.into_inner().unwrap();
+    if !vanished.is_empty() {
+        let live = live_packs(repo)?;
+        for pack in vanished.iter().filter(|p| !live.contains(p)) {
+            let file = FileType::Pack.path(&pack.to_hex());
+            data_problems.retain(|(f, _, _)| *f != file);
+            for b in &indexed[pack].0 {
+                bad_blobs.remove(&b.id);
+            }
+            report.packs_read -= 1;
+            report.deleted_packs += 1;
+        }
+    }
     if !bad_blobs.is_empty() || !data_problems.is_empty() {
         let affected = affected_paths(repo, &snaps, &bad_blobs.keys().copied().collect());
         for (file, message, blobs) in data_problems {
@@ -249,6 +320,60 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
         }
     }
     Ok(report)
+}
+
+/// (file, message) pairs.
+type FileProblems = Vec<(String, String)>;
+
+/// Loads every index file. A file that vanishes between the listing and the read was
+/// replaced by a concurrent prune, which writes the new files before it deletes the
+/// old: list again and reload (a few times). Returns the files and the damaged ones.
+fn load_index_files(repo: &Repository) -> Result<(Vec<IndexFile>, FileProblems)> {
+    const TRIES: usize = 5;
+    for attempt in 1..=TRIES {
+        let mut files = Vec::new();
+        let mut problems = Vec::new();
+        let mut vanished = None;
+        for (name, _) in repo.backend().list(FileType::Index)? {
+            match repo.load_index_file(&name) {
+                Ok(f) => files.push(f),
+                Err(e) if e.is_not_found() => {
+                    vanished = Some(name);
+                    break;
+                }
+                Err(e) => problems.push((FileType::Index.path(&name), e.to_string())),
+            }
+        }
+        match vanished {
+            None => return Ok((files, problems)),
+            Some(name) if attempt == TRIES => {
+                problems.push((
+                    FileType::Index.path(&name),
+                    format!("index files kept disappearing while read ({TRIES} tries)"),
+                ));
+                return Ok((files, problems));
+            }
+            Some(_) => {}
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// Packs that the repository's current index lists as live (unmarked in some index
+/// file): prune deletes only packs it marked, so a missing live pack is lost data.
+fn live_packs(repo: &Repository) -> Result<HashSet<Id>> {
+    let (files, _) = load_index_files(repo)?;
+    Ok(files
+        .iter()
+        .flat_map(|f| &f.packs)
+        .filter(|p| p.marked.is_none())
+        .map(|p| p.id)
+        .collect())
+}
+
+/// True when a snapshot file is no longer there (forgotten while `check` ran).
+fn snapshot_gone(repo: &Repository, name: &str) -> bool {
+    matches!(repo.backend().size(FileType::Snapshot, name), Err(e) if e.is_not_found())
 }
 
 fn report_problem(

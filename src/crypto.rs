@@ -93,7 +93,21 @@ impl MasterKey {
     }
 
     pub fn from_secret(secret: [u8; 32]) -> Self {
-        let secret = Zeroizing::new(secret);
+        Self::from_zeroizing(Zeroizing::new(secret))
+    }
+
+    /// From a decrypted secret, copied straight into zeroized memory; `None` when it
+    /// is not 32 bytes.
+    pub fn from_secret_slice(secret: &[u8]) -> Option<Self> {
+        let mut s = Zeroizing::new([0u8; 32]);
+        if secret.len() != 32 {
+            return None;
+        }
+        s.copy_from_slice(secret);
+        Some(Self::from_zeroizing(s))
+    }
+
+    fn from_zeroizing(secret: Zeroizing<[u8; 32]>) -> Self {
         let enc = Zeroizing::new(blake3::derive_key("cairn v1 encryption key", &*secret));
         let id = blake3::derive_key("cairn v1 blob id key", &*secret);
         let seed = blake3::derive_key("cairn v1 chunker gear seed", &*secret);
@@ -129,9 +143,50 @@ impl Default for KdfParams {
     }
 }
 
+/// The largest Argon2id cost cairn derives with: 2 GiB, 64 passes, 64 lanes. Far above
+/// any sane setting (the default is 64 MiB / 3 / 1), low enough that a hostile key file
+/// cannot make every `open` allocate 4 GiB and spin for minutes.
+pub const KDF_MAX_MEMORY_KIB: u32 = 2 * 1024 * 1024;
+pub const KDF_MAX_ITERATIONS: u32 = 64;
+pub const KDF_MAX_PARALLELISM: u32 = 64;
+
+/// OWASP's Argon2id rows (memory KiB, passes), parallelism 1: a new key weaker than
+/// all of them gets a warning (the cheap test setting stays allowed).
+const OWASP_ROWS: [(u32, u32); 5] = [
+    (47_104, 1),
+    (19_456, 2),
+    (12_288, 3),
+    (9_216, 4),
+    (7_168, 5),
+];
+
 impl KdfParams {
+    /// Refuses a cost outside cairn's limits (or below Argon2's own minimums) before
+    /// anything is allocated; `what` names the key file or option.
+    pub fn validate(&self, what: &str) -> Result<()> {
+        let ok = (1..=KDF_MAX_PARALLELISM).contains(&self.parallelism)
+            && (1..=KDF_MAX_ITERATIONS).contains(&self.iterations)
+            && self.memory_kib <= KDF_MAX_MEMORY_KIB
+            && self.memory_kib >= 8 * self.parallelism;
+        if ok {
+            return Ok(());
+        }
+        Err(Error::Unsupported(format!(
+            "{what}: Argon2id cost memory {} KiB, {} passes, {} lanes is outside cairn's limits (at most {KDF_MAX_MEMORY_KIB} KiB, {KDF_MAX_ITERATIONS} passes, {KDF_MAX_PARALLELISM} lanes); refusing to derive a key with it",
+            self.memory_kib, self.iterations, self.parallelism
+        )))
+    }
+
+    /// True when the cost is below every OWASP Argon2id recommendation.
+    pub fn below_owasp(&self) -> bool {
+        !OWASP_ROWS
+            .iter()
+            .any(|&(m, t)| self.memory_kib >= m && self.iterations >= t)
+    }
+
     /// Turns a password into a 32-byte key-sealing key.
     pub fn derive(&self, password: &[u8], salt: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+        self.validate("Argon2id parameters")?;
         let params = Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
             .map_err(|e| Error::Usage(format!("invalid Argon2id parameters: {e}")))?;
         let mut out = Zeroizing::new([0u8; 32]);
@@ -169,6 +224,36 @@ mod tests {
         assert_eq!(*a, *p.derive(b"pw", b"saltsaltsaltsalt").unwrap());
         assert_ne!(*a, *p.derive(b"pw2", b"saltsaltsaltsalt").unwrap());
         assert_ne!(*a, *p.derive(b"pw", b"saltsaltsaltsal2").unwrap());
+    }
+
+    #[test]
+    fn kdf_limits_and_owasp_floor() {
+        let p = |m, t, l| KdfParams {
+            memory_kib: m,
+            iterations: t,
+            parallelism: l,
+        };
+        assert!(KdfParams::default().validate("x").is_ok());
+        assert!(!KdfParams::default().below_owasp());
+        assert!(p(KDF_MAX_MEMORY_KIB, KDF_MAX_ITERATIONS, 1)
+            .validate("x")
+            .is_ok());
+        for bad in [
+            p(KDF_MAX_MEMORY_KIB + 1, 1, 1),
+            p(64, KDF_MAX_ITERATIONS + 1, 1),
+            p(64 * 65, 1, KDF_MAX_PARALLELISM + 1),
+            p(64, 0, 1),
+            p(64, 1, 0),
+            p(7, 1, 1),
+        ] {
+            assert!(bad.validate("x").is_err(), "{bad:?}");
+            assert!(bad.derive(b"pw", b"saltsaltsaltsalt").is_err(), "{bad:?}");
+        }
+        assert!(p(64, 1, 1).below_owasp());
+        assert!(p(19_455, 2, 1).below_owasp());
+        assert!(!p(19_456, 2, 1).below_owasp());
+        assert!(!p(47_104, 1, 1).below_owasp());
+        assert!(!p(7_168, 5, 1).below_owasp());
     }
 
     proptest! {

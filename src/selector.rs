@@ -5,7 +5,7 @@ use chrono::{DateTime, FixedOffset, Local, NaiveDate, NaiveDateTime, NaiveTime, 
 
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::repo::snapshot::Snapshot;
+use crate::repo::snapshot::{Snapshot, SnapshotSet};
 
 /// `--host`, `--tag`, `--path`: a snapshot passes when it matches one of the hosts (if
 /// any), one of the tag lists (`--tag a,b` needs both a and b), and has every path.
@@ -44,6 +44,46 @@ pub fn split_subpath(arg: &str) -> (&str, Option<&str>) {
             Some(s) => (s, None),
             None => (arg, None),
         },
+    }
+}
+
+/// Picks one snapshot out of a repository's snapshot set. Unreadable snapshots are not
+/// candidates for `latest` or `@TIME`, but one asked for by id (or a unique prefix of
+/// it) fails with its own error rather than "no such snapshot".
+pub fn select_in<'a>(
+    set: &'a SnapshotSet,
+    selector: &str,
+    filter: &SnapshotFilter,
+) -> Result<&'a (Id, Snapshot)> {
+    let is_prefix = selector.len() >= 4 && selector.bytes().all(|b| b.is_ascii_hexdigit());
+    if is_prefix {
+        let prefix = selector.to_ascii_lowercase();
+        let mut bad = set
+            .unreadable
+            .iter()
+            .filter(|(n, _)| n.starts_with(&prefix));
+        if let Some((name, _)) = bad.next() {
+            let readable = set.iter().any(|(id, _)| id.to_hex().starts_with(&prefix));
+            if readable || bad.next().is_some() {
+                return Err(Error::Usage(format!(
+                    "snapshot id prefix {selector:?} is ambiguous"
+                )));
+            }
+            return Err(set.error_of(name).expect("listed as unreadable"));
+        }
+    }
+    match select(set, selector, filter) {
+        Err(Error::Usage(m)) if !is_prefix && !set.unreadable.is_empty() => {
+            // The answer may be among the damaged snapshots: say so, as damage.
+            Err(Error::integrity(
+                "snapshots/",
+                format!(
+                    "{m}, and {} snapshot file(s) could not be read",
+                    set.unreadable.len()
+                ),
+            ))
+        }
+        r => r,
     }
 }
 

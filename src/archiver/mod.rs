@@ -70,7 +70,9 @@ pub fn backup(
     let hostname = opts.host.clone().unwrap_or_else(crate::fsmeta::hostname);
 
     let (paths, sources) = if let Some(name) = &opts.stdin_filename {
-        if name.is_empty() || name.contains('/') {
+        // The same rule restore applies to names read from a repository: a name it
+        // would refuse (`.`, `..`, empty, `/`, NUL) must never be stored.
+        if !crate::repo::tree::is_safe_name(name.as_bytes()) {
             return Err(Error::Usage(format!(
                 "--stdin-filename {name:?} must be a plain file name"
             )));
@@ -92,11 +94,17 @@ pub fn backup(
 
     let parent = match opts.parent {
         Some(id) => Some((id, repo.load_snapshot(&id.to_hex())?)),
-        None => repo
-            .snapshots()?
-            .into_iter()
-            .rev()
-            .find(|(_, s)| s.hostname == hostname && same_paths(&s.paths, &paths)),
+        None => {
+            // A damaged snapshot is no parent candidate: warn (not counted as a source
+            // error) and compare with the newest readable one.
+            let set = repo.snapshots()?;
+            for w in set.warnings() {
+                warn(w);
+            }
+            set.into_iter()
+                .rev()
+                .find(|(_, s)| s.hostname == hostname && same_paths(&s.paths, &paths))
+        }
     };
     let parent_tree = match &parent {
         Some((_, s)) => Some(repo.load_tree(&s.tree)?),
@@ -112,7 +120,14 @@ pub fn backup(
         dry_run: opts.dry_run,
         cache: repo.cache(),
     });
-    let walker = Walker::new(repo, &saver, &excluder, opts, warn);
+    // Racy files: changed in the parent backup's clock tick, they are read again.
+    let parent_start = parent.as_ref().map(|(_, s)| {
+        s.summary
+            .as_ref()
+            .and_then(|x| x.backup_start)
+            .unwrap_or(s.time)
+    });
+    let walker = Walker::new(repo, &saver, &excluder, opts, warn).with_parent_start(parent_start);
     // Readers: more threads than cores, since small files wait on the disk more than on
     // the CPU. A large stack: the walk recurses once per directory level.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());

@@ -34,10 +34,22 @@ pub(super) struct Walker<'a> {
     /// they are still there before it writes its snapshot.
     relied: Mutex<HashSet<Id>>,
     owners: OwnerNames,
-    /// (device, inode) → content, for files with several hard links.
-    hardlinks: Mutex<HashMap<(u64, u64), Vec<Id>>>,
+    /// (device, inode) → content and size, for files with several hard links. The
+    /// first member to get here reads the file while holding the slot's lock; the
+    /// others wait and take content and size from that one read, so no node mixes
+    /// two reads of a file that changes meanwhile.
+    hardlinks: Mutex<HashMap<(u64, u64), LinkSlot>>,
     summary: Mutex<Summary>,
+    /// Files whose ctime is not older than this may have changed in the same clock
+    /// tick as the parent backup read them: they are read again (see `unchanged`).
+    racy_after: Option<(i64, u32)>,
 }
+
+/// The clock granularity margin for racy files: file systems stamp times from a
+/// coarse clock (a jiffy, up to 10 ms; 1 s on some; 2 s on FAT), so 2 s covers all.
+const RACY_MARGIN_SECS: i64 = 2;
+
+type LinkSlot = std::sync::Arc<Mutex<Option<(Vec<Id>, u64)>>>;
 
 /// Files up to this size are read whole into memory and chunked there; larger ones
 /// stream through the chunker.
@@ -62,7 +74,19 @@ impl<'a> Walker<'a> {
             owners: OwnerNames::default(),
             hardlinks: Mutex::new(HashMap::new()),
             summary: Mutex::new(Summary::default()),
+            racy_after: None,
         }
+    }
+
+    /// Sets when the parent backup started: a file changed near or after that moment
+    /// may keep size, mtime and ctime equal to the parent's and still be new.
+    pub(super) fn with_parent_start(
+        mut self,
+        start: Option<chrono::DateTime<chrono::FixedOffset>>,
+    ) -> Self {
+        self.racy_after =
+            start.map(|t| (t.timestamp() - RACY_MARGIN_SECS, t.timestamp_subsec_nanos()));
+        self
     }
 
     /// The summary, and the blobs taken from the index rather than stored.
@@ -195,9 +219,14 @@ impl<'a> Walker<'a> {
                     }
                 }
                 VirtualEntry::Dir(sub) => {
-                    let mut node = match child.symlink_metadata() {
-                        Ok(m) => self.node_for(name, &child, &m),
-                        Err(_) => synthetic_dir(name),
+                    // An intermediate component may be a symlink to the real
+                    // directory (`backup /x/link/sub`): store that directory's
+                    // metadata, not the link's. Only the sources themselves are
+                    // never followed.
+                    let real = std::fs::canonicalize(&child).unwrap_or_else(|_| child.clone());
+                    let mut node = match real.symlink_metadata() {
+                        Ok(m) if m.is_dir() => self.node_for(name, &real, &m),
+                        _ => synthetic_dir(name),
                     };
                     node.kind = NodeKind::Dir;
                     let parent_tree = self.load_parent_tree(parent_node);
@@ -306,6 +335,14 @@ impl<'a> Walker<'a> {
                 && p.mtime == node.mtime
                 && (o.ignore_ctime || p.ctime == node.ctime)
                 && (o.ignore_inode || p.inode == node.inode)
+                && self.racy_after.is_none_or(|t| {
+                    let c = if o.ignore_ctime {
+                        node.mtime
+                    } else {
+                        node.ctime
+                    };
+                    (c.secs, c.nanos) < t
+                })
                 && p.content.iter().all(|id| self.is_known(id))
         })
     }
@@ -313,14 +350,31 @@ impl<'a> Walker<'a> {
     /// Fills in a file's content: from the parent when unchanged, else by reading it.
     /// Returns false when the file could not be read (it is then left out).
     fn save_file(&self, path: &Path, node: &mut Node, parent: Option<&Node>) -> Result<bool> {
-        let link_key = (node.links > 1).then_some((node.device, node.inode));
-        if let Some(content) =
-            link_key.and_then(|k| self.hardlinks.lock().unwrap().get(&k).cloned())
-        {
-            node.content = content;
+        if node.links <= 1 {
+            return self.save_file_once(path, node, parent);
+        }
+        let slot = self
+            .hardlinks
+            .lock()
+            .unwrap()
+            .entry((node.device, node.inode))
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().unwrap();
+        if let Some((content, size)) = &*slot {
+            node.content = content.clone();
+            node.size = *size;
             self.count(|s| s.files_unmodified += 1);
             return Ok(true);
         }
+        let saved = self.save_file_once(path, node, parent)?;
+        if saved {
+            *slot = Some((node.content.clone(), node.size));
+        }
+        Ok(saved)
+    }
+
+    fn save_file_once(&self, path: &Path, node: &mut Node, parent: Option<&Node>) -> Result<bool> {
         if let Some(p) = self.unchanged(node, parent) {
             node.content = p.content.clone();
             let queued = self.queued.lock().unwrap();
@@ -330,13 +384,22 @@ impl<'a> Walker<'a> {
                 .extend(p.content.iter().filter(|id| !queued.contains(id)));
             self.count(|s| s.files_unmodified += 1);
         } else {
-            let read = open_source(path).and_then(|f| self.read_file(f, node.size));
+            let read = open_source(path)
+                .and_then(|f| same_file(f, node))
+                .and_then(|f| self.read_file_checked(f));
             match read {
-                Ok(Ok((content, size))) => {
+                Ok((Ok((content, size)), changed)) => {
+                    // What was read, consistently: content and size of one read.
                     node.size = size;
                     node.content = content;
+                    if changed {
+                        self.warning(format!(
+                            "{}: file changed while it was read; the snapshot holds what was read",
+                            path.display()
+                        ));
+                    }
                 }
-                Ok(Err(e)) => return Err(e),
+                Ok((Err(e), _)) => return Err(e),
                 Err(e) => {
                     self.warning(format!("{}: {e}", path.display()));
                     return Ok(false);
@@ -348,13 +411,29 @@ impl<'a> Walker<'a> {
                 Some(_) => s.files_changed += 1,
             });
         }
-        if let Some(k) = link_key {
-            self.hardlinks
-                .lock()
-                .unwrap()
-                .insert(k, node.content.clone());
-        }
         Ok(true)
+    }
+
+    /// Reads a file and tells whether it changed meanwhile: its size, mtime or ctime
+    /// (fstat before and after) moved, or the bytes read differ from its size.
+    #[allow(clippy::type_complexity)]
+    fn read_file_checked(&self, file: File) -> std::io::Result<(Result<(Vec<Id>, u64)>, bool)> {
+        let before = file.metadata()?;
+        let stamp = |m: &std::fs::Metadata| {
+            (
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+            )
+        };
+        let probe = file.try_clone()?;
+        let read = self.read_file(file, before.len())?;
+        let after = probe.metadata()?;
+        let changed =
+            stamp(&before) != stamp(&after) || matches!(&read, Ok((_, n)) if *n != before.len());
+        Ok((read, changed))
     }
 
     /// Reads and stores a file's content. The outer error is a source read error (the
@@ -421,9 +500,29 @@ impl<'a> Walker<'a> {
     }
 }
 
-/// Opens a source file without updating its access time where the kernel allows it.
+/// Checks that an opened source is the regular file the walk lstat'ed (same device,
+/// inode, type): a FIFO, device, symlink or other file swapped in meanwhile is an
+/// error (the entry is skipped with a warning), never read. Then clears the
+/// `O_NONBLOCK` that kept the open itself from blocking on a FIFO.
+fn same_file(file: File, node: &Node) -> std::io::Result<File> {
+    use std::os::fd::AsRawFd;
+    let m = file.metadata()?;
+    if !m.is_file() || m.dev() != node.device || m.ino() != node.inode {
+        return Err(std::io::Error::other(
+            "replaced between listing and reading (not the file the walk saw); skipped",
+        ));
+    }
+    let fd = file.as_raw_fd();
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+    Ok(file)
+}
+
+/// Opens a source file without updating its access time where the kernel allows it;
+/// never through a symlink, and without blocking should a FIFO have been swapped in.
 fn open_source(path: &Path) -> std::io::Result<File> {
-    let no_follow = libc::O_NOFOLLOW;
+    let no_follow = libc::O_NOFOLLOW | libc::O_NONBLOCK;
     match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOATIME | no_follow)
@@ -434,5 +533,44 @@ fn open_source(path: &Path) -> std::io::Result<File> {
             .custom_flags(no_follow)
             .open(path),
         r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node_of(path: &Path) -> Node {
+        let m = path.symlink_metadata().unwrap();
+        let mut n = Node::new(b"f".to_vec(), NodeKind::File);
+        n.device = m.dev();
+        n.inode = m.ino();
+        n
+    }
+
+    #[test]
+    fn a_fifo_or_other_file_swapped_in_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = dir.path().join("reg");
+        std::fs::write(&reg, b"x").unwrap();
+        let seen = node_of(&reg);
+        // A FIFO in the regular file's place: the open must not wait for a writer.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits(0o600).unwrap()).unwrap();
+        let f = open_source(&fifo).expect("O_NONBLOCK: opening a FIFO does not block");
+        assert!(same_file(f, &seen).is_err());
+        // Another regular file (new inode) in its place.
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"y").unwrap();
+        assert!(same_file(open_source(&other).unwrap(), &seen).is_err());
+        // A symlink is never followed.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&reg, &link).unwrap();
+        assert!(open_source(&link).is_err());
+        // The file itself passes, and reads block normally again.
+        let f = same_file(open_source(&reg).unwrap(), &seen).unwrap();
+        use std::os::fd::AsRawFd;
+        let fl = nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        assert_eq!(fl & libc::O_NONBLOCK, 0);
     }
 }

@@ -55,11 +55,19 @@ impl CachedBackend {
         // Best effort: a cache that cannot be written only costs speed.
         let p = self.path(ft, name);
         let Some(dir) = p.parent() else { return };
-        if fs::create_dir_all(dir).is_err() {
+        // Owner-only, like the repository: the cache holds its index and trees.
+        if super::local::private_dir(dir).is_err() {
             return;
         }
         let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
-        if fs::write(&tmp, data).is_ok() && fs::rename(&tmp, &p).is_err() {
+        // O_EXCL | O_NOFOLLOW: a name planted in the cache folder is never written
+        // through; another thread of this process writing the same file wins instead.
+        let Ok(mut f) = super::local::private_file(&tmp) else {
+            return;
+        };
+        let written = std::io::Write::write_all(&mut f, data).is_ok();
+        drop(f);
+        if !written || fs::rename(&tmp, &p).is_err() {
             let _ = fs::remove_file(&tmp);
         }
     }

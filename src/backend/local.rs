@@ -50,6 +50,26 @@ impl LocalBackend {
     }
 }
 
+/// Creates a folder (and missing parents) readable by the owner only, as restic does:
+/// key files are only as safe as their password's KDF, and packs' sizes and times
+/// tell others what was backed up when. Existing folders are left as they are.
+pub(crate) fn private_dir(p: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(p)
+}
+
+/// Creates a new file, owner-only (0600), refusing an existing file or a symlink
+/// planted under the name (`O_EXCL | O_NOFOLLOW`).
+pub(crate) fn private_file(p: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(p)
+}
+
 /// fsync a directory so that a rename or create in it survives a crash.
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
@@ -63,12 +83,12 @@ impl Backend for LocalBackend {
     fn create(&self) -> Result<()> {
         for d in ["keys", "locks", "snapshots", "index", "data"] {
             let p = self.root.join(d);
-            fs::create_dir_all(&p).map_err(|e| Error::io_path(&p, e))?;
+            private_dir(&p).map_err(|e| Error::io_path(&p, e))?;
         }
         // Packs are spread over 256 folders so no folder grows huge.
         for i in 0..=255u8 {
             let p = self.root.join("data").join(format!("{i:02x}"));
-            fs::create_dir_all(&p).map_err(|e| Error::io_path(&p, e))?;
+            private_dir(&p).map_err(|e| Error::io_path(&p, e))?;
         }
         sync_dir(&self.root).map_err(|e| Error::io_path(&self.root, e))
     }
@@ -107,7 +127,7 @@ impl Backend for LocalBackend {
         // the new one, never half a file under the final name.
         let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
         let result = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut f = private_file(&tmp)?;
             f.write_all(data)?;
             f.sync_all()?;
             drop(f);

@@ -45,6 +45,12 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<i32> {
             r.packs_read,
             output::bytes(r.bytes_read)
         ));
+        if r.deleted_packs > 0 && ctx.g.verbose > 0 {
+            ctx.say(format!(
+                "note: {} packs marked for deletion were deleted by a concurrent prune",
+                r.deleted_packs
+            ));
+        }
         if r.unindexed_packs > 0 {
             ctx.say(format!(
                 "note: {} packs are not in the index (left by an interrupted backup); the next backup or `prune` takes them in",

@@ -3,7 +3,7 @@
 use clap::Args;
 use serde_json::json;
 
-use super::{cmd_prune, output, pick, Ctx, FilterArgs};
+use super::{cmd_prune, output, Ctx, FilterArgs};
 use cairn::forget::{self, Duration, GroupBy, KeepPolicy};
 use cairn::repo::lock::LockKind;
 use cairn::{Error, Result};
@@ -86,9 +86,12 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<i32> {
     let _lock = ctx.lock(&repo, kind, false)?;
     let mut removed = 0;
     let mut out = Vec::new();
+    // One listing for the whole command, so an unreadable snapshot is reported once.
+    let mut set = super::snapshots_warned(&repo)?;
     // Explicit snapshots first.
     for sel in &a.snapshots {
-        let (id, _) = pick(&repo, sel, &a.filter)?;
+        let (id, _) = cairn::selector::select_in(&set, sel, &a.filter.filter())?.clone();
+        set.list.retain(|(x, _)| *x != id);
         if !a.dry_run {
             repo.backend()
                 .delete(cairn::backend::FileType::Snapshot, &id.to_hex())?;
@@ -102,8 +105,7 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<i32> {
     }
     if !policy.is_empty() {
         let filter = a.filter.filter();
-        let all: Vec<_> = repo
-            .snapshots()?
+        let all: Vec<_> = std::mem::take(&mut set.list)
             .into_iter()
             .filter(|(_, s)| filter.matches(s))
             .collect();

@@ -15,8 +15,8 @@ pub struct SnapshotsArgs {
     #[command(flatten)]
     filter: FilterArgs,
     /// Only the newest N snapshots of each host and path set.
-    #[arg(long, value_name = "N")]
-    latest: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    latest: Option<u64>,
     /// Group by any of host, paths, tags (comma-separated).
     #[arg(long, value_name = "FIELDS")]
     group_by: Option<String>,
@@ -74,8 +74,7 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<i32> {
     let repo = ctx.open()?;
     let _lock = ctx.lock(&repo, cairn::repo::lock::LockKind::Shared, true)?;
     let filter = a.filter.filter();
-    let all: Vec<(Id, Snapshot)> = repo
-        .snapshots()?
+    let all: Vec<(Id, Snapshot)> = super::snapshots_warned(&repo)?
         .into_iter()
         .filter(|(_, s)| filter.matches(s))
         .collect();
@@ -86,7 +85,7 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<i32> {
         for item in selected.into_iter().rev() {
             let key = json!(group_key(&item.1, &["host", "paths"])).to_string();
             let c = per_group.entry(key).or_default();
-            if *c < n {
+            if (*c as u64) < n {
                 *c += 1;
                 keep.push(item);
             }

@@ -93,10 +93,12 @@ pub struct GlobalArgs {
     )]
     retry_lock: String,
     /// Argon2id memory (KiB) for keys created by init / key add / key passwd.
-    #[arg(long, env = "CAIRN_KDF_MEMORY_KIB", global = true, value_name = "KIB")]
+    #[arg(long, env = "CAIRN_KDF_MEMORY_KIB", global = true, value_name = "KIB",
+          value_parser = clap::value_parser!(u32).range(8..=cairn::crypto::KDF_MAX_MEMORY_KIB as i64))]
     kdf_memory_kib: Option<u32>,
     /// Argon2id passes for keys created by init / key add / key passwd.
-    #[arg(long, env = "CAIRN_KDF_ITERATIONS", global = true, value_name = "N")]
+    #[arg(long, env = "CAIRN_KDF_ITERATIONS", global = true, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=cairn::crypto::KDF_MAX_ITERATIONS as i64))]
     kdf_iterations: Option<u32>,
 }
 
@@ -168,13 +170,21 @@ impl Ctx {
         }
     }
 
+    /// The Argon2id cost for a new key (call once per key created: it warns).
     pub fn kdf(&self) -> KdfParams {
         let d = KdfParams::default();
-        KdfParams {
+        let p = KdfParams {
             memory_kib: self.g.kdf_memory_kib.unwrap_or(d.memory_kib),
             iterations: self.g.kdf_iterations.unwrap_or(d.iterations),
             parallelism: d.parallelism,
+        };
+        if p.below_owasp() {
+            eprintln!(
+                "warning: Argon2id cost {} KiB x {} passes is below OWASP's minimum (19 MiB x 2 passes): this password is cheap to guess",
+                p.memory_kib, p.iterations
+            );
         }
+        p
     }
 
     /// The repository URL, and whether it is the default one (neither -r nor env).
@@ -287,14 +297,24 @@ impl Ctx {
     }
 }
 
-/// Picks one snapshot by selector and filter.
+/// Picks one snapshot by selector and filter; unreadable snapshots are reported as
+/// warnings (once: callers pick once) and skipped unless asked for by id.
 pub fn pick(
     repo: &Repository,
     selector: &str,
     filter: &FilterArgs,
 ) -> Result<(cairn::id::Id, Snapshot)> {
-    let all = repo.snapshots()?;
-    cairn::selector::select(&all, selector, &filter.filter()).cloned()
+    let all = snapshots_warned(repo)?;
+    cairn::selector::select_in(&all, selector, &filter.filter()).cloned()
+}
+
+/// The repository's snapshots; each unreadable one is a `warning:` line on stderr.
+pub fn snapshots_warned(repo: &Repository) -> Result<cairn::repo::snapshot::SnapshotSet> {
+    let set = repo.snapshots()?;
+    for w in set.warnings() {
+        eprintln!("warning: {w}");
+    }
+    Ok(set)
 }
 
 /// A duration like `90`, `30s`, `5m`, `1h30m` (seconds when unitless), at most 7 days.

@@ -24,6 +24,9 @@ pub struct KeyFile {
     pub salt: String,
     /// The 32-byte master secret, sealed with the password-derived key, hex.
     pub sealed_master_key: String,
+    /// The file's name (`keys/<name>`), for messages; not stored.
+    #[serde(skip)]
+    pub name: String,
 }
 
 impl KeyFile {
@@ -40,6 +43,7 @@ impl KeyFile {
             kdf_params: params,
             salt: hex::encode(salt),
             sealed_master_key: hex::encode(sealed),
+            name: String::new(),
         })
     }
 
@@ -49,8 +53,9 @@ impl KeyFile {
 
     pub fn decode(bytes: &[u8], name: &str) -> Result<KeyFile> {
         let file = format!("keys/{name}");
-        let k: KeyFile =
+        let mut k: KeyFile =
             serde_json::from_slice(bytes).map_err(|e| Error::integrity(&file, e.to_string()))?;
+        k.name = name.to_string();
         if k.version > KEY_VERSION || k.kdf != "argon2id" {
             return Err(Error::Unsupported(format!(
                 "{file} uses key format {} / {}, which this cairn does not know; upgrade cairn",
@@ -66,17 +71,15 @@ impl KeyFile {
         let salt = hex::decode(&self.salt).map_err(|_| bad("salt is not hex"))?;
         let sealed = hex::decode(&self.sealed_master_key).map_err(|_| bad("key is not hex"))?;
         // Refuse absurd costs from a hostile file before Argon2 allocates them.
-        if self.kdf_params.memory_kib > 4 * 1024 * 1024 || self.kdf_params.iterations > 100 {
-            return Err(bad("Argon2id cost is out of range"));
-        }
+        self.kdf_params.validate(&format!("keys/{}", self.name))?;
         let k = self.kdf_params.derive(password, &salt)?;
         match SealingKey::new(&k).open(aad::KEY, &sealed) {
             Ok(secret) => {
-                let secret: [u8; 32] = secret
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| bad("master key has the wrong length"))?;
-                Ok(Some(MasterKey::from_secret(secret)))
+                // The plaintext master secret is wiped when this buffer drops.
+                let secret = zeroize::Zeroizing::new(secret);
+                MasterKey::from_secret_slice(&secret)
+                    .map(Some)
+                    .ok_or_else(|| bad("master key has the wrong length"))
             }
             Err(_) => Ok(None),
         }

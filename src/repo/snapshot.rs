@@ -89,6 +89,59 @@ impl Snapshot {
     }
 }
 
+/// What `Repository::snapshots` found: the readable snapshots (oldest first) and the
+/// files that could not be read. Derefs to the list, so it reads like a `Vec`.
+#[derive(Debug, Default)]
+pub struct SnapshotSet {
+    pub list: Vec<(Id, Snapshot)>,
+    /// File name and why it could not be read (damaged, or written by a newer cairn).
+    pub unreadable: Vec<(String, Error)>,
+}
+
+impl SnapshotSet {
+    /// One line per unreadable snapshot, for the caller to print as a warning.
+    pub fn warnings(&self) -> Vec<String> {
+        self.unreadable
+            .iter()
+            .map(|(_, e)| format!("skipping unreadable snapshot: {e}"))
+            .collect()
+    }
+
+    /// The error of an unreadable snapshot file, for a command that asked for it.
+    pub fn error_of(&self, name: &str) -> Option<Error> {
+        let (_, e) = self.unreadable.iter().find(|(n, _)| n == name)?;
+        Some(match e {
+            Error::Integrity { file, detail } => Error::integrity(file.clone(), detail.clone()),
+            Error::Unsupported(m) => Error::Unsupported(m.clone()),
+            other => Error::integrity(
+                crate::backend::FileType::Snapshot.path(name),
+                other.to_string(),
+            ),
+        })
+    }
+}
+
+impl std::ops::Deref for SnapshotSet {
+    type Target = Vec<(Id, Snapshot)>;
+    fn deref(&self) -> &Self::Target {
+        &self.list
+    }
+}
+
+impl std::ops::DerefMut for SnapshotSet {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.list
+    }
+}
+
+impl IntoIterator for SnapshotSet {
+    type Item = (Id, Snapshot);
+    type IntoIter = std::vec::IntoIter<(Id, Snapshot)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.list.into_iter()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
