@@ -94,10 +94,16 @@ fn add_used_blobs(
 ) -> Result<()> {
     let mut stack = Vec::new();
     for name in snapshot_names {
-        let snap = repo.load_snapshot(name).map_err(|e| {
-            Error::Other(format!(
-                "refusing to prune while a snapshot cannot be read: {e}; run `cairn check`"
-            ))
+        // Prune cannot know what an unreadable snapshot needs: delete nothing.
+        let snap = repo.load_snapshot(name).map_err(|e| match e {
+            Error::Integrity { file, detail } => Error::Integrity {
+                file,
+                detail: format!("{detail}; refusing to prune while a snapshot cannot be read, run `cairn check`"),
+            },
+            Error::Unsupported(m) => Error::Unsupported(format!(
+                "{m}; refusing to prune while a snapshot cannot be read"
+            )),
+            e => e,
         })?;
         stack.push(snap.tree);
     }

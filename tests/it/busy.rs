@@ -57,7 +57,13 @@ fn check_and_listing_beside_forget_and_prune_report_no_damage() {
             vec!["check", "--read-data"],
             vec!["--no-cache", "snapshots"],
         ] {
-            let out = env.run(&args);
+            // Prune's delete step holds an exclusive lock for a moment: wait for it.
+            let out = env
+                .cmd()
+                .env("CAIRN_RETRY_LOCK", "2m")
+                .args(&args)
+                .output()
+                .unwrap();
             assert_eq!(
                 code(&out),
                 0,

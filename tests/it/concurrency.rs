@@ -26,18 +26,29 @@ fn open_lib(env: &Env) -> Repository {
 fn lock_count(env: &Env) -> usize {
     std::fs::read_dir(env.repo.join("locks"))
         .unwrap()
-        .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
         .count()
 }
 
 fn snapshot_count(env: &Env) -> usize {
-    std::fs::read_dir(env.repo.join("snapshots")).unwrap().count()
+    std::fs::read_dir(env.repo.join("snapshots"))
+        .unwrap()
+        .count()
 }
 
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -67,7 +78,10 @@ fn finish(mut child: Child, data: &[u8]) -> std::process::Output {
 fn assert_restores(env: &Env, snap: &str, data: &[u8]) {
     let t = env.path(&format!("restore-{snap}"));
     env.restore(snap, &t, &[]);
-    assert!(std::fs::read(t.join("data")).unwrap() == data, "restored bytes differ");
+    assert!(
+        std::fs::read(t.join("data")).unwrap() == data,
+        "restored bytes differ"
+    );
 }
 
 /// Item 1: a backup that dedups against a pack, beside `forget` + `prune` + a prune
@@ -79,7 +93,11 @@ fn a_backup_outliving_the_grace_period_keeps_the_data_it_relied_on() {
     env.init();
     let data = random_bytes(3 << 20, 7);
     let first = finish(stdin_backup(&env, &[]), &data);
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     // The second backup loads the index (the first backup's pack is live) and waits
     // for its input.
     let child = stdin_backup(&env, &[]);
@@ -127,7 +145,10 @@ fn unindexed_packs_are_adopted_only_under_an_exclusive_lock() {
     let repo = open_lib(&env);
     let prune_lock = repo.lock(LockKind::Prune).unwrap();
     let out = env.ok(["--json", "backup", src.to_str().unwrap()]);
-    assert!(summary_line(&out)["data_blobs"].as_u64().unwrap() > 0, "{out}");
+    assert!(
+        summary_line(&out)["data_blobs"].as_u64().unwrap() > 0,
+        "{out}"
+    );
     drop(prune_lock);
     // Idle: the next backup adopts what an interrupted one left and stores nothing.
     drop_metadata();
@@ -199,7 +220,10 @@ fn a_backup_whose_lock_went_stale_writes_no_snapshot() {
     let env = Env::new();
     env.init();
     let data = random_bytes(1 << 20, 5);
-    let first = finish(stdin_backup(&env, &[("CAIRN_LOCK_STALE_SECS", STALE)]), &data);
+    let first = finish(
+        stdin_backup(&env, &[("CAIRN_LOCK_STALE_SECS", STALE)]),
+        &data,
+    );
     assert!(first.status.success());
     for removed_by in ["unlock", "prune"] {
         let before = snapshot_count(&env);
@@ -233,7 +257,10 @@ fn a_backup_whose_lock_went_stale_writes_no_snapshot() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(code(&out), 11, "{removed_by}: {err}");
         assert!(err.contains("lost the repository lock"), "{err}");
-        assert!(snapshot_count(&env) <= before, "{removed_by}: a snapshot was written");
+        assert!(
+            snapshot_count(&env) <= before,
+            "{removed_by}: a snapshot was written"
+        );
         env.ok(["check", "--read-data"]);
         if snapshot_count(&env) == 0 {
             // Start the next round with a snapshot to rely on again.
@@ -269,7 +296,11 @@ fn many_parallel_backups_all_succeed() {
             .collect();
         for c in children {
             let out = c.wait_with_output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             done += 1;
         }
     }

@@ -49,10 +49,22 @@ fn world() -> World {
     for (i, tag) in ["s1", "s2", "s3"].iter().enumerate() {
         for f in 0..5 {
             // Half the files change each time: later snapshots rely on earlier packs.
-            let seed = if f % 2 == 0 { f as u64 } else { (i * 10 + f) as u64 };
-            fs::write(src.join(format!("d/f{f}")), random_bytes(30_000 + f * 7000, seed)).unwrap();
+            let seed = if f % 2 == 0 {
+                f as u64
+            } else {
+                (i * 10 + f) as u64
+            };
+            fs::write(
+                src.join(format!("d/f{f}")),
+                random_bytes(30_000 + f * 7000, seed),
+            )
+            .unwrap();
         }
-        fs::write(src.join("big"), random_bytes(1_200_000, 50 + (i as u64 % 2))).unwrap();
+        fs::write(
+            src.join("big"),
+            random_bytes(1_200_000, 50 + (i as u64 % 2)),
+        )
+        .unwrap();
         let state = env.path(&format!("state-{tag}"));
         cp(&src, &state);
         states.push((tag.to_string(), state.clone()));
@@ -206,7 +218,12 @@ fn verify(w: &World, dir: &Path, what: &str) {
         let _ = fs::remove_dir_all(&target);
         let id = s["id"].as_str().unwrap();
         let out = run(pw, &["restore", id, "--target", target.to_str().unwrap()]);
-        assert_eq!(code(&out), 0, "{what}: restore of {tag} failed: {}", stderr(&out));
+        assert_eq!(
+            code(&out),
+            0,
+            "{what}: restore of {tag} failed: {}",
+            stderr(&out)
+        );
         assert_same_tree_but_atime(state, &target.join(w.src.strip_prefix("/").unwrap()));
         fs::remove_dir_all(&target).unwrap();
     }
@@ -264,27 +281,47 @@ fn interleave(name: &str, op: Paused, interfere: Interfere) {
 
 #[test]
 fn backup_paused_beside_forget_and_two_prunes() {
-    interleave("backup | forget+prune+prune", paused_backup, forget_prune_prune);
+    interleave(
+        "backup | forget+prune+prune",
+        paused_backup,
+        forget_prune_prune,
+    );
 }
 
 #[test]
 fn backup_paused_beside_forget_and_instant_prune() {
-    interleave("backup | forget+prune --instant-delete", paused_backup, forget_instant_prune);
+    interleave(
+        "backup | forget+prune --instant-delete",
+        paused_backup,
+        forget_instant_prune,
+    );
 }
 
 #[test]
 fn backup_paused_beside_another_backup_and_prune() {
-    interleave("backup | backup+forget+prune", paused_backup, backup_and_prune);
+    interleave(
+        "backup | backup+forget+prune",
+        paused_backup,
+        backup_and_prune,
+    );
 }
 
 #[test]
 fn prune_paused_beside_backups_and_prunes() {
-    interleave("prune | backup+forget+prune", paused_prune, backup_and_prune);
+    interleave(
+        "prune | backup+forget+prune",
+        paused_prune,
+        backup_and_prune,
+    );
     interleave("prune | forget+prune+prune", paused_prune, prune_twice);
 }
 
 #[test]
 fn backup_paused_beside_key_passwd_and_passwd_paused_beside_backup() {
     interleave("backup | key passwd", paused_backup, passwd);
-    interleave("key passwd | backup+forget+prune", paused_passwd, backup_and_prune);
+    interleave(
+        "key passwd | backup+forget+prune",
+        paused_passwd,
+        backup_and_prune,
+    );
 }

@@ -63,11 +63,7 @@ fn eight_backups_beside_snapshots_check_and_prune() {
                         &format!("host{b}"),
                         src.to_str().unwrap(),
                     ]);
-                    assert!(
-                        out.status.success(),
-                        "backup {b}/{round}: {}",
-                        stderr(&out)
-                    );
+                    assert!(out.status.success(), "backup {b}/{round}: {}", stderr(&out));
                     let id = summary_line(&String::from_utf8_lossy(&out.stdout))["snapshot_id"]
                         .as_str()
                         .unwrap()
