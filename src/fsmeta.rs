@@ -74,10 +74,13 @@ fn ts(secs: i64, nanos: i64) -> Timestamp {
 }
 
 /// A node for `path` from its (not followed) metadata; no content or subtree yet.
-/// Unreadable xattrs or link targets are reported through the returned warning.
+/// The link target and xattrs are read through `access` (a path relative to an open
+/// directory, see archiver/walk.rs; `path` itself is for messages). Unreadable xattrs
+/// or link targets are reported through the returned warning.
 pub fn node_from_metadata(
     name: &[u8],
     path: &Path,
+    access: &Path,
     meta: &Metadata,
     owners: &OwnerNames,
 ) -> (Node, Option<String>) {
@@ -117,12 +120,12 @@ pub fn node_from_metadata(
     }
     let mut warning = None;
     if kind == NodeKind::Symlink {
-        match std::fs::read_link(path) {
+        match std::fs::read_link(access) {
             Ok(t) => n.link_target = t.as_os_str().as_bytes().to_vec(),
             Err(e) => warning = Some(format!("{}: reading link target: {e}", path.display())),
         }
     }
-    match read_xattrs(path) {
+    match read_xattrs(access) {
         Ok(x) => n.xattrs = x,
         Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {}
         Err(e) => {

@@ -164,8 +164,8 @@ impl<'a> Walker<'a> {
         });
     }
 
-    fn node_for(&self, name: &[u8], path: &Path, meta: &std::fs::Metadata) -> Node {
-        let (node, w) = node_from_metadata(name, path, meta, &self.owners);
+    fn node_for(&self, name: &[u8], path: &Path, access: &Path, meta: &std::fs::Metadata) -> Node {
+        let (node, w) = node_from_metadata(name, path, access, meta, &self.owners);
         if let Some(w) = w {
             self.warning(w);
         }
@@ -206,7 +206,7 @@ impl<'a> Walker<'a> {
         parent: Option<&Tree>,
     ) -> Result<Id> {
         if vdir.whole {
-            return self.save_dir(path, parent);
+            return self.save_dir(path, path, None, parent);
         }
         let mut nodes = Vec::new();
         for (name, entry) in &vdir.children {
@@ -214,7 +214,7 @@ impl<'a> Walker<'a> {
             let parent_node = parent.and_then(|t| t.find(name));
             match entry {
                 VirtualEntry::Source => {
-                    if let Some(n) = self.save_entry(name, &child, parent_node, None)? {
+                    if let Some(n) = self.save_entry(name, &child, &child, parent_node, None)? {
                         nodes.push(n);
                     }
                 }
@@ -225,7 +225,7 @@ impl<'a> Walker<'a> {
                     // never followed.
                     let real = std::fs::canonicalize(&child).unwrap_or_else(|_| child.clone());
                     let mut node = match real.symlink_metadata() {
-                        Ok(m) if m.is_dir() => self.node_for(name, &real, &m),
+                        Ok(m) if m.is_dir() => self.node_for(name, &real, &real, &m),
                         _ => synthetic_dir(name),
                     };
                     node.kind = NodeKind::Dir;
@@ -241,11 +241,31 @@ impl<'a> Walker<'a> {
     }
 
     /// Saves one real directory's tree; its entries are handled in parallel.
-    fn save_dir(&self, dir: &Path, parent: Option<&Tree>) -> Result<Id> {
-        let root_dev = dir.symlink_metadata().map(|m| m.dev()).ok();
-        let marker = self.excluder.marker_in(dir);
+    ///
+    /// The directory is opened once, never through a symlink, and must be the one the
+    /// walk lstat'ed (`expect`: device and inode); everything below it is reached
+    /// relative to that descriptor (`/proc/self/fd/N/NAME`, which resolves like
+    /// `openat(N, NAME)`), so a directory swapped for a symlink mid-walk is reported and
+    /// left empty, never followed out of the source. `dir` is the path for patterns and
+    /// messages, `access` the path to open it by.
+    fn save_dir(
+        &self,
+        dir: &Path,
+        access: &Path,
+        expect: Option<(u64, u64)>,
+        parent: Option<&Tree>,
+    ) -> Result<Id> {
+        let handle = match open_dir(access, expect) {
+            Ok(h) => h,
+            Err(e) => {
+                self.warning(format!("{}: {e}", dir.display()));
+                return self.store_tree(Tree::default());
+            }
+        };
+        let root_dev = handle.file.metadata().map(|m| m.dev()).ok();
+        let marker = self.excluder.marker_in(&handle.access);
         let mut names: Vec<Vec<u8>> = Vec::new();
-        match std::fs::read_dir(dir) {
+        match std::fs::read_dir(&handle.access) {
             Ok(rd) => {
                 for entry in rd {
                     match entry {
@@ -263,35 +283,45 @@ impl<'a> Walker<'a> {
         let nodes: Vec<Option<Node>> = names
             .par_iter()
             .map(|name| {
-                let path = dir.join(std::ffi::OsStr::from_bytes(name));
+                let name_os = std::ffi::OsStr::from_bytes(name);
+                let path = dir.join(name_os);
                 if self.excluder.is_excluded(&path) {
                     return Ok(None);
                 }
                 let parent_node = parent.and_then(|t| t.find(name));
-                self.save_entry(name, &path, parent_node, root_dev)
+                self.save_entry(
+                    name,
+                    &path,
+                    &handle.access.join(name_os),
+                    parent_node,
+                    root_dev,
+                )
             })
             .collect::<Result<_>>()?;
+        drop(handle);
         self.store_tree(Tree {
             nodes: nodes.into_iter().flatten().collect(),
         })
     }
 
     /// One entry of any kind; `None` when it could not be read (after a warning).
+    /// `path` names it (patterns, messages); `access` reaches it (see `save_dir`).
     fn save_entry(
         &self,
         name: &[u8],
         path: &Path,
+        access: &Path,
         parent: Option<&Node>,
         dir_dev: Option<u64>,
     ) -> Result<Option<Node>> {
-        let meta = match path.symlink_metadata() {
+        let meta = match access.symlink_metadata() {
             Ok(m) => m,
             Err(e) => {
                 self.warning(format!("{}: {e}", path.display()));
                 return Ok(None);
             }
         };
-        let mut node = self.node_for(name, path, &meta);
+        let mut node = self.node_for(name, path, access, &meta);
         match node.kind {
             NodeKind::File => {
                 let size = node.size;
@@ -299,7 +329,7 @@ impl<'a> Walker<'a> {
                     s.total_files_processed += 1;
                     s.total_bytes_processed += size;
                 });
-                let saved = self.save_file(path, &mut node, parent)?;
+                let saved = self.save_file(path, access, &mut node, parent)?;
                 if let Some(p) = &self.opts.progress {
                     p.add(1, size);
                 }
@@ -315,7 +345,8 @@ impl<'a> Walker<'a> {
                     self.store_tree(Tree::default())?
                 } else {
                     let parent_tree = self.load_parent_tree(parent);
-                    self.save_dir(path, parent_tree.as_ref())?
+                    let expect = Some((meta.dev(), meta.ino()));
+                    self.save_dir(path, access, expect, parent_tree.as_ref())?
                 };
                 self.count_dir(parent, id);
                 node.subtree = Some(id);
@@ -349,9 +380,15 @@ impl<'a> Walker<'a> {
 
     /// Fills in a file's content: from the parent when unchanged, else by reading it.
     /// Returns false when the file could not be read (it is then left out).
-    fn save_file(&self, path: &Path, node: &mut Node, parent: Option<&Node>) -> Result<bool> {
+    fn save_file(
+        &self,
+        path: &Path,
+        access: &Path,
+        node: &mut Node,
+        parent: Option<&Node>,
+    ) -> Result<bool> {
         if node.links <= 1 {
-            return self.save_file_once(path, node, parent);
+            return self.save_file_once(path, access, node, parent);
         }
         let slot = self
             .hardlinks
@@ -367,14 +404,20 @@ impl<'a> Walker<'a> {
             self.count(|s| s.files_unmodified += 1);
             return Ok(true);
         }
-        let saved = self.save_file_once(path, node, parent)?;
+        let saved = self.save_file_once(path, access, node, parent)?;
         if saved {
             *slot = Some((node.content.clone(), node.size));
         }
         Ok(saved)
     }
 
-    fn save_file_once(&self, path: &Path, node: &mut Node, parent: Option<&Node>) -> Result<bool> {
+    fn save_file_once(
+        &self,
+        path: &Path,
+        access: &Path,
+        node: &mut Node,
+        parent: Option<&Node>,
+    ) -> Result<bool> {
         if let Some(p) = self.unchanged(node, parent) {
             node.content = p.content.clone();
             let queued = self.queued.lock().unwrap();
@@ -384,7 +427,7 @@ impl<'a> Walker<'a> {
                 .extend(p.content.iter().filter(|id| !queued.contains(id)));
             self.count(|s| s.files_unmodified += 1);
         } else {
-            let read = open_source(path)
+            let read = open_source(access)
                 .and_then(|f| same_file(f, node))
                 .and_then(|f| self.read_file_checked(f));
             match read {
@@ -519,6 +562,37 @@ fn same_file(file: File, node: &Node) -> std::io::Result<File> {
     Ok(file)
 }
 
+/// An open source directory, and the path that reaches entries relative to it.
+struct DirHandle {
+    file: File,
+    /// `/proc/self/fd/N` (resolves to this very directory, wherever it is now), or the
+    /// directory's own path where /proc is not mounted.
+    access: std::path::PathBuf,
+}
+
+/// Opens a directory the walk lstat'ed: never through a symlink, and only while it is
+/// still that directory (same device and inode).
+fn open_dir(access: &Path, expect: Option<(u64, u64)>) -> std::io::Result<DirHandle> {
+    use std::os::fd::AsRawFd;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(access)?;
+    let m = file.metadata()?;
+    if !m.is_dir() || expect.is_some_and(|(dev, ino)| (m.dev(), m.ino()) != (dev, ino)) {
+        return Err(std::io::Error::other(
+            "replaced between listing and reading (not the directory the walk saw); left empty",
+        ));
+    }
+    static PROC: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let access = if *PROC.get_or_init(|| Path::new("/proc/self/fd").is_dir()) {
+        std::path::PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+    } else {
+        access.to_path_buf()
+    };
+    Ok(DirHandle { file, access })
+}
+
 /// Opens a source file without updating its access time where the kernel allows it;
 /// never through a symlink, and without blocking should a FIFO have been swapped in.
 fn open_source(path: &Path) -> std::io::Result<File> {
@@ -572,5 +646,26 @@ mod tests {
         use std::os::fd::AsRawFd;
         let fl = nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).unwrap();
         assert_eq!(fl & libc::O_NONBLOCK, 0);
+    }
+
+    /// Item 9: a directory is opened only if it is not a symlink and is still the one
+    /// the walk saw.
+    #[test]
+    fn a_directory_swapped_for_a_symlink_or_another_directory_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b, link) = (d.path().join("a"), d.path().join("b"), d.path().join("l"));
+        std::fs::create_dir(&a).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        std::os::unix::fs::symlink(&a, &link).unwrap();
+        let m = a.symlink_metadata().unwrap();
+        let h = open_dir(&a, Some((m.dev(), m.ino()))).unwrap();
+        std::fs::write(a.join("x"), b"1").unwrap();
+        // Entries are reached through the open directory.
+        assert!(h.access.join("x").symlink_metadata().unwrap().is_file());
+        assert!(open_dir(&link, None).is_err(), "followed a symlink");
+        assert!(
+            open_dir(&b, Some((m.dev(), m.ino()))).is_err(),
+            "another directory"
+        );
     }
 }

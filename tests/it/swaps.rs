@@ -98,3 +98,78 @@ fn files_swapped_for_fifos_or_symlinks_never_hang_or_leak() {
         }
     }
 }
+
+/// Item 9, directories: a directory swapped for a symlink to an outside directory while
+/// backups run is never followed: nothing from outside the source enters a snapshot.
+/// (The outside directory holds files of the same names, so a walk that lists one and
+/// reads through the other would store the secret.)
+#[test]
+fn directories_swapped_for_symlinks_never_leak_outside_data() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    let outside = env.path("outside");
+    fs::create_dir_all(src.join("d/sub")).unwrap();
+    fs::create_dir_all(outside.join("sub")).unwrap();
+    for i in 0..40 {
+        fs::write(src.join(format!("d/f{i}")), b"inside").unwrap();
+        fs::write(src.join(format!("d/sub/g{i}")), b"inside").unwrap();
+        fs::write(outside.join(format!("f{i}")), SECRET).unwrap();
+        fs::write(outside.join(format!("sub/g{i}")), SECRET).unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (stop, src, outside) = (stop.clone(), src.clone(), outside.clone());
+        std::thread::spawn(move || {
+            let (d, real, link) = (src.join("d"), src.join(".d-real"), src.join(".d-link"));
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) && i < 100_000 {
+                // d becomes a symlink to the outside for a moment, then the real one again.
+                let _ = fs::remove_file(&link);
+                std::os::unix::fs::symlink(&outside, &link).unwrap();
+                fs::rename(&d, &real).unwrap();
+                fs::rename(&link, &d).unwrap();
+                fs::rename(&d, &link).unwrap();
+                fs::rename(&real, &d).unwrap();
+                i += 1;
+            }
+        })
+    };
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let out = env
+            .cmd()
+            .args([
+                "--json",
+                "backup",
+                "--exclude",
+                ".d-*",
+                src.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(matches!(code(&out), 0 | 3), "{}", stderr(&out));
+        ids.push(
+            summary_line(&String::from_utf8_lossy(&out.stdout))["snapshot_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    swapper.join().unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let t = env.path(&format!("t{i}"));
+        env.restore(id, &t, &[]);
+        for p in walk(&t) {
+            if p.symlink_metadata().unwrap().is_file() {
+                let b = fs::read(&p).unwrap();
+                assert!(
+                    !b.windows(SECRET.len()).any(|w| w == SECRET),
+                    "{} holds data from outside the source",
+                    p.display()
+                );
+            }
+        }
+    }
+}
