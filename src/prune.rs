@@ -278,12 +278,25 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
     }
     report.packs_deleted = delete.len() as u64;
     report.bytes_deleted = delete.iter().map(|id| plan.stored[id]).sum();
+    // Packs about to be deleted stay in the new index, marked, until a later prune
+    // drops the entries of marked packs that are gone: no backup relies on them or
+    // adopts them as leftovers, even if this prune stops or stalls mid-way and its
+    // lock goes stale. (`check` and prune take a missing marked pack for a deleted one.)
+    for id in &delete {
+        let p = &plan.packs[id];
+        plan.next.push(IndexedPack {
+            marked: p.marked.or(Some(mark_time)),
+            ..p.clone()
+        });
+    }
 
     // The new index, then the old index files, then the packs; each deletion only
-    // while our locks are provably alive.
+    // while our locks are provably alive (checked before every one: a prune stopped
+    // in the middle must not go on once others may have thought it gone).
     let written = write_index_files(repo, &plan.next)?;
     repo.confirm_locks()?;
     for name in old_index_names.iter().filter(|n| !written.contains(n)) {
+        repo.ensure_locks_alive()?;
         repo.backend().delete(FileType::Index, name)?;
     }
     // Packs an index file we did not rewrite still lists (one a backup wrote
@@ -301,6 +314,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
         repo.confirm_locks()?;
     }
     for id in &delete {
+        repo.ensure_locks_alive()?;
         match repo.backend().delete(FileType::Pack, &id.to_hex()) {
             Ok(()) => {}
             Err(e) if e.is_not_found() => {}

@@ -109,20 +109,35 @@ pub fn confirm_blobs(
         pack_size: repo.config.pack_size as usize,
         dry_run: false,
         cache: repo.cache(),
+        locks: repo.held_locks(),
     });
     for id in &rescue {
-        let loc = fresh
-            .get(id)
-            .or_else(|| repo.index().get(id))
-            .ok_or_else(|| gone(format!("blob {} is in no index any more", id.short())))?;
-        let data = match repo.read_blob_at(&loc.pack, &loc.entry) {
-            Ok(d) => d,
-            Err(e) if e.is_not_found() => {
-                return Err(gone(format!("pack {} was deleted", loc.pack.short())))
+        // Every copy the old and the fresh index know of, until one reads.
+        let locations: Vec<_> = [fresh.get(id), repo.index().get(id)]
+            .into_iter()
+            .flatten()
+            .collect();
+        if locations.is_empty() {
+            return Err(gone(format!("blob {} is in no index any more", id.short())));
+        }
+        let mut found = None;
+        for loc in &locations {
+            match repo.read_blob_at(&loc.pack, &loc.entry) {
+                Ok(d) => {
+                    found = Some((loc.entry.ty, d));
+                    break;
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
+        }
+        let Some((ty, data)) = found else {
+            return Err(gone(format!(
+                "pack {} was deleted",
+                locations[0].pack.short()
+            )));
         };
-        saver.save(loc.entry.ty, *id, data)?;
+        saver.save(ty, *id, data)?;
     }
     let written = saver.finish()?;
     for f in &written.index_files {

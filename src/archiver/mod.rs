@@ -119,6 +119,7 @@ pub fn backup(
         pack_size: repo.config.pack_size as usize,
         dry_run: opts.dry_run,
         cache: repo.cache(),
+        locks: repo.held_locks(),
     });
     // Racy files: changed in the parent backup's clock tick, they are read again.
     let parent_start = parent.as_ref().map(|(_, s)| {
@@ -185,9 +186,18 @@ pub fn backup(
     let snapshot_id = if opts.dry_run {
         None
     } else {
-        // The last moment to notice a lost lock: after it the snapshot exists.
+        // The last moment to notice a lost lock: after it the snapshot exists. If the
+        // write itself took so long that others may have thought our lock stale, the
+        // snapshot is taken back: they may have deleted what it needs.
         repo.confirm_locks()?;
-        Some(repo.save_snapshot(&snapshot)?)
+        let id = repo.save_snapshot(&snapshot)?;
+        if let Err(e) = repo.ensure_locks_alive() {
+            let _ = repo
+                .backend()
+                .delete(crate::backend::FileType::Snapshot, &id.to_hex());
+            return Err(e);
+        }
+        Some(id)
     };
     Ok(BackupResult {
         snapshot_id,
@@ -202,12 +212,33 @@ pub fn backup(
 /// indexes them. Returns how many packs were adopted.
 pub fn adopt_left_packs(repo: &mut Repository) -> Result<usize> {
     let known: std::collections::HashSet<Id> = repo.index().packs().iter().copied().collect();
-    let any = repo
+    let stored: std::collections::HashSet<Id> = repo
         .backend()
         .list(crate::backend::FileType::Pack)?
         .iter()
-        .any(|(name, _)| Id::from_hex(name).is_ok_and(|id| !known.contains(&id)));
-    if !any {
+        .filter_map(|(name, _)| Id::from_hex(name).ok())
+        .collect();
+    // Packs the index lists as live but storage does not hold (a listing may lag: ask
+    // for each): this backup must not deduplicate against them.
+    let mut missing = std::collections::HashSet::new();
+    for id in known.difference(&stored) {
+        if repo.index().pack_marked(id).is_some() {
+            continue;
+        }
+        match repo
+            .backend()
+            .size(crate::backend::FileType::Pack, &id.to_hex())
+        {
+            Err(e) if e.is_not_found() => {
+                missing.insert(*id);
+            }
+            _ => {}
+        }
+    }
+    if !missing.is_empty() {
+        repo.set_unavailable_packs(&missing);
+    }
+    if !stored.iter().any(|id| !known.contains(id)) {
         return Ok(0);
     }
     let Some(exclusive) = repo.try_exclusive()? else {

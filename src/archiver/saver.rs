@@ -59,6 +59,8 @@ pub struct SaverConfig {
     pub dry_run: bool,
     /// Tree packs are also kept here, so the next backup finds its parent's trees.
     pub cache: Option<Arc<crate::backend::CachedBackend>>,
+    /// The locks the backup holds: no index file is written unless they are alive.
+    pub locks: Vec<crate::repo::lock::LockHandle>,
 }
 
 impl BlobSaver {
@@ -196,9 +198,19 @@ fn write_pack(
 
 fn write_index(cfg: &SaverConfig, file: IndexFile, out: &mut SaverOutput) -> Result<()> {
     if !cfg.dry_run {
+        // An index file makes packs visible to every other client. One written after
+        // our lock went stale may name packs a prune has deleted since (it took our
+        // packs, unindexed then, for leftovers): check before, and after the write
+        // take it back if it landed too late.
+        let alive = || cfg.locks.iter().try_for_each(|h| h.ensure_alive());
+        alive()?;
         let bytes = file.encode(&cfg.key);
         let name = Id::of_file(&bytes).to_hex();
         crate::backend::store(&*cfg.backend, FileType::Index, &name, &bytes)?;
+        if let Err(e) = alive() {
+            let _ = cfg.backend.delete(FileType::Index, &name);
+            return Err(e);
+        }
         out.index_names.push(name);
     }
     out.index_files.push(file);

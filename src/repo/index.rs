@@ -253,6 +253,24 @@ impl Index {
             .is_some_and(|s| self.marked[s.pack as usize].is_none())
     }
 
+    /// Treats these packs as marked: a backup will not rely on their blobs. For packs
+    /// the index lists but storage does not hold.
+    pub fn set_unavailable(&mut self, packs: &std::collections::HashSet<Id>) {
+        for (n, id) in self.packs.iter().enumerate() {
+            if packs.contains(id) && self.marked[n].is_none() {
+                self.marked[n] = Some(1);
+            }
+        }
+        self.sort_again();
+    }
+
+    /// Re-sorts after marks changed, so a live copy of a blob wins again.
+    fn sort_again(&mut self) {
+        let marked = &self.marked;
+        self.slots
+            .sort_by_key(|s| (s.id_prefix, marked[s.pack as usize].is_some()));
+    }
+
     /// When prune marked this pack unused, if it did.
     pub fn pack_marked(&self, pack: &Id) -> Option<i64> {
         let n = *self.pack_numbers.get(pack)?;

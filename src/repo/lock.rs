@@ -6,12 +6,14 @@
 //! two-phase delete keeps it safe beside them. `Exclusive` (repair, the delete step of a
 //! prune on an idle repository) excludes everything.
 //!
-//! A lock is refreshed while held and is stale when it was not refreshed for
-//! `stale_after()`, or when its owner ran in this process space (same boot, same pid
+//! A lock file has a random name for its whole life and is rewritten in place when it
+//! is refreshed. It states its holder's stale window: it is stale when not refreshed
+//! within it, or when its owner ran in this process space (same boot, same pid
 //! namespace) and that process is gone. A holder that could not refresh its lock for
-//! most of that window (suspended, clock jump, slow remote) or whose lock file was
-//! removed has *lost* it: others may already treat it as stale, so it must stop before
-//! writing a snapshot or deleting anything (`LockHandle::confirm`).
+//! most of that window (suspended, clock jump, stalled storage) or whose lock file was
+//! removed has *lost* it: others may already treat it as stale, so it stops before
+//! writing an index file or a snapshot or deleting anything (`LockHandle::confirm`,
+//! `LockHandle::ensure_alive`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,12 +30,16 @@ use crate::id::Id;
 
 pub const LOCK_VERSION: u32 = 1;
 /// A lock not refreshed for this long is stale (30 minutes).
-const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+/// The longest window a lock file may state: a hostile or broken one cannot make a lock
+/// immortal.
+const MAX_STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 const AAD: &[u8] = b"cairn.lock.v1";
 
-/// How long a lock lives without a refresh. `CAIRN_LOCK_STALE_SECS` shortens it for
-/// tests that suspend a process past it; every cairn in one test uses the same value.
+/// The stale window of the locks this process takes. `CAIRN_LOCK_STALE_SECS` shortens
+/// it for tests that suspend a process past it; each lock file states its own window,
+/// so every reader judges a lock by its holder's.
 pub fn stale_after() -> Duration {
     std::env::var("CAIRN_LOCK_STALE_SECS")
         .ok()
@@ -41,17 +47,22 @@ pub fn stale_after() -> Duration {
         .filter(|&s: &u64| s >= 1)
         .map(Duration::from_secs)
         .unwrap_or(STALE_AFTER)
+        .min(MAX_STALE_AFTER)
+}
+
+fn default_stale_secs() -> u64 {
+    STALE_AFTER.as_secs()
 }
 
 /// Refreshed six times per stale window: five refreshes can fail before it matters.
-fn refresh_every() -> Duration {
-    stale_after() / 6
+fn refresh_every(stale: Duration) -> Duration {
+    stale / 6
 }
 
 /// A holder stops trusting its lock once this share of the window passed without a
 /// refresh: the rest is margin for clock skew between hosts.
-fn lost_after() -> Duration {
-    stale_after() * 2 / 3
+fn lost_after(stale: Duration) -> Duration {
+    stale * 2 / 3
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +96,10 @@ pub struct LockFile {
     pub process_space: String,
     pub created: DateTime<Utc>,
     pub refreshed: DateTime<Utc>,
+    /// The holder's stale window in seconds: the lock is stale once `refreshed` is
+    /// older than this (taken as 1 s to 24 h whatever the file says).
+    #[serde(default = "default_stale_secs")]
+    pub stale_after_secs: u64,
 }
 
 /// This process's boot id and pid namespace, e.g. `3f2a…:pid:[4026531836]`.
@@ -97,7 +112,7 @@ pub fn process_space() -> String {
 }
 
 impl LockFile {
-    fn new(kind: LockKind) -> LockFile {
+    fn new(kind: LockKind, stale: Duration) -> LockFile {
         let now = Utc::now();
         LockFile {
             version: LOCK_VERSION,
@@ -108,6 +123,7 @@ impl LockFile {
             process_space: process_space(),
             created: now,
             refreshed: now,
+            stale_after_secs: stale.as_secs().max(1),
         }
     }
 
@@ -122,11 +138,12 @@ impl LockFile {
         serde_json::from_slice(&plain).map_err(|e| Error::integrity(file, e.to_string()))
     }
 
-    /// Stale: not refreshed for `stale_after()`, or its process in this process space
-    /// is gone.
+    /// Stale: not refreshed within its own stated window, or its process in this
+    /// process space is gone.
     pub fn is_stale(&self, now: DateTime<Utc>) -> bool {
+        let window = Duration::from_secs(self.stale_after_secs.max(1)).min(MAX_STALE_AFTER);
         let age = now.signed_duration_since(self.refreshed);
-        if age.to_std().is_ok_and(|a| a > stale_after()) {
+        if age.to_std().is_ok_and(|a| a > window) {
             return true;
         }
         self.is_ours_to_judge() && !process_alive(self.pid)
@@ -179,7 +196,8 @@ pub fn list_locks(
         let read = backend.read(FileType::Lock, &name);
         let lock = match read {
             Ok(bytes) => LockFile::decode(&bytes, key, &FileType::Lock.path(&name)),
-            // Removed between list and read: its holder just let go (or refreshed).
+            // Removed between list and read: its holder let go. (A refresh rewrites the
+            // same file in place, so a live lock never vanishes from a listing.)
             Err(e) if e.is_not_found() => continue,
             Err(e) => Err(e),
         };
@@ -217,11 +235,14 @@ fn conflict(
     Ok(None)
 }
 
-fn write_lock(backend: &dyn Backend, key: &SealingKey, lock: &LockFile) -> Result<String> {
-    let bytes = lock.encode(key);
-    let name = Id::of_file(&bytes).to_hex();
-    crate::backend::store(backend, FileType::Lock, &name, &bytes)?;
-    Ok(name)
+/// Writes (or rewrites in place) a lock file: the write is atomic, so a refresh never
+/// leaves a moment without the file.
+fn write_lock(backend: &dyn Backend, key: &SealingKey, lock: &LockFile, name: &str) -> Result<()> {
+    backend.write(FileType::Lock, name, &lock.encode(key))
+}
+
+fn new_lock_name() -> String {
+    Id(crate::crypto::random_bytes::<32>()).to_hex()
 }
 
 /// The state of a held lock, shared by its guard, its refresher thread and the
@@ -229,7 +250,9 @@ fn write_lock(backend: &dyn Backend, key: &SealingKey, lock: &LockFile) -> Resul
 pub struct Held {
     backend: Arc<dyn Backend>,
     key: SealingKey,
-    /// The lock's content and its current file name.
+    /// This lock's stale window (stated in the file).
+    stale: Duration,
+    /// The lock's content and its file name.
     file: Mutex<(LockFile, String)>,
     /// When the lock was last known to be in place (monotonic and wall clock: a
     /// suspended machine stops the first, a clock jump moves the second).
@@ -244,55 +267,59 @@ pub struct Held {
 pub struct LockHandle(Arc<Held>);
 
 impl Held {
-    fn lose(&self, why: String) {
+    fn lose(&self, why: String) -> Error {
         let mut lost = self.lost.lock().unwrap();
-        lost.get_or_insert(why);
+        Error::LockLost(lost.get_or_insert(why).clone())
     }
 
     /// Err once the lock is lost or has gone unrefreshed too long to be trusted.
     fn check(&self) -> Result<()> {
+        let since = *self.last_ok.lock().unwrap();
+        self.check_since(since)
+    }
+
+    /// Err (and lost for good) when the lock is lost, or when more than the trusted
+    /// share of the window has passed since `since` by either clock.
+    fn check_since(&self, since: (Instant, DateTime<Utc>)) -> Result<()> {
         if let Some(why) = self.lost.lock().unwrap().clone() {
             return Err(Error::LockLost(why));
         }
-        let (mono, wall) = *self.last_ok.lock().unwrap();
+        let (mono, wall) = since;
         let wall_gap = Utc::now()
             .signed_duration_since(wall)
             .to_std()
             .unwrap_or_default();
         let gap = mono.elapsed().max(wall_gap);
-        if gap >= lost_after() {
-            let why = format!(
-                "the lock was not refreshed for {}s (suspended, clock jump or unreachable storage); another process may have treated it as stale",
+        if gap >= lost_after(self.stale) {
+            return Err(self.lose(format!(
+                "the lock was not refreshed for {}s (suspended, clock jump or stalled storage); another process may have treated it as stale",
                 gap.as_secs()
-            );
-            self.lose(why.clone());
-            return Err(Error::LockLost(why));
+            )));
         }
         Ok(())
     }
 
-    /// Writes the lock anew (new file first, then the old one goes: never a moment
-    /// without a lock). A lock file someone removed means the lock is lost.
+    /// Rewrites the lock file in place with a new `refreshed` time. A lock file someone
+    /// removed means the lock is lost. Others judge the lock by the previous refresh
+    /// until the new content lands, so a refresh that took too long (stalled storage, a
+    /// suspended process) loses the lock even though its write succeeded.
     fn refresh(&self) -> Result<()> {
-        self.check()?;
         let mut file = self.file.lock().unwrap();
+        let prev = *self.last_ok.lock().unwrap();
+        self.check_since(prev)?;
         match self.backend.size(FileType::Lock, &file.1) {
             Ok(_) => {}
             Err(e) if e.is_not_found() => {
-                let why = "the lock file was removed by another process (`cairn unlock`?)";
-                self.lose(why.into());
-                return Err(Error::LockLost(why.into()));
+                return Err(self
+                    .lose("the lock file was removed by another process (`cairn unlock`?)".into()))
             }
             Err(e) => return Err(e),
         }
         let started = (Instant::now(), Utc::now());
         file.0.refreshed = started.1;
-        let new = write_lock(&*self.backend, &self.key, &file.0)?;
-        if new != file.1 {
-            let _ = self.backend.delete(FileType::Lock, &file.1);
-        }
-        file.1 = new;
-        // Others judge by the time written into the file, so count from before the write.
+        write_lock(&*self.backend, &self.key, &file.0, &file.1)?;
+        self.check_since(prev)?;
+        // From now on others judge by the time just written: count from before the write.
         *self.last_ok.lock().unwrap() = started;
         Ok(())
     }
@@ -304,7 +331,9 @@ impl LockHandle {
         !self.0.stop.load(Ordering::Relaxed)
     }
 
-    /// Err when the lock is lost. Cheap: no storage access.
+    /// Err when the lock is lost or others could think it stale. Cheap: no storage
+    /// access. Called right after a write others depend on (an index file, a snapshot),
+    /// it tells whether that write may have landed too late.
     pub fn ensure_alive(&self) -> Result<()> {
         self.0.check()
     }
@@ -324,7 +353,8 @@ impl LockHandle {
         self.0.file.lock().unwrap().0.created
     }
 
-    fn name(&self) -> String {
+    /// The lock file's name.
+    pub fn file_name(&self) -> String {
         self.0.file.lock().unwrap().1.clone()
     }
 }
@@ -336,21 +366,24 @@ pub struct LockGuard {
 }
 
 impl LockGuard {
-    /// Takes a lock of `kind`, or fails at once with `Error::Locked`.
+    /// Takes a lock of `kind` with this process's stale window, or fails at once with
+    /// `Error::Locked`.
     pub fn acquire(
         backend: Arc<dyn Backend>,
         key: &SealingKey,
         kind: LockKind,
     ) -> Result<LockGuard> {
-        Self::acquire_beside(backend, key, kind, &[])
+        Self::acquire_beside(backend, key, kind, &[], stale_after())
     }
 
-    /// Takes a lock of `kind`, waiting up to `wait` for conflicting locks to go;
-    /// `waiting` is told who holds the repository, once, and then every half minute.
+    /// Takes a lock of `kind` (stale window `stale`), waiting up to `wait` for
+    /// conflicting locks to go; `waiting` is told who holds the repository, once, and
+    /// then every half minute.
     pub fn acquire_wait(
         backend: Arc<dyn Backend>,
         key: &SealingKey,
         kind: LockKind,
+        stale: Duration,
         wait: Duration,
         waiting: &dyn Fn(&str, Duration),
     ) -> Result<LockGuard> {
@@ -358,7 +391,7 @@ impl LockGuard {
         let mut told: Option<Instant> = None;
         let mut pause = Duration::from_millis(200);
         loop {
-            match Self::acquire(backend.clone(), key, kind) {
+            match Self::acquire_beside(backend.clone(), key, kind, &[], stale) {
                 Err(Error::Locked(who)) if start.elapsed() < wait => {
                     let left = wait - start.elapsed();
                     if told.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
@@ -380,10 +413,11 @@ impl LockGuard {
         backend: Arc<dyn Backend>,
         key: &SealingKey,
         own: &[&LockHandle],
+        stale: Duration,
     ) -> Result<Option<LockGuard>> {
-        let names: Vec<String> = own.iter().map(|h| h.name()).collect();
+        let names: Vec<String> = own.iter().map(|h| h.file_name()).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        match Self::acquire_beside(backend, key, LockKind::Exclusive, &names) {
+        match Self::acquire_beside(backend, key, LockKind::Exclusive, &names, stale) {
             Ok(g) => Ok(Some(g)),
             Err(Error::Locked(_)) => Ok(None),
             Err(e) => Err(e),
@@ -395,13 +429,15 @@ impl LockGuard {
         key: &SealingKey,
         kind: LockKind,
         own: &[&str],
+        stale: Duration,
     ) -> Result<LockGuard> {
         if let Some(who) = conflict(&*backend, key, kind, own)? {
             return Err(Error::Locked(who));
         }
-        let lock = LockFile::new(kind);
+        let lock = LockFile::new(kind, stale);
         let taken = (Instant::now(), lock.created);
-        let name = write_lock(&*backend, key, &lock)?;
+        let name = new_lock_name();
+        write_lock(&*backend, key, &lock, &name)?;
         // Look again: someone may have written a conflicting lock at the same moment.
         // Both then back off (each sees the other's file, since each wrote before it
         // looked), which is safe; a retry settles it.
@@ -414,6 +450,7 @@ impl LockGuard {
         let held = Arc::new(Held {
             backend,
             key: key.clone(),
+            stale,
             file: Mutex::new((lock, name)),
             last_ok: Mutex::new(taken),
             lost: Mutex::new(None),
@@ -435,8 +472,8 @@ impl LockGuard {
 }
 
 fn refresh_loop(held: &Held) {
-    let step = Duration::from_millis(100);
-    let every = refresh_every();
+    let step = Duration::from_millis(100).min(refresh_every(held.stale));
+    let every = refresh_every(held.stale);
     let mut next = Instant::now() + every;
     while !held.stop.load(Ordering::Relaxed) {
         std::thread::sleep(step);
@@ -471,7 +508,7 @@ pub fn live_locks(
     key: &SealingKey,
     own: &[&LockHandle],
 ) -> Result<Vec<LockFile>> {
-    let names: Vec<String> = own.iter().map(|h| h.name()).collect();
+    let names: Vec<String> = own.iter().map(|h| h.file_name()).collect();
     let now = Utc::now();
     let mut out = Vec::new();
     for (name, lock) in list_locks(backend, key)? {
@@ -518,11 +555,13 @@ mod tests {
             Err(Error::Locked(_))
         ));
         // Beside its own prune lock, a prune gets no exclusive lock while others hold one.
-        assert!(LockGuard::try_exclusive(b.clone(), &k, &[&prune.handle()])
-            .unwrap()
-            .is_none());
+        assert!(
+            LockGuard::try_exclusive(b.clone(), &k, &[&prune.handle()], STALE_AFTER)
+                .unwrap()
+                .is_none()
+        );
         drop((shared, shared2));
-        let excl = LockGuard::try_exclusive(b.clone(), &k, &[&prune.handle()])
+        let excl = LockGuard::try_exclusive(b.clone(), &k, &[&prune.handle()], STALE_AFTER)
             .unwrap()
             .expect("idle but for our own prune lock");
         assert!(matches!(
@@ -540,12 +579,12 @@ mod tests {
     fn stale_locks_are_ignored() {
         let (_d, b, k) = setup();
         let old = Utc::now() - chrono::Duration::minutes(31);
-        let mut dead = LockFile::new(LockKind::Exclusive);
+        let mut dead = LockFile::new(LockKind::Exclusive, STALE_AFTER);
         dead.hostname = "elsewhere".into();
         dead.pid = 1;
         dead.created = old;
         dead.refreshed = old;
-        write_lock(&*b, &k, &dead).unwrap();
+        write_lock(&*b, &k, &dead, &new_lock_name()).unwrap();
         LockGuard::acquire(b.clone(), &k, LockKind::Shared).unwrap();
         // In this process space with a pid that is gone: stale at once.
         dead.hostname = crate::fsmeta::hostname();
@@ -558,6 +597,33 @@ mod tests {
         dead.pid = u32::MAX - 1;
         dead.process_space = "another-boot:pid:[1]".into();
         assert!(!dead.is_stale(Utc::now()));
+        // Each lock is judged by the window it states.
+        dead.stale_after_secs = 2;
+        dead.refreshed = Utc::now() - chrono::Duration::seconds(3);
+        assert!(dead.is_stale(Utc::now()));
+        dead.stale_after_secs = u64::MAX;
+        dead.refreshed = Utc::now() - chrono::Duration::days(2);
+        assert!(
+            dead.is_stale(Utc::now()),
+            "no lock lives past 24 h unrefreshed"
+        );
+    }
+
+    #[test]
+    fn a_refresh_that_lands_too_late_loses_the_lock() {
+        let (_d, b, k) = setup();
+        let g =
+            LockGuard::acquire_beside(b.clone(), &k, LockKind::Shared, &[], Duration::from_secs(3))
+                .unwrap();
+        let name = g.handle().file_name();
+        g.handle().confirm().unwrap();
+        // A refresh rewrites the same file.
+        assert_eq!(b.list(FileType::Lock).unwrap().len(), 1);
+        assert_eq!(g.handle().file_name(), name);
+        // As if the process had been stopped for longer than it may trust its lock.
+        *g.held.last_ok.lock().unwrap() = (Instant::now() - Duration::from_secs(3), Utc::now());
+        assert!(matches!(g.handle().confirm(), Err(Error::LockLost(_))));
+        assert!(matches!(g.handle().ensure_alive(), Err(Error::LockLost(_))));
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct Repository {
     index_files: std::collections::HashSet<String>,
     /// Locks taken through this repository, so operations can prove them alive.
     locks: std::sync::Mutex<Vec<lock::LockHandle>>,
+    /// The stale window of the locks this process takes.
+    lock_stale: std::time::Duration,
 }
 
 /// Whether a repository exists at the backend (its `config` file is there).
@@ -78,6 +80,7 @@ impl Repository {
             index: Index::default(),
             index_files: Default::default(),
             locks: Default::default(),
+            lock_stale: lock::stale_after(),
         })
     }
 
@@ -123,6 +126,7 @@ impl Repository {
             index: Index::default(),
             index_files: Default::default(),
             locks: Default::default(),
+            lock_stale: lock::stale_after(),
         })
     }
 
@@ -239,6 +243,12 @@ impl Repository {
             }
         }
         self.load_index()
+    }
+
+    /// Packs the index lists but storage lacks: backups do not rely on their blobs
+    /// (stored again instead); `check` reports them.
+    pub fn set_unavailable_packs(&mut self, packs: &std::collections::HashSet<Id>) {
+        self.index.set_unavailable(packs);
     }
 
     /// The index files the in-memory index was loaded from.
@@ -406,6 +416,7 @@ impl Repository {
             self.backend.clone(),
             &self.key.sealing,
             kind,
+            self.lock_stale,
             wait,
             waiting,
         )?;
@@ -423,11 +434,30 @@ impl Repository {
     pub fn try_exclusive(&self) -> Result<Option<lock::LockGuard>> {
         let own = self.held_locks();
         let own: Vec<&lock::LockHandle> = own.iter().collect();
-        let g = lock::LockGuard::try_exclusive(self.backend.clone(), &self.key.sealing, &own)?;
+        let g = lock::LockGuard::try_exclusive(
+            self.backend.clone(),
+            &self.key.sealing,
+            &own,
+            self.lock_stale,
+        )?;
         if let Some(g) = &g {
             self.locks.lock().unwrap().push(g.handle());
         }
         Ok(g)
+    }
+
+    /// Sets the stale window of locks taken from now on (tests use seconds).
+    pub fn set_lock_stale_after(&mut self, d: std::time::Duration) {
+        self.lock_stale = d;
+    }
+
+    /// Err when a lock this process holds is lost or could be thought stale; cheap
+    /// (no storage access). For right after a write others depend on.
+    pub fn ensure_locks_alive(&self) -> Result<()> {
+        for h in self.held_locks() {
+            h.ensure_alive()?;
+        }
+        Ok(())
     }
 
     /// The locks this process holds on the repository now.

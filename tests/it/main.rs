@@ -28,5 +28,6 @@ mod restore_race;
 mod restore_safety;
 mod selection;
 mod sources;
+mod stalls;
 mod stress;
 mod swaps;
