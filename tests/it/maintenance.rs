@@ -361,3 +361,37 @@ fn repair_index_rebuilds_a_lost_index() {
     let src = env.path("src-h");
     assert_same_tree(&src, &t.join(src.strip_prefix("/").unwrap()));
 }
+
+/// Issue 7, item 15: `--grace-hours 3000000000000000` once wrapped to a negative grace
+/// period and deleted at once. Every numeric option of prune and locking is checked.
+#[test]
+fn out_of_range_numbers_are_refused_and_change_nothing() {
+    let env = Env::new();
+    env.init();
+    history(&env, THREE_DAYS, "h");
+    env.ok(["forget", "--keep-last", "1"]);
+    let _busy = busy(&env);
+    let before = env.repo_size();
+    for args in [
+        &["prune", "--grace-hours", "3000000000000000"][..],
+        &["prune", "--grace-hours=-1"][..],
+        &["prune", "--grace-hours", "87601"][..],
+        &["prune", "--max-unused", "101"][..],
+        &["prune", "--max-unused", "nan"][..],
+        &["--retry-lock", "8d", "prune"][..],
+        &["--retry-lock", "5x", "snapshots"][..],
+    ] {
+        let out = env.run(args);
+        assert_eq!(code(&out), 1, "{args:?}: {}", stderr(&out));
+        assert_eq!(
+            stderr(&out).lines().count(),
+            1,
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(env.repo_size(), before, "{args:?} changed the repository");
+    }
+    // In range, beside another client: marks, deletes nothing.
+    let r = json(&env, &["prune", "--grace-hours", "87600"]);
+    assert_eq!(r["packs_deleted"], 0, "{r}");
+}
