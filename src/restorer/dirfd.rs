@@ -9,9 +9,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, AtFlags, OFlag};
-use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
-use nix::unistd::{unlinkat, UnlinkatFlags};
+use nix::fcntl::{openat, renameat, renameat2, AtFlags, OFlag, RenameFlags};
+use nix::sys::stat::{fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
+use nix::unistd::{linkat, unlinkat, UnlinkatFlags};
 
 /// A directory of the target, shared by the writer threads.
 pub type DirFd = Arc<OwnedFd>;
@@ -125,4 +125,104 @@ fn remove_tree(dir: RawFd, name: &OsStr) -> nix::Result<()> {
         remove_at(sub.as_raw_fd(), &n)?;
     }
     unlinkat(Some(dir), name, UnlinkatFlags::RemoveDir)
+}
+
+/// Takes an exclusive flock on an entry this restore is filling: a later restore's
+/// clean-up (`remove_stale`) leaves locked temporary entries alone.
+pub fn lock(fd: RawFd, nonblocking: bool) -> nix::Result<()> {
+    let op = libc::LOCK_EX | if nonblocking { libc::LOCK_NB } else { 0 };
+    // SAFETY: flock on a descriptor we hold; no memory is involved.
+    Errno::result(unsafe { libc::flock(fd, op) }).map(drop)
+}
+
+/// Moves the entry `from` (in directory `from_dir`) to `name` in `dir`. A rename keeps
+/// the entry's owner, mode and times, so they can be set before it becomes visible.
+/// With nothing at `name` when it was looked at (`existing` is None) the move never
+/// replaces what appeared meanwhile (RENAME_NOREPLACE; a link and an unlink where the
+/// file system lacks it); a directory there is removed first; any other entry is
+/// replaced atomically.
+pub fn move_into(
+    from_dir: RawFd,
+    from: &OsStr,
+    dir: RawFd,
+    name: &OsStr,
+    existing: Option<&FileStat>,
+) -> nix::Result<()> {
+    if existing.is_some_and(is_dir) {
+        remove_at(dir, name)?;
+    } else if existing.is_some() {
+        return renameat(Some(from_dir), from, Some(dir), name);
+    }
+    match renameat2(
+        Some(from_dir),
+        from,
+        Some(dir),
+        name,
+        RenameFlags::RENAME_NOREPLACE,
+    ) {
+        Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
+            linkat(Some(from_dir), from, Some(dir), name, AtFlags::empty())?;
+            unlinkat(Some(from_dir), from, UnlinkatFlags::NoRemoveDir)
+        }
+        r => r,
+    }
+}
+
+/// A private directory inside a directory of the target (0700, ours, held open and
+/// flocked) where symlinks, fifos and device nodes are made and given their owner,
+/// mode and times before they are renamed into place: nobody else can reach an entry
+/// in it, so nothing set by name there can land on another file.
+pub struct Staging {
+    parent: DirFd,
+    name: OsString,
+    fd: OwnedFd,
+}
+
+/// The one name used inside a staging directory.
+pub const STAGED: &str = "entry";
+
+impl Staging {
+    pub fn new(parent: &DirFd) -> nix::Result<Staging> {
+        let name = temp_name();
+        let pfd = parent.as_raw_fd();
+        mkdirat(Some(pfd), name.as_os_str(), Mode::from_bits_truncate(0o700))?;
+        let fd = open_dir(pfd, &name)?;
+        let st = fstat(fd.as_raw_fd())?;
+        // Owned by us and closed to everyone else, or it is not the one just made.
+        if !is_dir(&st) || st.st_uid != nix::unistd::geteuid().as_raw() || st.st_mode & 0o077 != 0 {
+            return Err(Errno::ESTALE);
+        }
+        lock(fd.as_raw_fd(), false)?;
+        Ok(Staging {
+            parent: parent.clone(),
+            name,
+            fd,
+        })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Removes what an entry left behind when it could not be moved into place.
+    pub fn discard(&self) {
+        let _ = unlinkat(Some(self.fd()), STAGED, UnlinkatFlags::NoRemoveDir);
+    }
+}
+
+impl Drop for Staging {
+    /// Empties the directory through its descriptor and removes it by name: `rmdir`
+    /// removes only an empty directory, so a swapped name costs nothing.
+    fn drop(&mut self) {
+        if let Ok(names) = list(self.fd()) {
+            for n in names {
+                let _ = unlinkat(Some(self.fd()), n.as_os_str(), UnlinkatFlags::NoRemoveDir);
+            }
+        }
+        let _ = unlinkat(
+            Some(self.parent.as_raw_fd()),
+            self.name.as_os_str(),
+            UnlinkatFlags::RemoveDir,
+        );
+    }
 }

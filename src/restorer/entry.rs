@@ -269,6 +269,7 @@ impl Restorer<'_> {
         dir: &Dir,
         name: &OsStr,
         path: &Path,
+        staging: &mut Option<dirfd::Staging>,
     ) -> Result<()> {
         let dev_kind = match node.kind {
             // A socket belongs to the process that made it; there is nothing to restore.
@@ -295,40 +296,66 @@ impl Restorer<'_> {
             return Ok(());
         }
         let fd = dir.fd()?;
+        // Made, owned and timed in a private staging directory, then renamed into
+        // place: setting an owner or times by name where others can write could land
+        // on whatever they put at that name (a hard link to a file outside, say).
+        if staging.is_none() {
+            let parent = dir.fd.as_ref().expect("a directory written to is open");
+            *staging = Some(dirfd::Staging::new(parent).map_err(io(path))?);
+        }
+        let st = staging.as_ref().expect("just made");
+        let sfd = st.fd();
+        let staged = OsStr::new(dirfd::STAGED);
+        let made = self.make_special(node, sfd, staged, dev_kind, path);
+        let r = made.and_then(|()| {
+            dirfd::move_into(sfd, staged, fd, name, existing.as_ref()).map_err(io(path))
+        });
+        if r.is_err() {
+            st.discard();
+        }
+        r?;
+        self.count(|s| s.other_restored += 1);
+        Ok(())
+    }
+}
+
+impl Restorer<'_> {
+    /// Makes a symlink, fifo or device node at `name` in the staging directory `sfd`
+    /// and sets its metadata there.
+    fn make_special(
+        &self,
+        node: &Node,
+        sfd: RawFd,
+        name: &OsStr,
+        dev_kind: SFlag,
+        path: &Path,
+    ) -> Result<()> {
         if node.kind == NodeKind::Symlink {
             let target = OsStr::from_bytes(&node.link_target);
-            place(fd, name, existing.as_ref(), |n| {
-                symlinkat(target, Some(fd), n)
-            })
-            .map_err(io(path))?;
-            self.report_all(meta::apply_symlink(fd, name, path, node, self.is_root));
-        } else {
-            let rdev = if node.kind == NodeKind::Fifo {
-                0
-            } else {
-                node.rdev
-            };
-            let perm = Mode::from_bits_truncate(0o600);
-            place(fd, name, existing.as_ref(), |n| {
-                mknodat(Some(fd), n, dev_kind, perm, rdev)
-            })
-            .map_err(io(path))?;
-            // O_PATH opens neither a fifo's reader side nor a device; fstat proves the
-            // name still holds the node just made before its metadata is set.
-            let node_fd =
-                dirfd::open_at(fd, name, OFlag::O_PATH | OFlag::O_NOFOLLOW, 0).map_err(io(path))?;
-            let st = fstat(node_fd.as_raw_fd()).map_err(io(path))?;
-            if dirfd::kind(&st) != dev_kind || st.st_rdev != rdev {
-                return Err(io(path)(Errno::ESTALE));
-            }
-            self.report_all(meta::apply_opath(
-                node_fd.as_raw_fd(),
-                path,
-                node,
-                self.is_root,
-            ));
+            symlinkat(target, Some(sfd), name).map_err(io(path))?;
+            self.report_all(meta::apply_symlink(sfd, name, path, node, self.is_root));
+            return Ok(());
         }
-        self.count(|s| s.other_restored += 1);
+        let rdev = if node.kind == NodeKind::Fifo {
+            0
+        } else {
+            node.rdev
+        };
+        let perm = Mode::from_bits_truncate(0o600);
+        mknodat(Some(sfd), name, dev_kind, perm, rdev).map_err(io(path))?;
+        // O_PATH opens neither a fifo's reader side nor a device.
+        let node_fd =
+            dirfd::open_at(sfd, name, OFlag::O_PATH | OFlag::O_NOFOLLOW, 0).map_err(io(path))?;
+        let st = fstat(node_fd.as_raw_fd()).map_err(io(path))?;
+        if dirfd::kind(&st) != dev_kind || st.st_rdev != rdev {
+            return Err(io(path)(Errno::ESTALE));
+        }
+        self.report_all(meta::apply_opath(
+            node_fd.as_raw_fd(),
+            path,
+            node,
+            self.is_root,
+        ));
         Ok(())
     }
 }

@@ -332,6 +332,9 @@ impl Restorer<'_> {
         // Plain files (no other hard links) are written in parallel once the rest of
         // the directory is in place; everything else in order.
         let mut files = Vec::new();
+        // Made on the first symlink, fifo or device; removed before the directory's
+        // own metadata is set (its removal changes the directory's times).
+        let mut staging = None;
         for node in &tree.nodes {
             if !is_safe_name(&node.name) {
                 self.problem(Error::integrity(
@@ -361,12 +364,13 @@ impl Restorer<'_> {
             let result = match node.kind {
                 NodeKind::Dir => self.restore_dir(node, d, name, path, &snap_path, selected),
                 NodeKind::File => self.restore_file(node, d, name, &path),
-                _ => self.restore_special(node, d, name, &path),
+                _ => self.restore_special(node, d, name, &path, &mut staging),
             };
             if let Err(e) = result {
                 self.problem(e);
             }
         }
+        drop(staging);
         if let Some(d) = &dir.dir {
             files.par_iter().for_each(|(node, name, path)| {
                 if let Err(e) = self.restore_file(node, d, name, path) {
