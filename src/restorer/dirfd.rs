@@ -127,6 +127,17 @@ fn remove_tree(dir: RawFd, name: &OsStr) -> nix::Result<()> {
     unlinkat(Some(dir), name, UnlinkatFlags::RemoveDir)
 }
 
+/// Whether `name` is exactly a name `temp_name` makes (prefix and 12 lowercase hex
+/// digits): only those are ever cleaned up as leftovers of an interrupted restore.
+pub fn is_temp_name(name: &OsStr) -> bool {
+    let n = name.as_bytes();
+    n.len() == TEMP_PREFIX.len() + 12
+        && n.starts_with(TEMP_PREFIX)
+        && n[TEMP_PREFIX.len()..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
 /// Takes an exclusive flock on an entry this restore is filling: a later restore's
 /// clean-up (`remove_stale`) leaves locked temporary entries alone.
 pub fn lock(fd: RawFd, nonblocking: bool) -> nix::Result<()> {
@@ -225,4 +236,54 @@ impl Drop for Staging {
             UnlinkatFlags::RemoveDir,
         );
     }
+}
+
+/// Removes what an interrupted restore left in `dir`: regular files and staging
+/// directories that are ours, carry exactly a temporary name, and are not locked by a
+/// restore still running. Returns the names removed.
+pub fn remove_stale(dir: RawFd) -> nix::Result<Vec<OsString>> {
+    let me = nix::unistd::geteuid().as_raw();
+    let mut removed = Vec::new();
+    for name in list(dir)? {
+        if !is_temp_name(&name) {
+            continue;
+        }
+        let Some(st) = lstat_at(dir, &name)? else {
+            continue;
+        };
+        if st.st_uid != me || !matches!(kind(&st), SFlag::S_IFREG | SFlag::S_IFDIR) {
+            continue;
+        }
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+        let Ok(fd) = open_at(dir, &name, flags, 0) else {
+            continue;
+        };
+        let now = fstat(fd.as_raw_fd())?;
+        if !same_inode(&st, &now) || lock(fd.as_raw_fd(), true).is_err() {
+            continue;
+        }
+        let r = if is_dir(&now) {
+            // A staging directory holds at most its one entry, never a directory:
+            // anything else is not ours to remove.
+            let sub = fd.as_raw_fd();
+            let names = list(sub)?;
+            let staged = OsStr::new(STAGED);
+            let only_staged = names.iter().all(|n| {
+                n == staged && lstat_at(sub, n).is_ok_and(|s| s.is_some_and(|s| !is_dir(&s)))
+            });
+            if !only_staged {
+                continue;
+            }
+            if !names.is_empty() {
+                let _ = unlinkat(Some(sub), staged, UnlinkatFlags::NoRemoveDir);
+            }
+            unlinkat(Some(dir), name.as_os_str(), UnlinkatFlags::RemoveDir)
+        } else {
+            unlinkat(Some(dir), name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+        };
+        if r.is_ok() {
+            removed.push(name);
+        }
+    }
+    Ok(removed)
 }

@@ -200,9 +200,10 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    /// Writes a file's content so that a failure leaves no file with wrong bytes under
-    /// the entry's name: a new file is created in place (O_EXCL) and removed again on
-    /// failure; an existing entry is replaced by a renamed temporary file.
+    /// Writes a file's content so that no file with wrong or missing bytes ever has the
+    /// entry's name, even when the restore is killed: it is written under a temporary
+    /// name (flocked, so a later restore's clean-up leaves it alone while it is filled),
+    /// given its metadata, and renamed into place; a failure removes it again.
     fn write_file(
         &self,
         node: &Node,
@@ -211,29 +212,25 @@ impl Restorer<'_> {
         path: &Path,
         existing: Option<&FileStat>,
     ) -> Result<()> {
-        let tmp = existing.map(|_| dirfd::temp_name());
-        let at = tmp.as_deref().unwrap_or(name);
+        let tmp = dirfd::temp_name();
         let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
-        let f = dirfd::open_at(dir, at, flags, 0o600).map_err(io(path))?;
-        let r = self.fill(node, File::from(f), path).and_then(|()| {
-            let Some(tmp) = &tmp else { return Ok(()) };
-            if existing.is_some_and(dirfd::is_dir) {
-                dirfd::remove_at(dir, name).map_err(io(path))?;
-            }
-            renameat(Some(dir), tmp.as_os_str(), Some(dir), name).map_err(io(path))
-        });
+        let mut f = File::from(dirfd::open_at(dir, &tmp, flags, 0o600).map_err(io(path))?);
+        let r = dirfd::lock(f.as_raw_fd(), false)
+            .map_err(io(path))
+            .and_then(|()| self.fill(node, &mut f, path))
+            .and_then(|()| dirfd::move_into(dir, &tmp, dir, name, existing).map_err(io(path)));
         if r.is_err() {
-            let _ = unlinkat(Some(dir), at, UnlinkatFlags::NoRemoveDir);
+            let _ = unlinkat(Some(dir), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
         }
         r
     }
 
     /// Writes the verified content, checks it back with `--verify`, then the metadata.
-    fn fill(&self, node: &Node, mut f: File, path: &Path) -> Result<()> {
+    fn fill(&self, node: &Node, f: &mut File, path: &Path) -> Result<()> {
         let mut written = 0u64;
         for id in &node.content {
             let data = self.shared.get(self.repo, id)?;
-            write_sparse(&mut f, &data).map_err(|e| Error::io_path(path, e))?;
+            write_sparse(f, &data).map_err(|e| Error::io_path(path, e))?;
             written += data.len() as u64;
         }
         if written != node.size {
@@ -251,7 +248,7 @@ impl Restorer<'_> {
             // Through the same descriptor: what is read is what was written.
             f.seek(SeekFrom::Start(0))
                 .map_err(|e| Error::io_path(path, e))?;
-            if !self.same_content(node, &mut f) {
+            if !self.same_content(node, f) {
                 return Err(Error::integrity(
                     path.display().to_string(),
                     "the file read back differs from the snapshot (--verify)",

@@ -335,6 +335,11 @@ impl Restorer<'_> {
         // Made on the first symlink, fifo or device; removed before the directory's
         // own metadata is set (its removal changes the directory's times).
         let mut staging = None;
+        if !dir.created && !self.opts.dry_run {
+            if let Some(d) = &dir.dir {
+                self.remove_stale(d);
+            }
+        }
         for node in &tree.nodes {
             if !is_safe_name(&node.name) {
                 self.problem(Error::integrity(
@@ -468,6 +473,23 @@ impl Restorer<'_> {
         })
     }
 
+    /// Removes the temporary files and staging directories an interrupted restore left
+    /// in an existing directory (ours, exactly a temporary name, not in use).
+    fn remove_stale(&self, dir: &Dir) {
+        let Some(fd) = dir.raw() else { return };
+        match dirfd::remove_stale(fd) {
+            Ok(names) => {
+                for n in names {
+                    (self.report)(format!(
+                        "note: removed {}, left by an interrupted restore",
+                        dir.path.join(n).display()
+                    ));
+                }
+            }
+            Err(e) => self.problem(io(&dir.path)(e)),
+        }
+    }
+
     /// `--delete`: removes what `dir` holds beyond the snapshot's entries (within the
     /// include/exclude selection), never following a symlink.
     fn delete_extra(&self, tree: &Tree, dir: &Dir, snap_dir: &Path) {
@@ -477,9 +499,9 @@ impl Restorer<'_> {
             Err(e) => return self.problem(io(&dir.path)(e)),
         };
         for name in names {
-            if tree.find(name.as_bytes()).is_some()
-                || name.as_bytes().starts_with(dirfd::TEMP_PREFIX)
-            {
+            // Leftovers of an interrupted restore are gone by now (`remove_stale`);
+            // any other temporary-looking name is just an entry the snapshot lacks.
+            if tree.find(name.as_bytes()).is_some() {
                 continue;
             }
             let snap_path = snap_dir.join(&name);

@@ -85,3 +85,127 @@ fn symlink_owner_is_set_in_a_private_staging_dir_never_on_what_replaced_the_name
         "a file outside the target was chowned by the restore"
     );
 }
+
+fn temp_names(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".cairn-restore-"))
+        .collect()
+}
+
+/// A restore killed while it writes a file leaves no file under the final name (the
+/// bytes go to a temporary name first, README), so a rerun with `--overwrite if-newer`
+/// writes it whole; the rerun also removes the interrupted restore's temporary file.
+/// The old restorer wrote new files at their final name: the rerun kept a truncated
+/// file with a current mtime.
+#[test]
+fn interrupted_restore_leaves_no_partial_file_under_its_name_and_a_rerun_cleans_up() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let data = random_bytes(96 << 20, 7);
+    fs::write(src.join("big"), &data).unwrap();
+    env.backup([&src]);
+    let target = env.path("t");
+    let r = restored(&target, &src);
+    let mut child = env
+        .cmd()
+        .args(["restore", "latest", "--target", target.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the file is being written (under whatever name), then kill.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let partial = |p: &Path| {
+        fs::symlink_metadata(p).is_ok_and(|m| m.len() > 0 && m.len() < data.len() as u64)
+    };
+    loop {
+        let names = if r.is_dir() {
+            temp_names(&r)
+        } else {
+            Vec::new()
+        };
+        if partial(&r.join("big")) || names.iter().any(|n| partial(&r.join(n))) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never saw a partial file");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    if let Ok(m) = fs::symlink_metadata(r.join("big")) {
+        assert_eq!(
+            m.len(),
+            data.len() as u64,
+            "a partial file has the final name"
+        );
+    }
+    assert!(
+        !temp_names(&r).is_empty(),
+        "the kill left no temporary file"
+    );
+    env.restore("latest", &target, &["--overwrite", "if-newer"]);
+    let got = fs::read(r.join("big")).unwrap();
+    assert!(
+        got == data,
+        "a {} byte file stayed after the rerun",
+        got.len()
+    );
+    assert_eq!(
+        temp_names(&r),
+        Vec::<String>::new(),
+        "leftovers not removed"
+    );
+}
+
+/// Only leftovers of an interrupted restore are removed: regular files and staging
+/// directories of ours whose name is exactly a temporary name. Anything else with the
+/// prefix stays, unless `--delete` removes it as an entry the snapshot lacks.
+#[test]
+fn stale_temporary_entries_are_removed_and_nothing_else() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "f").unwrap();
+    env.backup([&src]);
+    let target = env.path("t");
+    let r = restored(&target, &src);
+    fs::create_dir_all(&r).unwrap();
+    fs::write(r.join(".cairn-restore-0123456789ab"), "partial").unwrap();
+    let staging = r.join(".cairn-restore-00000000beef");
+    fs::create_dir(&staging).unwrap();
+    symlink("nowhere", staging.join("entry")).unwrap();
+    fs::write(r.join(".cairn-restore-mine"), "not a temp name").unwrap();
+    fs::create_dir(r.join(".cairn-restore-abcdefabcdef")).unwrap();
+    fs::write(
+        r.join(".cairn-restore-abcdefabcdef/x"),
+        "a directory of files",
+    )
+    .unwrap();
+    fs::create_dir(r.join(".cairn-restore-abcdefabcdee")).unwrap();
+    fs::create_dir(r.join(".cairn-restore-abcdefabcdee/sub")).unwrap();
+    let theirs = r.join(".cairn-restore-aaaaaaaaaaaa");
+    fs::write(&theirs, "someone else's").unwrap();
+    if is_root() {
+        std::os::unix::fs::chown(&theirs, Some(4242), Some(4242)).unwrap();
+    }
+    env.restore("latest", &target, &["--no-safety-snapshot"]);
+    let mut left = temp_names(&r);
+    left.sort();
+    let mut want = vec![
+        ".cairn-restore-abcdefabcdee",
+        ".cairn-restore-abcdefabcdef",
+        ".cairn-restore-mine",
+    ];
+    if is_root() {
+        want.insert(0, ".cairn-restore-aaaaaaaaaaaa");
+    }
+    assert_eq!(left, want);
+    env.restore("latest", &target, &["--delete", "--no-safety-snapshot"]);
+    assert_eq!(temp_names(&r), Vec::<String>::new(), "--delete left them");
+    assert_eq!(fs::read(r.join("f")).unwrap(), b"f");
+}
