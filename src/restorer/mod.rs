@@ -434,6 +434,8 @@ impl Restorer<'_> {
         }
         let keep_meta = match self.opts.overwrite {
             _ if dir.created => false,
+            // Only walked through to reach included paths below it: not restored.
+            _ if !selected => true,
             Overwrite::Never => true,
             Overwrite::IfNewer => !existing
                 .as_ref()

@@ -2,7 +2,7 @@
 //! the restorer before its fix.
 
 use std::fs;
-use std::os::unix::fs::{symlink, MetadataExt};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -208,4 +208,36 @@ fn stale_temporary_entries_are_removed_and_nothing_else() {
     env.restore("latest", &target, &["--delete", "--no-safety-snapshot"]);
     assert_eq!(temp_names(&r), Vec::<String>::new(), "--delete left them");
     assert_eq!(fs::read(r.join("f")).unwrap(), b"f");
+}
+
+/// `--include /src/b/f` does not touch directories outside the selection. The old
+/// restorer walked every directory and reset the metadata of every existing one.
+#[test]
+fn include_leaves_the_metadata_of_unselected_existing_directories_alone() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("a")).unwrap();
+    fs::create_dir_all(src.join("b")).unwrap();
+    fs::write(src.join("a/x"), "a").unwrap();
+    fs::write(src.join("b/f"), "f").unwrap();
+    fs::set_permissions(src.join("a"), fs::Permissions::from_mode(0o755)).unwrap();
+    env.backup([&src]);
+    let target = env.path("t");
+    let r = restored(&target, &src);
+    fs::create_dir_all(r.join("a")).unwrap();
+    fs::set_permissions(r.join("a"), fs::Permissions::from_mode(0o700)).unwrap();
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    fs::File::open(r.join("a"))
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+    let inc = format!("{}", src.join("b/f").display());
+    env.restore("latest", &target, &["--include", &inc]);
+    assert!(r.join("b/f").exists());
+    let mode = fs::metadata(r.join("a")).unwrap().mode() & 0o7777;
+    assert_eq!(
+        mode, 0o700,
+        "unselected existing directory a/ had its mode reset"
+    );
 }
