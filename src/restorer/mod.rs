@@ -265,7 +265,7 @@ impl Restorer<'_> {
         if node.kind == NodeKind::Dir {
             let tree = self.load_tree(node, &snap_path)?;
             let mut dir = Lazy::ready(root.clone());
-            self.restore_entries(&tree, &mut dir, &snap_path)?;
+            self.restore_entries(&tree, &mut dir, &snap_path, self.opts.delete)?;
             // The snapshot root is synthesized; a SUBPATH directory's own metadata goes
             // onto the target, as restic does (unless an existing target is to be kept).
             if !self.opts.dry_run
@@ -280,7 +280,15 @@ impl Restorer<'_> {
             let tree = Tree {
                 nodes: vec![node.clone()],
             };
-            self.restore_entries(&tree, &mut Lazy::ready(root), &parent)?;
+            // A single file: `--delete` has no directory of the snapshot to compare the
+            // target with, so it deletes nothing (the file's siblings are not restored).
+            if self.opts.delete {
+                (self.report)(format!(
+                    "note: {} is a single file: --delete deletes nothing",
+                    snap_path.display()
+                ));
+            }
+            self.restore_entries(&tree, &mut Lazy::ready(root), &parent, false)?;
         }
         Ok(())
     }
@@ -328,7 +336,13 @@ impl Restorer<'_> {
     }
 
     /// Restores a directory's entries into `dir` (made when the first entry needs it).
-    fn restore_entries(&self, tree: &Tree, dir: &mut Lazy, snap_dir: &Path) -> Result<()> {
+    fn restore_entries(
+        &self,
+        tree: &Tree,
+        dir: &mut Lazy,
+        snap_dir: &Path,
+        delete: bool,
+    ) -> Result<()> {
         // Plain files (no other hard links) are written in parallel once the rest of
         // the directory is in place; everything else in order.
         let mut files = Vec::new();
@@ -382,7 +396,7 @@ impl Restorer<'_> {
                     self.problem(e);
                 }
             });
-            if self.opts.delete {
+            if delete {
                 self.delete_extra(tree, d, snap_dir);
             }
         }
@@ -427,7 +441,7 @@ impl Restorer<'_> {
         if selected {
             dir.get(self)?;
         }
-        self.restore_entries(&tree, &mut dir, snap_path)?;
+        self.restore_entries(&tree, &mut dir, snap_path, self.opts.delete)?;
         let Some(d) = &dir.dir else { return Ok(()) };
         if dir.created {
             self.count(|s| s.dirs_restored += 1);

@@ -241,3 +241,34 @@ fn include_leaves_the_metadata_of_unselected_existing_directories_alone() {
         "unselected existing directory a/ had its mode reset"
     );
 }
+
+/// `SNAP:/src/f --target T --delete` restores one file and deletes nothing: the old
+/// restorer wrapped the file in a one-entry tree and deleted everything else in T.
+#[test]
+fn single_file_restore_with_delete_deletes_nothing_else_in_the_target() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "f").unwrap();
+    env.backup([&src]);
+    let target = env.path("t");
+    fs::create_dir_all(target.join("work")).unwrap();
+    fs::write(target.join("work/thesis.tex"), "four years").unwrap();
+    fs::write(target.join("notes"), "n").unwrap();
+    let snap = format!("latest:{}", src.join("f").display());
+    let out = env.run([
+        "restore",
+        &snap,
+        "--target",
+        target.to_str().unwrap(),
+        "--delete",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--delete deletes nothing"));
+    assert!(target.join("f").exists());
+    assert!(
+        target.join("work/thesis.tex").exists() && target.join("notes").exists(),
+        "a single-file restore with --delete emptied the target directory"
+    );
+}
