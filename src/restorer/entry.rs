@@ -7,6 +7,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use nix::errno::Errno;
 use nix::fcntl::{renameat, AtFlags, OFlag};
@@ -16,6 +17,7 @@ use nix::unistd::{linkat, symlinkat, unlinkat, UnlinkatFlags};
 use super::dirfd::{self, DirFd};
 use super::{meta, Dir, Overwrite, Restorer};
 use crate::error::{Error, Result};
+use crate::id::Id;
 use crate::repo::tree::{Node, NodeKind};
 
 /// What happens at a name that the snapshot has.
@@ -31,11 +33,14 @@ pub(super) enum Decision {
     Merge,
 }
 
-/// A hard-link group's first member that this restore wrote.
+/// A hard-link group's member that this restore wrote, which later members link to
+/// when their content is the same (in a damaged or hostile repository it may not be).
 #[derive(Clone)]
 pub(super) struct LinkSource {
-    pub dir: Option<DirFd>,
+    pub dir: DirFd,
     pub name: OsString,
+    pub size: u64,
+    pub content: Vec<Id>,
 }
 
 pub(super) fn io(path: &Path) -> impl Fn(Errno) -> Error + '_ {
@@ -150,23 +155,31 @@ impl Restorer<'_> {
         if let Some(p) = &self.opts.progress {
             p.add(1, node.size);
         }
+        let group = self.link_member(node);
         if self.decide(node, dir, name, existing.as_ref()) == Decision::Keep {
+            if let Some((k, false)) = group {
+                self.links.lock().unwrap().remove(&k);
+            }
             self.count(|s| s.files_skipped += 1);
             return Ok(());
         }
         self.note_write(path, existing.is_some());
-        let link_key = (node.links > 1).then_some((node.device, node.inode));
-        // Only a file this restore wrote is ever a link source: a kept file at the first
-        // member's name may be something else entirely.
-        let source = link_key.and_then(|k| self.links.lock().unwrap().get(&k).cloned());
-        if let Some(src) = source {
+        let mut source = None;
+        if let Some((k, more)) = group {
+            let mut links = self.links.lock().unwrap();
+            // The last member takes the source out: its directory is closed after it.
+            source = if more {
+                links.get(&k).cloned()
+            } else {
+                links.remove(&k)
+            };
+        }
+        // Only a file this restore wrote is ever a link source (a kept file at the first
+        // member's name may be something else entirely), and only for the same content.
+        if let Some(src) = source.filter(|s| s.size == node.size && s.content == node.content) {
             if !self.opts.dry_run {
                 let fd = dir.fd()?;
-                let src_fd = src
-                    .dir
-                    .as_ref()
-                    .expect("written sources have a dir")
-                    .as_raw_fd();
+                let src_fd = src.dir.as_raw_fd();
                 place(fd, name, existing.as_ref(), |n| {
                     linkat(
                         Some(src_fd),
@@ -190,14 +203,48 @@ impl Restorer<'_> {
             self.write_file(node, dir.fd()?, name, path, existing.as_ref())?;
             self.count(|s| s.files_restored += 1);
         }
-        if let Some(k) = link_key {
-            let src = LinkSource {
-                dir: dir.fd.clone(),
-                name: name.to_os_string(),
-            };
-            self.links.lock().unwrap().insert(k, src);
+        if let (Some((k, true)), Some(dir_fd)) = (group, &dir.fd) {
+            let mut links = self.links.lock().unwrap();
+            if links.contains_key(&k) || links.len() < self.link_cap {
+                let src = LinkSource {
+                    dir: dir_fd.clone(),
+                    name: name.to_os_string(),
+                    size: node.size,
+                    content: node.content.clone(),
+                };
+                links.insert(k, src);
+            } else {
+                self.link_copies.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Ok(())
+    }
+
+    /// Whether `node` belongs to a hard-link group of which this restore writes more
+    /// than one member.
+    pub(super) fn in_link_group(&self, node: &Node) -> bool {
+        node.links > 1
+            && self
+                .link_members
+                .lock()
+                .unwrap()
+                .contains_key(&(node.device, node.inode))
+    }
+
+    /// Counts a group member as handled: its key, and whether more members follow.
+    fn link_member(&self, node: &Node) -> Option<((u64, u64), bool)> {
+        if node.links <= 1 {
+            return None;
+        }
+        let k = (node.device, node.inode);
+        let mut members = self.link_members.lock().unwrap();
+        let left = members.get_mut(&k)?;
+        *left -= 1;
+        let more = *left > 0;
+        if !more {
+            members.remove(&k);
+        }
+        Some((k, more))
     }
 
     /// Writes a file's content so that no file with wrong or missing bytes ever has the

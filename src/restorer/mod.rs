@@ -19,6 +19,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
@@ -140,21 +141,31 @@ pub fn restore(
     opts: &RestoreOptions,
     report: &(dyn Fn(String) + Sync),
 ) -> Result<RestoreSummary> {
+    let include = PatternSet::new(opts.include.iter().map(|p| (p.as_str(), false)))?;
+    let exclude = PatternSet::new(opts.exclude.iter().map(|p| (p.as_str(), false)))?;
+    // The entries restore_entries restores (or, for a directory, walks).
+    let wanted = |p: &Path, n: &Node| {
+        !exclude.matches_self_or_ancestor(p)
+            && (n.kind == NodeKind::Dir
+                || include.is_empty()
+                || include.matches_self_or_ancestor(p))
+    };
+    let root_path = Path::new(if path.is_empty() { "/" } else { path });
+    let (shared, link_members) = shared::SharedBlobs::plan(repo, node, root_path, &wanted)?;
     let r = Restorer {
         repo,
         opts,
         report,
-        include: PatternSet::new(opts.include.iter().map(|p| (p.as_str(), false)))?,
-        exclude: PatternSet::new(opts.exclude.iter().map(|p| (p.as_str(), false)))?,
+        include,
+        exclude,
         is_root: fsmeta::is_root(),
         links: Mutex::new(HashMap::new()),
+        link_members: Mutex::new(link_members),
+        link_cap: link_cap(),
+        link_copies: AtomicU64::new(0),
         summary: Mutex::new(RestoreSummary::default()),
         plan: Mutex::new(Vec::new()),
-        shared: if opts.dry_run {
-            shared::SharedBlobs::default()
-        } else {
-            shared::SharedBlobs::plan(repo, node)?
-        },
+        shared,
     };
     let target = &opts.target;
     let target_existed = target.is_dir();
@@ -192,9 +203,33 @@ pub fn restore(
         .build()
         .map_err(|e| Error::Other(format!("starting writer threads: {e}")))?;
     pool.install(|| r.restore_root(node, path, root, target_existed))?;
+    let copies = r.link_copies.load(Ordering::Relaxed);
+    if copies > 0 {
+        report(format!(
+            "warning: {copies} hard-linked files were restored as separate copies: more than {} hard-link groups were open at once",
+            r.link_cap
+        ));
+    }
     let mut summary = r.summary.into_inner().unwrap();
     summary.replaced_paths = r.plan.into_inner().unwrap();
     Ok(summary)
+}
+
+/// How many hard-link groups may wait for their next member at once: each holds its
+/// first member's directory open, and the descriptors must last (a quarter of the
+/// limit, so writers and repository reads keep theirs).
+fn link_cap() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        1024
+    };
+    (soft / 4).clamp(8, 4096) as usize
 }
 
 /// A directory of the target as the restore sees it.
@@ -251,8 +286,15 @@ struct Restorer<'a> {
     include: PatternSet,
     exclude: PatternSet,
     is_root: bool,
-    /// (device, inode) in the snapshot → the first member this restore wrote.
+    /// (device, inode) in the snapshot → the member this restore wrote that the next
+    /// ones link to; dropped after the group's last member (at most `link_cap`).
     links: Mutex<HashMap<(u64, u64), LinkSource>>,
+    /// Members of each hard-link group still to come, within the selection; a file
+    /// whose other names are not restored is no group.
+    link_members: Mutex<HashMap<(u64, u64), u32>>,
+    link_cap: usize,
+    /// Group members written as copies because `link_cap` groups were open.
+    link_copies: AtomicU64,
     summary: Mutex<RestoreSummary>,
     /// Dry run: paths that would be replaced or deleted.
     plan: Mutex<Vec<PathBuf>>,
@@ -376,7 +418,7 @@ impl Restorer<'_> {
             }
             let d = dir.get(self)?;
             let path = d.path.join(name);
-            if node.kind == NodeKind::File && node.links <= 1 {
+            if node.kind == NodeKind::File && !self.in_link_group(node) {
                 files.push((node, name, path));
                 continue;
             }
