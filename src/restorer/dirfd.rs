@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, renameat, renameat2, AtFlags, OFlag, RenameFlags};
+use nix::fcntl::{fcntl, openat, renameat, renameat2, AtFlags, FcntlArg, OFlag, RenameFlags};
 use nix::sys::stat::{fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::{linkat, unlinkat, UnlinkatFlags};
 
@@ -34,6 +34,20 @@ pub fn open_at(dir: RawFd, name: &OsStr, flags: OFlag, mode: u32) -> nix::Result
     )?;
     // SAFETY: openat returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens an existing entry for reading only when it is the regular file `st` (its
+/// lstat) describes. O_NONBLOCK: a fifo or device swapped in at the name must not block
+/// the open (or, as a terminal, become ours); cleared again before reading.
+pub fn open_regular(dir: RawFd, name: &OsStr, st: &FileStat) -> nix::Result<OwnedFd> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+    let fd = open_at(dir, name, flags, 0)?;
+    let now = fstat(fd.as_raw_fd())?;
+    if kind(&now) != SFlag::S_IFREG || !same_inode(st, &now) {
+        return Err(Errno::ESTALE);
+    }
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_RDONLY))?;
+    Ok(fd)
 }
 
 /// Opens `name` only when it is a real directory: a symlink fails (ELOOP), so does
@@ -286,4 +300,27 @@ pub fn remove_stale(dir: RawFd) -> nix::Result<Vec<OsString>> {
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fifo at the name of the regular file that was looked at is refused at once
+    /// (a blocking open would wait for a writer forever).
+    #[test]
+    fn open_regular_refuses_a_fifo_swapped_in_without_blocking() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), "x").unwrap();
+        let dir = open_at(libc::AT_FDCWD, d.path().as_os_str(), OFlag::O_DIRECTORY, 0).unwrap();
+        let name = OsStr::new("f");
+        let st = lstat_at(dir.as_raw_fd(), name).unwrap().unwrap();
+        assert!(open_regular(dir.as_raw_fd(), name, &st).is_ok());
+        std::fs::remove_file(d.path().join("f")).unwrap();
+        nix::unistd::mkfifo(&d.path().join("f"), Mode::from_bits_truncate(0o600)).unwrap();
+        assert_eq!(
+            open_regular(dir.as_raw_fd(), name, &st).unwrap_err(),
+            Errno::ESTALE
+        );
+    }
 }

@@ -84,7 +84,7 @@ impl Restorer<'_> {
             NodeKind::File => {
                 k == SFlag::S_IFREG
                     && st.st_size as u64 == node.size
-                    && dirfd::open_at(fd, name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW, 0)
+                    && dirfd::open_regular(fd, name, st)
                         .is_ok_and(|f| self.same_content(node, &mut File::from(f)))
             }
             NodeKind::Symlink => {
