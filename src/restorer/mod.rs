@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::stat::{mkdirat, FileStat, Mode};
+use nix::sys::stat::{fstat, mkdirat, FileStat, Mode};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -306,14 +306,25 @@ impl Restorer<'_> {
         let snap_path = PathBuf::from(if path.is_empty() { "/" } else { path });
         if node.kind == NodeKind::Dir {
             let tree = self.load_tree(node, &snap_path)?;
+            // Looked at before the contents change its times.
+            let before = match root.raw() {
+                Some(fd) if existed => Some(fstat(fd).map_err(io(&root.path))?),
+                _ => None,
+            };
             let mut dir = Lazy::ready(root.clone());
             self.restore_entries(&tree, &mut dir, &snap_path, self.opts.delete)?;
             // The snapshot root is synthesized; a SUBPATH directory's own metadata goes
-            // onto the target, as restic does (unless an existing target is to be kept).
+            // onto the target, as restic does, by the rule of any existing directory.
+            let keep_meta = match (self.opts.overwrite, &before) {
+                (_, None) => false,
+                (Overwrite::Never, _) => true,
+                (Overwrite::IfNewer, Some(st)) => !entry::is_older(st, node),
+                (Overwrite::Always | Overwrite::IfChanged, _) => false,
+            };
             if !self.opts.dry_run
                 && snap_path != Path::new("/")
                 && self.selected_self_or_ancestor(&snap_path)
-                && !(existed && self.opts.overwrite == Overwrite::Never)
+                && !keep_meta
             {
                 self.report_all(meta::apply_fd(root.fd()?, &root.path, node, self.is_root));
             }

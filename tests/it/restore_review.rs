@@ -486,3 +486,38 @@ fn a_file_swapped_for_a_fifo_never_blocks_an_if_changed_restore() {
         assert_eq!(got, format!("{i:02}").as_bytes());
     }
 }
+
+/// `SNAP:/sub --overwrite if-newer` into an existing, newer target keeps the target's
+/// own metadata, by the rule for every existing directory; an older one gets the
+/// snapshot directory's. The old restorer applied it without the mtime test.
+#[test]
+fn subpath_directory_metadata_follows_if_newer_on_the_target() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("sub/f"), "f").unwrap();
+    fs::set_permissions(src.join("sub"), fs::Permissions::from_mode(0o755)).unwrap();
+    let snap_time = std::time::UNIX_EPOCH + Duration::from_secs(1_500_000_000);
+    fs::File::open(src.join("sub"))
+        .unwrap()
+        .set_modified(snap_time)
+        .unwrap();
+    env.backup([&src]);
+    let snap = format!("latest:{}", src.join("sub").display());
+    for (target_time, want_mode) in [(2_000_000_000, 0o700), (1_000_000_000, 0o755)] {
+        let target = env.path(&format!("t{target_time}"));
+        fs::create_dir_all(&target).unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o700)).unwrap();
+        let when = std::time::UNIX_EPOCH + Duration::from_secs(target_time);
+        fs::File::open(&target).unwrap().set_modified(when).unwrap();
+        env.restore(
+            &snap,
+            &target,
+            &["--overwrite", "if-newer", "--no-safety-snapshot"],
+        );
+        assert_eq!(fs::read(target.join("f")).unwrap(), b"f");
+        let mode = fs::metadata(&target).unwrap().mode() & 0o7777;
+        assert_eq!(mode, want_mode, "target with mtime {target_time}");
+    }
+}
