@@ -119,6 +119,8 @@ pub fn list(dir: RawFd) -> nix::Result<Vec<OsString>> {
 
 /// Removes one entry; a directory with everything below it. Never follows a symlink:
 /// each directory is entered with O_NOFOLLOW|O_DIRECTORY and emptied through its fd.
+/// Never crosses into another file system: a mount point below stops it with EXDEV
+/// (everything else below is still removed).
 pub fn remove_at(dir: RawFd, name: &OsStr) -> nix::Result<()> {
     match unlinkat(Some(dir), name, UnlinkatFlags::NoRemoveDir) {
         Err(Errno::EISDIR) | Err(Errno::EPERM) => remove_tree(dir, name),
@@ -135,9 +137,18 @@ fn remove_tree(dir: RawFd, name: &OsStr) -> nix::Result<()> {
         }
         Err(e) => return Err(e),
     };
-    for n in list(sub.as_raw_fd())? {
-        remove_at(sub.as_raw_fd(), &n)?;
+    // Another file system mounted here is not the target's to delete (EXDEV).
+    if fstat(sub.as_raw_fd())?.st_dev != fstat(dir)?.st_dev {
+        return Err(Errno::EXDEV);
     }
+    // The rest goes even when one entry cannot; the first failure is the answer.
+    let mut first = Ok(());
+    for n in list(sub.as_raw_fd())? {
+        if let Err(e) = remove_at(sub.as_raw_fd(), &n) {
+            first = first.and(Err(e));
+        }
+    }
+    first?;
     unlinkat(Some(dir), name, UnlinkatFlags::RemoveDir)
 }
 

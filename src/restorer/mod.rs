@@ -588,6 +588,10 @@ impl Restorer<'_> {
             }
             match dirfd::remove_at(fd, &name) {
                 Ok(()) => self.count(|s| s.deleted += 1),
+                Err(Errno::EXDEV) => self.problem(Error::Other(format!(
+                    "{}: not deleted: it is or holds a mount point of another file system",
+                    path.display()
+                ))),
                 Err(e) => self.problem(io(&path)(e)),
             }
         }

@@ -521,3 +521,70 @@ fn subpath_directory_metadata_follows_if_newer_on_the_target() {
         assert_eq!(mode, want_mode, "target with mtime {target_time}");
     }
 }
+
+/// Unmounts on drop, so a failed assertion does not leave a mount behind.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let c = std::ffi::CString::new(self.0.to_str().unwrap()).unwrap();
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// `--delete` never deletes into another file system mounted in the target: the mount
+/// point and what is on it stay, and the restore says so (exit 1). The old restorer
+/// emptied the mounted file system.
+#[test]
+fn delete_never_crosses_a_mount_point() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "f").unwrap();
+    env.backup([&src]);
+    let target = env.path("t");
+    let r = restored(&target, &src);
+    let mnt = r.join("extra/mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let c = std::ffi::CString::new(mnt.to_str().unwrap()).unwrap();
+    let fstype = std::ffi::CString::new("tmpfs").unwrap();
+    if unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            c.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    } != 0
+    {
+        eprintln!("cannot mount a tmpfs here: skipped");
+        return;
+    }
+    let _guard = Mount(mnt.clone());
+    fs::write(mnt.join("precious"), "on another file system").unwrap();
+    fs::write(r.join("extra/local"), "on the target's").unwrap();
+    let out = env.run([
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--delete",
+        "--no-safety-snapshot",
+    ]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("mount point"), "{}", stderr(&out));
+    assert_eq!(
+        fs::read(mnt.join("precious")).unwrap(),
+        b"on another file system"
+    );
+    assert!(
+        !r.join("extra/local").exists(),
+        "the target's own entry stayed"
+    );
+    assert_eq!(fs::read(r.join("f")).unwrap(), b"f");
+}
