@@ -588,3 +588,65 @@ fn delete_never_crosses_a_mount_point() {
     );
     assert_eq!(fs::read(r.join("f")).unwrap(), b"f");
 }
+
+fn chown_tree(p: &Path, uid: u32) {
+    std::os::unix::fs::lchown(p, Some(uid), Some(uid)).unwrap();
+    if fs::symlink_metadata(p).unwrap().is_dir() {
+        for e in fs::read_dir(p).unwrap() {
+            chown_tree(&e.unwrap().path(), uid);
+        }
+    }
+}
+
+/// An entry the pre-restore snapshot cannot save (here: unreadable) stops the restore
+/// before it writes anything, naming the entry; `--no-safety-snapshot` restores. The
+/// old restorer went on and replaced the entry that was not saved.
+#[test]
+fn incomplete_pre_restore_snapshot_stops_the_restore_before_it_writes() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "snapshot").unwrap();
+    let snap = env.backup([&src]);
+    let target = env.path("t");
+    let r = restored(&target, &src);
+    fs::create_dir_all(&r).unwrap();
+    // Root reads everything: run the restore as another user instead.
+    let user = is_root().then_some(4242u32);
+    if let Some(uid) = user {
+        chown_tree(env.dir.path(), uid);
+    }
+    fs::write(r.join("f"), "local only").unwrap();
+    fs::set_permissions(r.join("f"), fs::Permissions::from_mode(0o000)).unwrap();
+    if user.is_some() {
+        std::os::unix::fs::chown(r.join("f"), Some(0), Some(0)).unwrap();
+    }
+    let run = |extra: &[&str]| {
+        let mut c = env.cmd();
+        c.args(["restore", &snap, "--target", target.to_str().unwrap()]);
+        c.args(extra);
+        if let Some(uid) = user {
+            unsafe {
+                c.pre_exec(move || {
+                    if libc::setgid(uid) != 0 || libc::setuid(uid) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        c.output().unwrap()
+    };
+    let out = run(&[]);
+    let err = stderr(&out);
+    assert_ne!(code(&out), 0, "{err}");
+    assert!(err.contains("nothing was restored"), "{err}");
+    assert!(err.contains(&r.join("f").display().to_string()), "{err}");
+    fs::set_permissions(r.join("f"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(fs::read(r.join("f")).unwrap(), b"local only");
+    fs::set_permissions(r.join("f"), fs::Permissions::from_mode(0o000)).unwrap();
+    let out = run(&["--no-safety-snapshot"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(fs::read(r.join("f")).unwrap(), b"snapshot");
+}
