@@ -4,8 +4,9 @@
 //! opened once and every entry is created relative to its parent directory's descriptor
 //! (`dirfd`), directories are entered only with O_NOFOLLOW|O_DIRECTORY, so nothing
 //! another process does to the target can steer a write out of it; files are created
-//! with O_EXCL|O_NOFOLLOW (under a temporary name when they replace something) and every
-//! blob is verified before a byte of it is written. `--overwrite` decides for every
+//! with O_EXCL|O_NOFOLLOW under a temporary name and renamed into place, symlinks, fifos
+//! and devices are made and given their metadata in a private staging directory first,
+//! and every blob is verified before a byte of it is written. `--overwrite` decides for every
 //! kind of entry (`entry::Decision`); a dry run walks the same code without writing and
 //! lists what would be created, overwritten and deleted.
 
