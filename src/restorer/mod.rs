@@ -292,7 +292,7 @@ struct Restorer<'a> {
     links: Mutex<HashMap<(u64, u64), LinkSource>>,
     /// Members of each hard-link group still to come, within the selection; a file
     /// whose other names are not restored is no group.
-    link_members: Mutex<HashMap<(u64, u64), u32>>,
+    link_members: Mutex<shared::LinkMembers>,
     link_cap: usize,
     /// Group members written as copies because `link_cap` groups were open.
     link_copies: AtomicU64,

@@ -19,6 +19,9 @@ const BUDGET: usize = 64 << 20;
 /// A shared blob: filled by the first file that needs it; the others wait for it.
 type Slot = Arc<OnceLock<Option<Arc<Vec<u8>>>>>;
 
+/// (device, inode) of a hard-link group → members the restore writes.
+pub type LinkMembers = HashMap<(u64, u64), u32>;
+
 #[derive(Default)]
 pub struct SharedBlobs {
     /// Uses left, for blobs that are used more than once.
@@ -37,9 +40,9 @@ impl SharedBlobs {
         root: &Node,
         root_path: &Path,
         wanted: &dyn Fn(&Path, &Node) -> bool,
-    ) -> Result<(SharedBlobs, HashMap<(u64, u64), u32>)> {
+    ) -> Result<(SharedBlobs, LinkMembers)> {
         let mut uses: HashMap<Id, u32> = HashMap::new();
-        let mut links: HashMap<(u64, u64), u32> = HashMap::new();
+        let mut links = LinkMembers::new();
         let mut count = |node: &Node| {
             for id in &node.content {
                 *uses.entry(*id).or_default() += 1;
