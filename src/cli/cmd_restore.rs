@@ -206,9 +206,18 @@ fn safety_snapshot(
         tags: vec!["pre-restore".into()],
         ..Default::default()
     };
-    let id = cairn::archiver::backup(repo, &backup, &warn)?
+    let result = cairn::archiver::backup(repo, &backup, &warn)?;
+    let id = result
         .snapshot_id
         .ok_or_else(|| Error::Other("the pre-restore snapshot was not written".into()))?;
+    // An entry the backup could not save would be lost for good: stop before writing.
+    if result.warnings > 0 {
+        return Err(Error::Other(format!(
+            "the pre-restore snapshot {} lacks {} entries this restore would replace or delete (see above): nothing was restored; add --no-safety-snapshot to restore without saving them",
+            id.short(),
+            result.warnings
+        )));
+    }
     eprintln!(
         "cairn: saved what this restore replaces as snapshot {} (tag pre-restore)",
         id.short()

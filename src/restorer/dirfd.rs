@@ -9,9 +9,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, AtFlags, OFlag};
-use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
-use nix::unistd::{unlinkat, UnlinkatFlags};
+use nix::fcntl::{fcntl, openat, renameat, renameat2, AtFlags, FcntlArg, OFlag, RenameFlags};
+use nix::sys::stat::{fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
+use nix::unistd::{linkat, unlinkat, UnlinkatFlags};
 
 /// A directory of the target, shared by the writer threads.
 pub type DirFd = Arc<OwnedFd>;
@@ -34,6 +34,20 @@ pub fn open_at(dir: RawFd, name: &OsStr, flags: OFlag, mode: u32) -> nix::Result
     )?;
     // SAFETY: openat returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens an existing entry for reading only when it is the regular file `st` (its
+/// lstat) describes. O_NONBLOCK: a fifo or device swapped in at the name must not block
+/// the open (or, as a terminal, become ours); cleared again before reading.
+pub fn open_regular(dir: RawFd, name: &OsStr, st: &FileStat) -> nix::Result<OwnedFd> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+    let fd = open_at(dir, name, flags, 0)?;
+    let now = fstat(fd.as_raw_fd())?;
+    if kind(&now) != SFlag::S_IFREG || !same_inode(st, &now) {
+        return Err(Errno::ESTALE);
+    }
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_RDONLY))?;
+    Ok(fd)
 }
 
 /// Opens `name` only when it is a real directory: a symlink fails (ELOOP), so does
@@ -105,6 +119,8 @@ pub fn list(dir: RawFd) -> nix::Result<Vec<OsString>> {
 
 /// Removes one entry; a directory with everything below it. Never follows a symlink:
 /// each directory is entered with O_NOFOLLOW|O_DIRECTORY and emptied through its fd.
+/// Never crosses into another file system: a mount point below stops it with EXDEV
+/// (everything else below is still removed).
 pub fn remove_at(dir: RawFd, name: &OsStr) -> nix::Result<()> {
     match unlinkat(Some(dir), name, UnlinkatFlags::NoRemoveDir) {
         Err(Errno::EISDIR) | Err(Errno::EPERM) => remove_tree(dir, name),
@@ -121,8 +137,201 @@ fn remove_tree(dir: RawFd, name: &OsStr) -> nix::Result<()> {
         }
         Err(e) => return Err(e),
     };
-    for n in list(sub.as_raw_fd())? {
-        remove_at(sub.as_raw_fd(), &n)?;
+    // Another file system mounted here is not the target's to delete (EXDEV).
+    if fstat(sub.as_raw_fd())?.st_dev != fstat(dir)?.st_dev {
+        return Err(Errno::EXDEV);
     }
+    // The rest goes even when one entry cannot; the first failure is the answer.
+    let mut first = Ok(());
+    for n in list(sub.as_raw_fd())? {
+        if let Err(e) = remove_at(sub.as_raw_fd(), &n) {
+            first = first.and(Err(e));
+        }
+    }
+    first?;
     unlinkat(Some(dir), name, UnlinkatFlags::RemoveDir)
+}
+
+/// Whether `name` is exactly a name `temp_name` makes (prefix and 12 lowercase hex
+/// digits): only those are ever cleaned up as leftovers of an interrupted restore.
+pub fn is_temp_name(name: &OsStr) -> bool {
+    let n = name.as_bytes();
+    n.len() == TEMP_PREFIX.len() + 12
+        && n.starts_with(TEMP_PREFIX)
+        && n[TEMP_PREFIX.len()..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
+/// Takes an exclusive flock on an entry this restore is filling: a later restore's
+/// clean-up (`remove_stale`) leaves locked temporary entries alone.
+pub fn lock(fd: RawFd, nonblocking: bool) -> nix::Result<()> {
+    let op = libc::LOCK_EX | if nonblocking { libc::LOCK_NB } else { 0 };
+    // SAFETY: flock on a descriptor we hold; no memory is involved.
+    Errno::result(unsafe { libc::flock(fd, op) }).map(drop)
+}
+
+/// Moves the entry `from` (in directory `from_dir`) to `name` in `dir`. A rename keeps
+/// the entry's owner, mode and times, so they can be set before it becomes visible.
+/// With nothing at `name` when it was looked at (`existing` is None) the move never
+/// replaces what appeared meanwhile (RENAME_NOREPLACE; a link and an unlink where the
+/// file system lacks it); a directory there is removed first; any other entry is
+/// replaced atomically.
+pub fn move_into(
+    from_dir: RawFd,
+    from: &OsStr,
+    dir: RawFd,
+    name: &OsStr,
+    existing: Option<&FileStat>,
+) -> nix::Result<()> {
+    if existing.is_some_and(is_dir) {
+        remove_at(dir, name)?;
+    } else if existing.is_some() {
+        return renameat(Some(from_dir), from, Some(dir), name);
+    }
+    match renameat2(
+        Some(from_dir),
+        from,
+        Some(dir),
+        name,
+        RenameFlags::RENAME_NOREPLACE,
+    ) {
+        Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
+            linkat(Some(from_dir), from, Some(dir), name, AtFlags::empty())?;
+            unlinkat(Some(from_dir), from, UnlinkatFlags::NoRemoveDir)
+        }
+        r => r,
+    }
+}
+
+/// A private directory inside a directory of the target (0700, ours, held open and
+/// flocked) where symlinks, fifos and device nodes are made and given their owner,
+/// mode and times before they are renamed into place: nobody else can reach an entry
+/// in it, so nothing set by name there can land on another file.
+pub struct Staging {
+    parent: DirFd,
+    name: OsString,
+    fd: OwnedFd,
+}
+
+/// The one name used inside a staging directory.
+pub const STAGED: &str = "entry";
+
+impl Staging {
+    pub fn new(parent: &DirFd) -> nix::Result<Staging> {
+        let name = temp_name();
+        let pfd = parent.as_raw_fd();
+        mkdirat(Some(pfd), name.as_os_str(), Mode::from_bits_truncate(0o700))?;
+        let fd = open_dir(pfd, &name)?;
+        let st = fstat(fd.as_raw_fd())?;
+        // Owned by us and closed to everyone else, or it is not the one just made.
+        if !is_dir(&st) || st.st_uid != nix::unistd::geteuid().as_raw() || st.st_mode & 0o077 != 0 {
+            return Err(Errno::ESTALE);
+        }
+        lock(fd.as_raw_fd(), false)?;
+        Ok(Staging {
+            parent: parent.clone(),
+            name,
+            fd,
+        })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Removes what an entry left behind when it could not be moved into place.
+    pub fn discard(&self) {
+        let _ = unlinkat(Some(self.fd()), STAGED, UnlinkatFlags::NoRemoveDir);
+    }
+}
+
+impl Drop for Staging {
+    /// Empties the directory through its descriptor and removes it by name: `rmdir`
+    /// removes only an empty directory, so a swapped name costs nothing.
+    fn drop(&mut self) {
+        if let Ok(names) = list(self.fd()) {
+            for n in names {
+                let _ = unlinkat(Some(self.fd()), n.as_os_str(), UnlinkatFlags::NoRemoveDir);
+            }
+        }
+        let _ = unlinkat(
+            Some(self.parent.as_raw_fd()),
+            self.name.as_os_str(),
+            UnlinkatFlags::RemoveDir,
+        );
+    }
+}
+
+/// Removes what an interrupted restore left in `dir`: regular files and staging
+/// directories that are ours, carry exactly a temporary name, and are not locked by a
+/// restore still running. Returns the names removed.
+pub fn remove_stale(dir: RawFd) -> nix::Result<Vec<OsString>> {
+    let me = nix::unistd::geteuid().as_raw();
+    let mut removed = Vec::new();
+    for name in list(dir)? {
+        if !is_temp_name(&name) {
+            continue;
+        }
+        let Some(st) = lstat_at(dir, &name)? else {
+            continue;
+        };
+        if st.st_uid != me || !matches!(kind(&st), SFlag::S_IFREG | SFlag::S_IFDIR) {
+            continue;
+        }
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+        let Ok(fd) = open_at(dir, &name, flags, 0) else {
+            continue;
+        };
+        let now = fstat(fd.as_raw_fd())?;
+        if !same_inode(&st, &now) || lock(fd.as_raw_fd(), true).is_err() {
+            continue;
+        }
+        let r = if is_dir(&now) {
+            // A staging directory holds at most its one entry, never a directory:
+            // anything else is not ours to remove.
+            let sub = fd.as_raw_fd();
+            let names = list(sub)?;
+            let staged = OsStr::new(STAGED);
+            let only_staged = names.iter().all(|n| {
+                n == staged && lstat_at(sub, n).is_ok_and(|s| s.is_some_and(|s| !is_dir(&s)))
+            });
+            if !only_staged {
+                continue;
+            }
+            if !names.is_empty() {
+                let _ = unlinkat(Some(sub), staged, UnlinkatFlags::NoRemoveDir);
+            }
+            unlinkat(Some(dir), name.as_os_str(), UnlinkatFlags::RemoveDir)
+        } else {
+            unlinkat(Some(dir), name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+        };
+        if r.is_ok() {
+            removed.push(name);
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fifo at the name of the regular file that was looked at is refused at once
+    /// (a blocking open would wait for a writer forever).
+    #[test]
+    fn open_regular_refuses_a_fifo_swapped_in_without_blocking() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), "x").unwrap();
+        let dir = open_at(libc::AT_FDCWD, d.path().as_os_str(), OFlag::O_DIRECTORY, 0).unwrap();
+        let name = OsStr::new("f");
+        let st = lstat_at(dir.as_raw_fd(), name).unwrap().unwrap();
+        assert!(open_regular(dir.as_raw_fd(), name, &st).is_ok());
+        std::fs::remove_file(d.path().join("f")).unwrap();
+        nix::unistd::mkfifo(&d.path().join("f"), Mode::from_bits_truncate(0o600)).unwrap();
+        assert_eq!(
+            open_regular(dir.as_raw_fd(), name, &st).unwrap_err(),
+            Errno::ESTALE
+        );
+    }
 }

@@ -7,6 +7,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use nix::errno::Errno;
 use nix::fcntl::{renameat, AtFlags, OFlag};
@@ -16,6 +17,7 @@ use nix::unistd::{linkat, symlinkat, unlinkat, UnlinkatFlags};
 use super::dirfd::{self, DirFd};
 use super::{meta, Dir, Overwrite, Restorer};
 use crate::error::{Error, Result};
+use crate::id::Id;
 use crate::repo::tree::{Node, NodeKind};
 
 /// What happens at a name that the snapshot has.
@@ -31,11 +33,14 @@ pub(super) enum Decision {
     Merge,
 }
 
-/// A hard-link group's first member that this restore wrote.
+/// A hard-link group's member that this restore wrote, which later members link to
+/// when their content is the same (in a damaged or hostile repository it may not be).
 #[derive(Clone)]
 pub(super) struct LinkSource {
-    pub dir: Option<DirFd>,
+    pub dir: DirFd,
     pub name: OsString,
+    pub size: u64,
+    pub content: Vec<Id>,
 }
 
 pub(super) fn io(path: &Path) -> impl Fn(Errno) -> Error + '_ {
@@ -79,7 +84,7 @@ impl Restorer<'_> {
             NodeKind::File => {
                 k == SFlag::S_IFREG
                     && st.st_size as u64 == node.size
-                    && dirfd::open_at(fd, name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW, 0)
+                    && dirfd::open_regular(fd, name, st)
                         .is_ok_and(|f| self.same_content(node, &mut File::from(f)))
             }
             NodeKind::Symlink => {
@@ -150,23 +155,31 @@ impl Restorer<'_> {
         if let Some(p) = &self.opts.progress {
             p.add(1, node.size);
         }
+        let group = self.link_member(node);
         if self.decide(node, dir, name, existing.as_ref()) == Decision::Keep {
+            if let Some((k, false)) = group {
+                self.links.lock().unwrap().remove(&k);
+            }
             self.count(|s| s.files_skipped += 1);
             return Ok(());
         }
         self.note_write(path, existing.is_some());
-        let link_key = (node.links > 1).then_some((node.device, node.inode));
-        // Only a file this restore wrote is ever a link source: a kept file at the first
-        // member's name may be something else entirely.
-        let source = link_key.and_then(|k| self.links.lock().unwrap().get(&k).cloned());
-        if let Some(src) = source {
+        let mut source = None;
+        if let Some((k, more)) = group {
+            let mut links = self.links.lock().unwrap();
+            // The last member takes the source out: its directory is closed after it.
+            source = if more {
+                links.get(&k).cloned()
+            } else {
+                links.remove(&k)
+            };
+        }
+        // Only a file this restore wrote is ever a link source (a kept file at the first
+        // member's name may be something else entirely), and only for the same content.
+        if let Some(src) = source.filter(|s| s.size == node.size && s.content == node.content) {
             if !self.opts.dry_run {
                 let fd = dir.fd()?;
-                let src_fd = src
-                    .dir
-                    .as_ref()
-                    .expect("written sources have a dir")
-                    .as_raw_fd();
+                let src_fd = src.dir.as_raw_fd();
                 place(fd, name, existing.as_ref(), |n| {
                     linkat(
                         Some(src_fd),
@@ -190,19 +203,54 @@ impl Restorer<'_> {
             self.write_file(node, dir.fd()?, name, path, existing.as_ref())?;
             self.count(|s| s.files_restored += 1);
         }
-        if let Some(k) = link_key {
-            let src = LinkSource {
-                dir: dir.fd.clone(),
-                name: name.to_os_string(),
-            };
-            self.links.lock().unwrap().insert(k, src);
+        if let (Some((k, true)), Some(dir_fd)) = (group, &dir.fd) {
+            let mut links = self.links.lock().unwrap();
+            if links.contains_key(&k) || links.len() < self.link_cap {
+                let src = LinkSource {
+                    dir: dir_fd.clone(),
+                    name: name.to_os_string(),
+                    size: node.size,
+                    content: node.content.clone(),
+                };
+                links.insert(k, src);
+            } else {
+                self.link_copies.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Ok(())
     }
 
-    /// Writes a file's content so that a failure leaves no file with wrong bytes under
-    /// the entry's name: a new file is created in place (O_EXCL) and removed again on
-    /// failure; an existing entry is replaced by a renamed temporary file.
+    /// Whether `node` belongs to a hard-link group of which this restore writes more
+    /// than one member.
+    pub(super) fn in_link_group(&self, node: &Node) -> bool {
+        node.links > 1
+            && self
+                .link_members
+                .lock()
+                .unwrap()
+                .contains_key(&(node.device, node.inode))
+    }
+
+    /// Counts a group member as handled: its key, and whether more members follow.
+    fn link_member(&self, node: &Node) -> Option<((u64, u64), bool)> {
+        if node.links <= 1 {
+            return None;
+        }
+        let k = (node.device, node.inode);
+        let mut members = self.link_members.lock().unwrap();
+        let left = members.get_mut(&k)?;
+        *left -= 1;
+        let more = *left > 0;
+        if !more {
+            members.remove(&k);
+        }
+        Some((k, more))
+    }
+
+    /// Writes a file's content so that no file with wrong or missing bytes ever has the
+    /// entry's name, even when the restore is killed: it is written under a temporary
+    /// name (flocked, so a later restore's clean-up leaves it alone while it is filled),
+    /// given its metadata, and renamed into place; a failure removes it again.
     fn write_file(
         &self,
         node: &Node,
@@ -211,29 +259,25 @@ impl Restorer<'_> {
         path: &Path,
         existing: Option<&FileStat>,
     ) -> Result<()> {
-        let tmp = existing.map(|_| dirfd::temp_name());
-        let at = tmp.as_deref().unwrap_or(name);
+        let tmp = dirfd::temp_name();
         let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
-        let f = dirfd::open_at(dir, at, flags, 0o600).map_err(io(path))?;
-        let r = self.fill(node, File::from(f), path).and_then(|()| {
-            let Some(tmp) = &tmp else { return Ok(()) };
-            if existing.is_some_and(dirfd::is_dir) {
-                dirfd::remove_at(dir, name).map_err(io(path))?;
-            }
-            renameat(Some(dir), tmp.as_os_str(), Some(dir), name).map_err(io(path))
-        });
+        let mut f = File::from(dirfd::open_at(dir, &tmp, flags, 0o600).map_err(io(path))?);
+        let r = dirfd::lock(f.as_raw_fd(), false)
+            .map_err(io(path))
+            .and_then(|()| self.fill(node, &mut f, path))
+            .and_then(|()| dirfd::move_into(dir, &tmp, dir, name, existing).map_err(io(path)));
         if r.is_err() {
-            let _ = unlinkat(Some(dir), at, UnlinkatFlags::NoRemoveDir);
+            let _ = unlinkat(Some(dir), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
         }
         r
     }
 
     /// Writes the verified content, checks it back with `--verify`, then the metadata.
-    fn fill(&self, node: &Node, mut f: File, path: &Path) -> Result<()> {
+    fn fill(&self, node: &Node, f: &mut File, path: &Path) -> Result<()> {
         let mut written = 0u64;
         for id in &node.content {
             let data = self.shared.get(self.repo, id)?;
-            write_sparse(&mut f, &data).map_err(|e| Error::io_path(path, e))?;
+            write_sparse(f, &data).map_err(|e| Error::io_path(path, e))?;
             written += data.len() as u64;
         }
         if written != node.size {
@@ -251,7 +295,7 @@ impl Restorer<'_> {
             // Through the same descriptor: what is read is what was written.
             f.seek(SeekFrom::Start(0))
                 .map_err(|e| Error::io_path(path, e))?;
-            if !self.same_content(node, &mut f) {
+            if !self.same_content(node, f) {
                 return Err(Error::integrity(
                     path.display().to_string(),
                     "the file read back differs from the snapshot (--verify)",
@@ -269,6 +313,7 @@ impl Restorer<'_> {
         dir: &Dir,
         name: &OsStr,
         path: &Path,
+        staging: &mut Option<dirfd::Staging>,
     ) -> Result<()> {
         let dev_kind = match node.kind {
             // A socket belongs to the process that made it; there is nothing to restore.
@@ -295,40 +340,66 @@ impl Restorer<'_> {
             return Ok(());
         }
         let fd = dir.fd()?;
+        // Made, owned and timed in a private staging directory, then renamed into
+        // place: setting an owner or times by name where others can write could land
+        // on whatever they put at that name (a hard link to a file outside, say).
+        if staging.is_none() {
+            let parent = dir.fd.as_ref().expect("a directory written to is open");
+            *staging = Some(dirfd::Staging::new(parent).map_err(io(path))?);
+        }
+        let st = staging.as_ref().expect("just made");
+        let sfd = st.fd();
+        let staged = OsStr::new(dirfd::STAGED);
+        let made = self.make_special(node, sfd, staged, dev_kind, path);
+        let r = made.and_then(|()| {
+            dirfd::move_into(sfd, staged, fd, name, existing.as_ref()).map_err(io(path))
+        });
+        if r.is_err() {
+            st.discard();
+        }
+        r?;
+        self.count(|s| s.other_restored += 1);
+        Ok(())
+    }
+}
+
+impl Restorer<'_> {
+    /// Makes a symlink, fifo or device node at `name` in the staging directory `sfd`
+    /// and sets its metadata there.
+    fn make_special(
+        &self,
+        node: &Node,
+        sfd: RawFd,
+        name: &OsStr,
+        dev_kind: SFlag,
+        path: &Path,
+    ) -> Result<()> {
         if node.kind == NodeKind::Symlink {
             let target = OsStr::from_bytes(&node.link_target);
-            place(fd, name, existing.as_ref(), |n| {
-                symlinkat(target, Some(fd), n)
-            })
-            .map_err(io(path))?;
-            self.report_all(meta::apply_symlink(fd, name, path, node, self.is_root));
-        } else {
-            let rdev = if node.kind == NodeKind::Fifo {
-                0
-            } else {
-                node.rdev
-            };
-            let perm = Mode::from_bits_truncate(0o600);
-            place(fd, name, existing.as_ref(), |n| {
-                mknodat(Some(fd), n, dev_kind, perm, rdev)
-            })
-            .map_err(io(path))?;
-            // O_PATH opens neither a fifo's reader side nor a device; fstat proves the
-            // name still holds the node just made before its metadata is set.
-            let node_fd =
-                dirfd::open_at(fd, name, OFlag::O_PATH | OFlag::O_NOFOLLOW, 0).map_err(io(path))?;
-            let st = fstat(node_fd.as_raw_fd()).map_err(io(path))?;
-            if dirfd::kind(&st) != dev_kind || st.st_rdev != rdev {
-                return Err(io(path)(Errno::ESTALE));
-            }
-            self.report_all(meta::apply_opath(
-                node_fd.as_raw_fd(),
-                path,
-                node,
-                self.is_root,
-            ));
+            symlinkat(target, Some(sfd), name).map_err(io(path))?;
+            self.report_all(meta::apply_symlink(sfd, name, path, node, self.is_root));
+            return Ok(());
         }
-        self.count(|s| s.other_restored += 1);
+        let rdev = if node.kind == NodeKind::Fifo {
+            0
+        } else {
+            node.rdev
+        };
+        let perm = Mode::from_bits_truncate(0o600);
+        mknodat(Some(sfd), name, dev_kind, perm, rdev).map_err(io(path))?;
+        // O_PATH opens neither a fifo's reader side nor a device.
+        let node_fd =
+            dirfd::open_at(sfd, name, OFlag::O_PATH | OFlag::O_NOFOLLOW, 0).map_err(io(path))?;
+        let st = fstat(node_fd.as_raw_fd()).map_err(io(path))?;
+        if dirfd::kind(&st) != dev_kind || st.st_rdev != rdev {
+            return Err(io(path)(Errno::ESTALE));
+        }
+        self.report_all(meta::apply_opath(
+            node_fd.as_raw_fd(),
+            path,
+            node,
+            self.is_root,
+        ));
         Ok(())
     }
 }

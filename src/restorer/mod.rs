@@ -4,8 +4,9 @@
 //! opened once and every entry is created relative to its parent directory's descriptor
 //! (`dirfd`), directories are entered only with O_NOFOLLOW|O_DIRECTORY, so nothing
 //! another process does to the target can steer a write out of it; files are created
-//! with O_EXCL|O_NOFOLLOW (under a temporary name when they replace something) and every
-//! blob is verified before a byte of it is written. `--overwrite` decides for every
+//! with O_EXCL|O_NOFOLLOW under a temporary name and renamed into place, symlinks, fifos
+//! and devices are made and given their metadata in a private staging directory first,
+//! and every blob is verified before a byte of it is written. `--overwrite` decides for every
 //! kind of entry (`entry::Decision`); a dry run walks the same code without writing and
 //! lists what would be created, overwritten and deleted.
 
@@ -19,11 +20,12 @@ use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::stat::{mkdirat, FileStat, Mode};
+use nix::sys::stat::{fstat, mkdirat, FileStat, Mode};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -140,21 +142,31 @@ pub fn restore(
     opts: &RestoreOptions,
     report: &(dyn Fn(String) + Sync),
 ) -> Result<RestoreSummary> {
+    let include = PatternSet::new(opts.include.iter().map(|p| (p.as_str(), false)))?;
+    let exclude = PatternSet::new(opts.exclude.iter().map(|p| (p.as_str(), false)))?;
+    // The entries restore_entries restores (or, for a directory, walks).
+    let wanted = |p: &Path, n: &Node| {
+        !exclude.matches_self_or_ancestor(p)
+            && (n.kind == NodeKind::Dir
+                || include.is_empty()
+                || include.matches_self_or_ancestor(p))
+    };
+    let root_path = Path::new(if path.is_empty() { "/" } else { path });
+    let (shared, link_members) = shared::SharedBlobs::plan(repo, node, root_path, &wanted)?;
     let r = Restorer {
         repo,
         opts,
         report,
-        include: PatternSet::new(opts.include.iter().map(|p| (p.as_str(), false)))?,
-        exclude: PatternSet::new(opts.exclude.iter().map(|p| (p.as_str(), false)))?,
+        include,
+        exclude,
         is_root: fsmeta::is_root(),
         links: Mutex::new(HashMap::new()),
+        link_members: Mutex::new(link_members),
+        link_cap: link_cap(),
+        link_copies: AtomicU64::new(0),
         summary: Mutex::new(RestoreSummary::default()),
         plan: Mutex::new(Vec::new()),
-        shared: if opts.dry_run {
-            shared::SharedBlobs::default()
-        } else {
-            shared::SharedBlobs::plan(repo, node)?
-        },
+        shared,
     };
     let target = &opts.target;
     let target_existed = target.is_dir();
@@ -192,9 +204,33 @@ pub fn restore(
         .build()
         .map_err(|e| Error::Other(format!("starting writer threads: {e}")))?;
     pool.install(|| r.restore_root(node, path, root, target_existed))?;
+    let copies = r.link_copies.load(Ordering::Relaxed);
+    if copies > 0 {
+        report(format!(
+            "warning: {copies} hard-linked files were restored as separate copies: more than {} hard-link groups were open at once",
+            r.link_cap
+        ));
+    }
     let mut summary = r.summary.into_inner().unwrap();
     summary.replaced_paths = r.plan.into_inner().unwrap();
     Ok(summary)
+}
+
+/// How many hard-link groups may wait for their next member at once: each holds its
+/// first member's directory open, and the descriptors must last (a quarter of the
+/// limit, so writers and repository reads keep theirs).
+fn link_cap() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        1024
+    };
+    (soft / 4).clamp(8, 4096) as usize
 }
 
 /// A directory of the target as the restore sees it.
@@ -251,8 +287,15 @@ struct Restorer<'a> {
     include: PatternSet,
     exclude: PatternSet,
     is_root: bool,
-    /// (device, inode) in the snapshot → the first member this restore wrote.
+    /// (device, inode) in the snapshot → the member this restore wrote that the next
+    /// ones link to; dropped after the group's last member (at most `link_cap`).
     links: Mutex<HashMap<(u64, u64), LinkSource>>,
+    /// Members of each hard-link group still to come, within the selection; a file
+    /// whose other names are not restored is no group.
+    link_members: Mutex<shared::LinkMembers>,
+    link_cap: usize,
+    /// Group members written as copies because `link_cap` groups were open.
+    link_copies: AtomicU64,
     summary: Mutex<RestoreSummary>,
     /// Dry run: paths that would be replaced or deleted.
     plan: Mutex<Vec<PathBuf>>,
@@ -264,14 +307,25 @@ impl Restorer<'_> {
         let snap_path = PathBuf::from(if path.is_empty() { "/" } else { path });
         if node.kind == NodeKind::Dir {
             let tree = self.load_tree(node, &snap_path)?;
+            // Looked at before the contents change its times.
+            let before = match root.raw() {
+                Some(fd) if existed => Some(fstat(fd).map_err(io(&root.path))?),
+                _ => None,
+            };
             let mut dir = Lazy::ready(root.clone());
-            self.restore_entries(&tree, &mut dir, &snap_path)?;
+            self.restore_entries(&tree, &mut dir, &snap_path, self.opts.delete)?;
             // The snapshot root is synthesized; a SUBPATH directory's own metadata goes
-            // onto the target, as restic does (unless an existing target is to be kept).
+            // onto the target, as restic does, by the rule of any existing directory.
+            let keep_meta = match (self.opts.overwrite, &before) {
+                (_, None) => false,
+                (Overwrite::Never, _) => true,
+                (Overwrite::IfNewer, Some(st)) => !entry::is_older(st, node),
+                (Overwrite::Always | Overwrite::IfChanged, _) => false,
+            };
             if !self.opts.dry_run
                 && snap_path != Path::new("/")
                 && self.selected_self_or_ancestor(&snap_path)
-                && !(existed && self.opts.overwrite == Overwrite::Never)
+                && !keep_meta
             {
                 self.report_all(meta::apply_fd(root.fd()?, &root.path, node, self.is_root));
             }
@@ -280,7 +334,15 @@ impl Restorer<'_> {
             let tree = Tree {
                 nodes: vec![node.clone()],
             };
-            self.restore_entries(&tree, &mut Lazy::ready(root), &parent)?;
+            // A single file: `--delete` has no directory of the snapshot to compare the
+            // target with, so it deletes nothing (the file's siblings are not restored).
+            if self.opts.delete {
+                (self.report)(format!(
+                    "note: {} is a single file: --delete deletes nothing",
+                    snap_path.display()
+                ));
+            }
+            self.restore_entries(&tree, &mut Lazy::ready(root), &parent, false)?;
         }
         Ok(())
     }
@@ -328,10 +390,24 @@ impl Restorer<'_> {
     }
 
     /// Restores a directory's entries into `dir` (made when the first entry needs it).
-    fn restore_entries(&self, tree: &Tree, dir: &mut Lazy, snap_dir: &Path) -> Result<()> {
+    fn restore_entries(
+        &self,
+        tree: &Tree,
+        dir: &mut Lazy,
+        snap_dir: &Path,
+        delete: bool,
+    ) -> Result<()> {
         // Plain files (no other hard links) are written in parallel once the rest of
         // the directory is in place; everything else in order.
         let mut files = Vec::new();
+        // Made on the first symlink, fifo or device; removed before the directory's
+        // own metadata is set (its removal changes the directory's times).
+        let mut staging = None;
+        if !dir.created && !self.opts.dry_run {
+            if let Some(d) = &dir.dir {
+                self.remove_stale(d);
+            }
+        }
         for node in &tree.nodes {
             if !is_safe_name(&node.name) {
                 self.problem(Error::integrity(
@@ -354,26 +430,27 @@ impl Restorer<'_> {
             }
             let d = dir.get(self)?;
             let path = d.path.join(name);
-            if node.kind == NodeKind::File && node.links <= 1 {
+            if node.kind == NodeKind::File && !self.in_link_group(node) {
                 files.push((node, name, path));
                 continue;
             }
             let result = match node.kind {
                 NodeKind::Dir => self.restore_dir(node, d, name, path, &snap_path, selected),
                 NodeKind::File => self.restore_file(node, d, name, &path),
-                _ => self.restore_special(node, d, name, &path),
+                _ => self.restore_special(node, d, name, &path, &mut staging),
             };
             if let Err(e) = result {
                 self.problem(e);
             }
         }
+        drop(staging);
         if let Some(d) = &dir.dir {
             files.par_iter().for_each(|(node, name, path)| {
                 if let Err(e) = self.restore_file(node, d, name, path) {
                     self.problem(e);
                 }
             });
-            if self.opts.delete {
+            if delete {
                 self.delete_extra(tree, d, snap_dir);
             }
         }
@@ -418,13 +495,15 @@ impl Restorer<'_> {
         if selected {
             dir.get(self)?;
         }
-        self.restore_entries(&tree, &mut dir, snap_path)?;
+        self.restore_entries(&tree, &mut dir, snap_path, self.opts.delete)?;
         let Some(d) = &dir.dir else { return Ok(()) };
         if dir.created {
             self.count(|s| s.dirs_restored += 1);
         }
         let keep_meta = match self.opts.overwrite {
             _ if dir.created => false,
+            // Only walked through to reach included paths below it: not restored.
+            _ if !selected => true,
             Overwrite::Never => true,
             Overwrite::IfNewer => !existing
                 .as_ref()
@@ -464,6 +543,23 @@ impl Restorer<'_> {
         })
     }
 
+    /// Removes the temporary files and staging directories an interrupted restore left
+    /// in an existing directory (ours, exactly a temporary name, not in use).
+    fn remove_stale(&self, dir: &Dir) {
+        let Some(fd) = dir.raw() else { return };
+        match dirfd::remove_stale(fd) {
+            Ok(names) => {
+                for n in names {
+                    (self.report)(format!(
+                        "note: removed {}, left by an interrupted restore",
+                        dir.path.join(n).display()
+                    ));
+                }
+            }
+            Err(e) => self.problem(io(&dir.path)(e)),
+        }
+    }
+
     /// `--delete`: removes what `dir` holds beyond the snapshot's entries (within the
     /// include/exclude selection), never following a symlink.
     fn delete_extra(&self, tree: &Tree, dir: &Dir, snap_dir: &Path) {
@@ -473,9 +569,9 @@ impl Restorer<'_> {
             Err(e) => return self.problem(io(&dir.path)(e)),
         };
         for name in names {
-            if tree.find(name.as_bytes()).is_some()
-                || name.as_bytes().starts_with(dirfd::TEMP_PREFIX)
-            {
+            // Leftovers of an interrupted restore are gone by now (`remove_stale`);
+            // any other temporary-looking name is just an entry the snapshot lacks.
+            if tree.find(name.as_bytes()).is_some() {
                 continue;
             }
             let snap_path = snap_dir.join(&name);
@@ -493,6 +589,10 @@ impl Restorer<'_> {
             }
             match dirfd::remove_at(fd, &name) {
                 Ok(()) => self.count(|s| s.deleted += 1),
+                Err(Errno::EXDEV) => self.problem(Error::Other(format!(
+                    "{}: not deleted: it is or holds a mount point of another file system",
+                    path.display()
+                ))),
                 Err(e) => self.problem(io(&path)(e)),
             }
         }

@@ -3,11 +3,14 @@
 //! simply read again.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::Result;
 use crate::id::Id;
-use crate::repo::tree::{Node, NodeKind};
+use crate::repo::tree::{is_safe_name, Node, NodeKind};
 use crate::repo::Repository;
 
 /// Memory the shared blobs may hold at once.
@@ -15,6 +18,9 @@ const BUDGET: usize = 64 << 20;
 
 /// A shared blob: filled by the first file that needs it; the others wait for it.
 type Slot = Arc<OnceLock<Option<Arc<Vec<u8>>>>>;
+
+/// (device, inode) of a hard-link group → members the restore writes.
+pub type LinkMembers = HashMap<(u64, u64), u32>;
 
 #[derive(Default)]
 pub struct SharedBlobs {
@@ -25,28 +31,54 @@ pub struct SharedBlobs {
 }
 
 impl SharedBlobs {
-    /// Counts how often each blob below `root` is used (one pass over the trees).
-    pub fn plan(repo: &Repository, root: &Node) -> Result<SharedBlobs> {
+    /// Counts how often each blob below `root` (at snapshot path `root_path`) is used by
+    /// the files the restore selects (`wanted`: whether an entry is restored, or for a
+    /// directory, walked), and how many members of each hard-link group it restores
+    /// (one pass over the trees).
+    pub fn plan(
+        repo: &Repository,
+        root: &Node,
+        root_path: &Path,
+        wanted: &dyn Fn(&Path, &Node) -> bool,
+    ) -> Result<(SharedBlobs, LinkMembers)> {
         let mut uses: HashMap<Id, u32> = HashMap::new();
-        let mut stack: Vec<Id> = root.subtree.into_iter().collect();
-        if root.kind == NodeKind::File {
-            for id in &root.content {
+        let mut links = LinkMembers::new();
+        let mut count = |node: &Node| {
+            for id in &node.content {
                 *uses.entry(*id).or_default() += 1;
             }
+            if node.kind == NodeKind::File && node.links > 1 {
+                *links.entry((node.device, node.inode)).or_default() += 1;
+            }
+        };
+        let mut stack: Vec<(Id, PathBuf)> = Vec::new();
+        match root.kind {
+            NodeKind::Dir => stack.extend(root.subtree.map(|id| (id, root_path.to_path_buf()))),
+            _ => count(root),
         }
-        while let Some(tree) = stack.pop() {
+        while let Some((tree, dir)) = stack.pop() {
             for node in repo.load_tree(&tree)?.nodes {
-                stack.extend(node.subtree);
-                for id in &node.content {
-                    *uses.entry(*id).or_default() += 1;
+                if !is_safe_name(&node.name) {
+                    continue;
+                }
+                let path = dir.join(OsStr::from_bytes(&node.name));
+                if !wanted(&path, &node) {
+                    continue;
+                }
+                if node.kind == NodeKind::Dir {
+                    stack.extend(node.subtree.map(|id| (id, path)));
+                } else {
+                    count(&node);
                 }
             }
         }
         uses.retain(|_, n| *n > 1);
-        Ok(SharedBlobs {
+        links.retain(|_, n| *n > 1);
+        let blobs = SharedBlobs {
             uses: Mutex::new(uses),
             held: Mutex::default(),
-        })
+        };
+        Ok((blobs, links))
     }
 
     /// The blob's content: fetched once for all the files that share it.

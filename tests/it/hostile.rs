@@ -154,3 +154,27 @@ fn symlinks_are_restored_as_links_and_never_followed() {
         assert!(fs::read_dir(&outside).unwrap().next().is_none());
     }
 }
+
+/// Members of a hard-link group whose content differs (a hostile or damaged tree) are
+/// not linked: each file gets its own content. The old restorer linked the second name
+/// to the first file, so it read the first file's bytes.
+#[test]
+fn hard_link_members_with_different_content_are_not_linked() {
+    let env = Env::new();
+    env.init();
+    hostile_snapshot(&env, |repo| {
+        let mut a = file(b"a", repo, b"first file");
+        let mut b = file(b"b", repo, b"second, other content");
+        for n in [&mut a, &mut b] {
+            (n.device, n.inode, n.links) = (1, 7, 2);
+        }
+        vec![a, b]
+    });
+    let target = env.path("target");
+    env.restore("latest", &target, &[]);
+    assert_eq!(fs::read(target.join("a")).unwrap(), b"first file");
+    assert_eq!(
+        fs::read(target.join("b")).unwrap(),
+        b"second, other content"
+    );
+}

@@ -25,6 +25,7 @@ mod permissions;
 mod restore_overwrite;
 mod restore_plan;
 mod restore_race;
+mod restore_review;
 mod restore_safety;
 mod selection;
 mod sources;
