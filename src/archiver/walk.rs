@@ -322,6 +322,11 @@ impl<'a> Walker<'a> {
             }
         };
         let mut node = self.node_for(name, path, access, &meta);
+        if node.kind == NodeKind::Symlink && node.link_target.is_empty() {
+            // Its target could not be read (it was swapped or removed after the lstat;
+            // the warning is out): a link with no target cannot be restored, leave it out.
+            return Ok(None);
+        }
         match node.kind {
             NodeKind::File => {
                 let size = node.size;
