@@ -356,3 +356,16 @@ fn compare_trees(a: Snapshot, b: Snapshot) {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// Whether a test's prerequisite holds; when it does not, the test is skipped with a
+/// note, except under `CI=true`, where a missing prerequisite is a failure.
+pub fn prerequisite(ok: bool, what: &str) -> bool {
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must provide: {what}"
+        );
+        eprintln!("skipped: needs {what}");
+    }
+    ok
+}

@@ -20,7 +20,7 @@ fn restored(target: &Path, src: &Path) -> PathBuf {
 /// to some file gets that file chowned to the symlink's owner.
 #[test]
 fn symlink_owner_is_set_in_a_private_staging_dir_never_on_what_replaced_the_name() {
-    if !is_root() {
+    if !prerequisite(is_root(), "root") {
         return;
     }
     let env = Env::new();
@@ -537,7 +537,7 @@ impl Drop for Mount {
 /// emptied the mounted file system.
 #[test]
 fn delete_never_crosses_a_mount_point() {
-    if !is_root() {
+    if !prerequisite(is_root(), "root") {
         return;
     }
     let env = Env::new();
@@ -562,7 +562,7 @@ fn delete_never_crosses_a_mount_point() {
         )
     } != 0
     {
-        eprintln!("cannot mount a tmpfs here: skipped");
+        prerequisite(false, "a tmpfs mount (root)");
         return;
     }
     let _guard = Mount(mnt.clone());
