@@ -8,6 +8,7 @@
 mod confirm;
 mod exclude;
 mod saver;
+mod source;
 mod walk;
 
 use std::collections::BTreeMap;
