@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -73,10 +73,96 @@ fn ts(secs: i64, nanos: i64) -> Timestamp {
     }
 }
 
+/// The parts of a `stat` a node records, from std's `Metadata` or a raw `stat` taken
+/// relative to a directory descriptor (`fstatat`).
+pub struct StatFields {
+    /// `st_mode` (file type and permission bits).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: (i64, i64),
+    pub atime: (i64, i64),
+    pub ctime: (i64, i64),
+    pub ino: u64,
+    pub dev: u64,
+    pub nlink: u64,
+    pub size: u64,
+    pub rdev: u64,
+}
+
+impl From<&Metadata> for StatFields {
+    fn from(m: &Metadata) -> Self {
+        StatFields {
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            atime: (m.atime(), m.atime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            ino: m.ino(),
+            dev: m.dev(),
+            nlink: m.nlink(),
+            size: m.len(),
+            rdev: m.rdev(),
+        }
+    }
+}
+
+impl From<&libc::stat> for StatFields {
+    #[allow(clippy::unnecessary_cast)] // field widths differ between targets
+    fn from(st: &libc::stat) -> Self {
+        StatFields {
+            mode: st.st_mode as u32,
+            uid: st.st_uid as u32,
+            gid: st.st_gid as u32,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+            atime: (st.st_atime as i64, st.st_atime_nsec as i64),
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+            ino: st.st_ino as u64,
+            dev: st.st_dev as u64,
+            nlink: st.st_nlink as u64,
+            size: st.st_size as u64,
+            rdev: st.st_rdev as u64,
+        }
+    }
+}
+
+/// A node from its stat alone: no link target, no xattrs, no content or subtree yet.
+pub fn node_from_stat(name: &[u8], st: &StatFields, owners: &OwnerNames) -> Node {
+    let kind = match st.mode & libc::S_IFMT {
+        libc::S_IFREG => NodeKind::File,
+        libc::S_IFDIR => NodeKind::Dir,
+        libc::S_IFLNK => NodeKind::Symlink,
+        libc::S_IFIFO => NodeKind::Fifo,
+        libc::S_IFCHR => NodeKind::CharDevice,
+        libc::S_IFBLK => NodeKind::BlockDevice,
+        _ => NodeKind::Socket,
+    };
+    let mut n = Node::new(name.to_vec(), kind);
+    n.mode = st.mode & 0o7777;
+    n.uid = st.uid;
+    n.gid = st.gid;
+    n.user = owners.user(n.uid);
+    n.group = owners.group(n.gid);
+    n.mtime = ts(st.mtime.0, st.mtime.1);
+    n.atime = ts(st.atime.0, st.atime.1);
+    n.ctime = ts(st.ctime.0, st.ctime.1);
+    n.inode = st.ino;
+    n.device = st.dev;
+    n.links = st.nlink;
+    if kind == NodeKind::File {
+        n.size = st.size;
+    }
+    if matches!(kind, NodeKind::CharDevice | NodeKind::BlockDevice) {
+        n.rdev = st.rdev;
+    }
+    n
+}
+
 /// A node for `path` from its (not followed) metadata; no content or subtree yet.
-/// The link target and xattrs are read through `access` (a path relative to an open
-/// directory, see archiver/walk.rs; `path` itself is for messages). Unreadable xattrs
-/// or link targets are reported through the returned warning.
+/// The link target and xattrs are read through `access` (`path` itself is for
+/// messages). Unreadable xattrs or link targets are reported through the returned
+/// warning.
 pub fn node_from_metadata(
     name: &[u8],
     path: &Path,
@@ -84,42 +170,9 @@ pub fn node_from_metadata(
     meta: &Metadata,
     owners: &OwnerNames,
 ) -> (Node, Option<String>) {
-    let ft = meta.file_type();
-    let kind = if ft.is_file() {
-        NodeKind::File
-    } else if ft.is_dir() {
-        NodeKind::Dir
-    } else if ft.is_symlink() {
-        NodeKind::Symlink
-    } else if ft.is_fifo() {
-        NodeKind::Fifo
-    } else if ft.is_char_device() {
-        NodeKind::CharDevice
-    } else if ft.is_block_device() {
-        NodeKind::BlockDevice
-    } else {
-        NodeKind::Socket
-    };
-    let mut n = Node::new(name.to_vec(), kind);
-    n.mode = meta.mode() & 0o7777;
-    n.uid = meta.uid();
-    n.gid = meta.gid();
-    n.user = owners.user(n.uid);
-    n.group = owners.group(n.gid);
-    n.mtime = ts(meta.mtime(), meta.mtime_nsec());
-    n.atime = ts(meta.atime(), meta.atime_nsec());
-    n.ctime = ts(meta.ctime(), meta.ctime_nsec());
-    n.inode = meta.ino();
-    n.device = meta.dev();
-    n.links = meta.nlink();
-    if kind == NodeKind::File {
-        n.size = meta.len();
-    }
-    if matches!(kind, NodeKind::CharDevice | NodeKind::BlockDevice) {
-        n.rdev = meta.rdev();
-    }
+    let mut n = node_from_stat(name, &StatFields::from(meta), owners);
     let mut warning = None;
-    if kind == NodeKind::Symlink {
+    if n.kind == NodeKind::Symlink {
         match std::fs::read_link(access) {
             Ok(t) => n.link_target = t.as_os_str().as_bytes().to_vec(),
             Err(e) => warning = Some(format!("{}: reading link target: {e}", path.display())),
@@ -127,18 +180,35 @@ pub fn node_from_metadata(
     }
     match read_xattrs(access) {
         Ok(x) => n.xattrs = x,
-        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {}
-        Err(e) => {
-            warning = Some(format!(
-                "{}: reading extended attributes: {e}",
-                path.display()
-            ))
-        }
+        Err(e) => warning = xattr_warning(path, e).or(warning),
     }
     (n, warning)
 }
 
-fn read_xattrs(path: &Path) -> std::io::Result<Vec<Xattr>> {
+/// The warning for xattrs that could not be read (none where the file system has none).
+pub fn xattr_warning(path: &Path, e: std::io::Error) -> Option<String> {
+    (e.raw_os_error() != Some(libc::ENOTSUP))
+        .then(|| format!("{}: reading extended attributes: {e}", path.display()))
+}
+
+/// Extended attributes through an open file or directory.
+pub fn read_xattrs_of(f: &std::fs::File) -> std::io::Result<Vec<Xattr>> {
+    use xattr::FileExt;
+    let mut out = Vec::new();
+    for name in f.list_xattr()? {
+        if let Some(value) = f.get_xattr(&name)? {
+            out.push(Xattr {
+                name: name.as_bytes().to_vec(),
+                value,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Extended attributes of `path` itself (a symlink's own, not its target's).
+pub fn read_xattrs(path: &Path) -> std::io::Result<Vec<Xattr>> {
     let mut out = Vec::new();
     for name in xattr::list(path)? {
         if let Some(value) = xattr::get(path, &name)? {

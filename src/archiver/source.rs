@@ -2,9 +2,13 @@
 //! `O_NOFOLLOW`, checked against what the walk saw, and everything below them reached
 //! relative to that descriptor; files with `O_NOFOLLOW | O_NONBLOCK`, checked likewise.
 
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
+
+use nix::fcntl::OFlag;
 
 use crate::repo::tree::Node;
 #[cfg(test)]
@@ -40,11 +44,28 @@ pub(super) struct DirHandle {
 /// Opens a directory the walk lstat'ed: never through a symlink, and only while it is
 /// still that directory (same device and inode).
 pub(super) fn open_dir(access: &Path, expect: Option<(u64, u64)>) -> std::io::Result<DirHandle> {
-    use std::os::fd::AsRawFd;
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
         .open(access)?;
+    dir_handle(file, access, expect)
+}
+
+/// The same for an entry `name` of the open directory `parent` (`openat`).
+pub(super) fn open_dir_at(
+    parent: &DirHandle,
+    name: &OsStr,
+    expect: Option<(u64, u64)>,
+) -> std::io::Result<DirHandle> {
+    let file = open_at(
+        parent,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+    )?;
+    dir_handle(file, &parent.access.join(name), expect)
+}
+
+fn dir_handle(file: File, access: &Path, expect: Option<(u64, u64)>) -> std::io::Result<DirHandle> {
     let m = file.metadata()?;
     if !m.is_dir() || expect.is_some_and(|(dev, ino)| (m.dev(), m.ino()) != (dev, ino)) {
         return Err(std::io::Error::other(
@@ -60,6 +81,32 @@ pub(super) fn open_dir(access: &Path, expect: Option<(u64, u64)>) -> std::io::Re
     Ok(DirHandle { file, access })
 }
 
+fn open_at(parent: &DirHandle, name: &OsStr, flags: OFlag) -> std::io::Result<File> {
+    let fd = nix::fcntl::openat(
+        Some(parent.file.as_raw_fd()),
+        name,
+        flags | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // SAFETY: openat just returned this descriptor, and nothing else owns it.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// `lstat` of an entry of an open directory (`fstatat`, not following a symlink).
+pub(super) fn stat_at(parent: &DirHandle, name: &OsStr) -> std::io::Result<libc::stat> {
+    Ok(nix::sys::stat::fstatat(
+        Some(parent.file.as_raw_fd()),
+        name,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )?)
+}
+
+/// The target of a symlink in an open directory (`readlinkat`).
+pub(super) fn read_link_at(parent: &DirHandle, name: &OsStr) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::ffi::OsStringExt;
+    Ok(nix::fcntl::readlinkat(Some(parent.file.as_raw_fd()), name)?.into_vec())
+}
+
 /// Opens a source file without updating its access time where the kernel allows it;
 /// never through a symlink, and without blocking should a FIFO have been swapped in.
 pub(super) fn open_source(path: &Path) -> std::io::Result<File> {
@@ -73,6 +120,15 @@ pub(super) fn open_source(path: &Path) -> std::io::Result<File> {
             .read(true)
             .custom_flags(no_follow)
             .open(path),
+        r => r,
+    }
+}
+
+/// The same for an entry of an open directory (`openat`).
+pub(super) fn open_source_at(parent: &DirHandle, name: &OsStr) -> std::io::Result<File> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
+    match open_at(parent, name, flags | OFlag::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open_at(parent, name, flags),
         r => r,
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
@@ -13,14 +13,19 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use super::saver::BlobSaver;
-use super::source::{open_dir, open_source, same_file};
+use super::source::{
+    open_dir, open_dir_at, open_source, open_source_at, read_link_at, same_file, stat_at, DirHandle,
+};
 use super::{encode_tree, synthetic_dir, BackupOptions, Excluder, VirtualDir, VirtualEntry};
 use crate::error::{Error, Result};
-use crate::fsmeta::{node_from_metadata, OwnerNames};
+use crate::fsmeta::{
+    node_from_metadata, node_from_stat, read_xattrs, read_xattrs_of, xattr_warning, OwnerNames,
+    StatFields,
+};
 use crate::id::Id;
 use crate::repo::pack::{BlobType, MAX_BLOB};
 use crate::repo::snapshot::Summary;
-use crate::repo::tree::{Node, NodeKind, Timestamp, Tree};
+use crate::repo::tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 use crate::repo::Repository;
 
 pub(super) struct Walker<'a> {
@@ -50,7 +55,54 @@ pub(super) struct Walker<'a> {
 /// coarse clock (a jiffy, up to 10 ms; 1 s on some; 2 s on FAT), so 2 s covers all.
 const RACY_MARGIN_SECS: i64 = 2;
 
-type LinkSlot = std::sync::Arc<Mutex<Option<(Vec<Id>, u64)>>>;
+/// A hard-link group's one read: content, size and extended attributes.
+type LinkSlot = std::sync::Arc<Mutex<Option<(Vec<Id>, u64, Vec<Xattr>)>>>;
+
+/// Where an entry is: a source named by its path, or a name in an open directory
+/// (reached with `*at` calls, never through a symlink swapped in above it).
+pub(super) enum At<'a> {
+    Path(&'a Path),
+    Dir(&'a DirHandle, &'a std::ffi::OsStr),
+}
+
+impl At<'_> {
+    fn stat(&self) -> std::io::Result<StatFields> {
+        match self {
+            At::Path(p) => p.symlink_metadata().map(|m| StatFields::from(&m)),
+            At::Dir(d, name) => stat_at(d, name).map(|st| StatFields::from(&st)),
+        }
+    }
+
+    fn read_link(&self) -> std::io::Result<Vec<u8>> {
+        match self {
+            At::Path(p) => std::fs::read_link(p).map(|t| t.into_os_string().into_vec()),
+            At::Dir(d, name) => read_link_at(d, name),
+        }
+    }
+
+    fn open_file(&self) -> std::io::Result<File> {
+        match self {
+            At::Path(p) => open_source(p),
+            At::Dir(d, name) => open_source_at(d, name),
+        }
+    }
+
+    fn open_dir(&self, expect: Option<(u64, u64)>) -> std::io::Result<DirHandle> {
+        match self {
+            At::Path(p) => open_dir(p, expect),
+            At::Dir(d, name) => open_dir_at(d, name, expect),
+        }
+    }
+
+    /// A path that reaches the entry (through `/proc/self/fd/N` for a directory entry),
+    /// for the calls that have no `*at` form (extended attributes of a symlink).
+    fn path(&self) -> std::path::PathBuf {
+        match self {
+            At::Path(p) => p.to_path_buf(),
+            At::Dir(d, name) => d.access.join(name),
+        }
+    }
+}
 
 /// Files up to this size are read whole into memory and chunked there; larger ones
 /// stream through the chunker.
@@ -215,7 +267,8 @@ impl<'a> Walker<'a> {
             let parent_node = parent.and_then(|t| t.find(name));
             match entry {
                 VirtualEntry::Source => {
-                    if let Some(n) = self.save_entry(name, &child, &child, parent_node, None)? {
+                    let at = At::Path(&child);
+                    if let Some(n) = self.save_entry(name, &child, &at, parent_node, None)? {
                         nodes.push(n);
                     }
                 }
@@ -241,14 +294,9 @@ impl<'a> Walker<'a> {
         self.store_tree(Tree { nodes })
     }
 
-    /// Saves one real directory's tree; its entries are handled in parallel.
-    ///
-    /// The directory is opened once, never through a symlink, and must be the one the
-    /// walk lstat'ed (`expect`: device and inode); everything below it is reached
-    /// relative to that descriptor (`/proc/self/fd/N/NAME`, which resolves like
-    /// `openat(N, NAME)`), so a directory swapped for a symlink mid-walk is reported and
-    /// left empty, never followed out of the source. `dir` is the path for patterns and
-    /// messages, `access` the path to open it by.
+    /// Saves the tree of a real directory given by path (a source, or `/`): opened
+    /// once, never through a symlink, and only while it is the one the walk saw
+    /// (`expect`: device and inode).
     fn save_dir(
         &self,
         dir: &Path,
@@ -256,13 +304,20 @@ impl<'a> Walker<'a> {
         expect: Option<(u64, u64)>,
         parent: Option<&Tree>,
     ) -> Result<Id> {
-        let handle = match open_dir(access, expect) {
-            Ok(h) => h,
+        match open_dir(access, expect) {
+            Ok(handle) => self.save_open_dir(dir, &handle, parent),
             Err(e) => {
                 self.warning(format!("{}: {e}", dir.display()));
-                return self.store_tree(Tree::default());
+                self.store_tree(Tree::default())
             }
-        };
+        }
+    }
+
+    /// Saves an open directory's tree; its entries are handled in parallel, each
+    /// reached relative to the directory's descriptor (`fstatat`, `openat`,
+    /// `readlinkat`), so a directory swapped for a symlink mid-walk is never followed
+    /// out of the source. `dir` is the path for patterns and messages.
+    fn save_open_dir(&self, dir: &Path, handle: &DirHandle, parent: Option<&Tree>) -> Result<Id> {
         let root_dev = handle.file.metadata().map(|m| m.dev()).ok();
         let marker = self.excluder.marker_in(&handle.access);
         let mut names: Vec<Vec<u8>> = Vec::new();
@@ -290,44 +345,58 @@ impl<'a> Walker<'a> {
                     return Ok(None);
                 }
                 let parent_node = parent.and_then(|t| t.find(name));
-                self.save_entry(
-                    name,
-                    &path,
-                    &handle.access.join(name_os),
-                    parent_node,
-                    root_dev,
-                )
+                let at = At::Dir(handle, name_os);
+                self.save_entry(name, &path, &at, parent_node, root_dev)
             })
             .collect::<Result<_>>()?;
-        drop(handle);
         self.store_tree(Tree {
             nodes: nodes.into_iter().flatten().collect(),
         })
     }
 
+    /// Reads an entry's extended attributes by path (symlinks, devices, FIFOs: entries
+    /// cairn does not open); a failure is a warning.
+    fn xattrs_by_path(&self, node: &mut Node, path: &Path, at: &At) {
+        match read_xattrs(&at.path()) {
+            Ok(x) => node.xattrs = x,
+            Err(e) => {
+                if let Some(w) = xattr_warning(path, e) {
+                    self.warning(w);
+                }
+            }
+        }
+    }
+
+    /// Reads extended attributes through an open file or directory.
+    fn xattrs_of(&self, node: &mut Node, path: &Path, f: &File) {
+        match read_xattrs_of(f) {
+            Ok(x) => node.xattrs = x,
+            Err(e) => {
+                if let Some(w) = xattr_warning(path, e) {
+                    self.warning(w);
+                }
+            }
+        }
+    }
+
     /// One entry of any kind; `None` when it could not be read (after a warning).
-    /// `path` names it (patterns, messages); `access` reaches it (see `save_dir`).
+    /// `path` names it (patterns, messages); `at` reaches it.
     fn save_entry(
         &self,
         name: &[u8],
         path: &Path,
-        access: &Path,
+        at: &At,
         parent: Option<&Node>,
         dir_dev: Option<u64>,
     ) -> Result<Option<Node>> {
-        let meta = match access.symlink_metadata() {
-            Ok(m) => m,
+        let st = match at.stat() {
+            Ok(st) => st,
             Err(e) => {
                 self.warning(format!("{}: {e}", path.display()));
                 return Ok(None);
             }
         };
-        let mut node = self.node_for(name, path, access, &meta);
-        if node.kind == NodeKind::Symlink && node.link_target.is_empty() {
-            // Its target could not be read (it was swapped or removed after the lstat;
-            // the warning is out): a link with no target cannot be restored, leave it out.
-            return Ok(None);
-        }
+        let mut node = node_from_stat(name, &st, &self.owners);
         match node.kind {
             NodeKind::File => {
                 let size = node.size;
@@ -335,7 +404,7 @@ impl<'a> Walker<'a> {
                     s.total_files_processed += 1;
                     s.total_bytes_processed += size;
                 });
-                let saved = self.save_file(path, access, &mut node, parent)?;
+                let saved = self.save_file(path, at, &mut node, parent)?;
                 if let Some(p) = &self.opts.progress {
                     p.add(1, size);
                 }
@@ -348,16 +417,38 @@ impl<'a> Walker<'a> {
                     self.opts.one_file_system && dir_dev.is_some_and(|d| d != node.device);
                 let id = if other_fs {
                     // A mount point: keep the directory itself, not what is mounted there.
+                    self.xattrs_by_path(&mut node, path, at);
                     self.store_tree(Tree::default())?
                 } else {
                     let parent_tree = self.load_parent_tree(parent);
-                    let expect = Some((meta.dev(), meta.ino()));
-                    self.save_dir(path, access, expect, parent_tree.as_ref())?
+                    match at.open_dir(Some((node.device, node.inode))) {
+                        Ok(handle) => {
+                            self.xattrs_of(&mut node, path, &handle.file);
+                            self.save_open_dir(path, &handle, parent_tree.as_ref())?
+                        }
+                        Err(e) => {
+                            self.warning(format!("{}: {e}", path.display()));
+                            self.store_tree(Tree::default())?
+                        }
+                    }
                 };
                 self.count_dir(parent, id);
                 node.subtree = Some(id);
             }
-            _ => {}
+            NodeKind::Symlink => {
+                match at.read_link() {
+                    Ok(t) if !t.is_empty() => node.link_target = t,
+                    Ok(_) => return Ok(None),
+                    Err(e) => {
+                        // Swapped or removed after the walk saw it: a link without a
+                        // target cannot be restored, so it is left out.
+                        self.warning(format!("{}: reading link target: {e}", path.display()));
+                        return Ok(None);
+                    }
+                }
+                self.xattrs_by_path(&mut node, path, at);
+            }
+            _ => self.xattrs_by_path(&mut node, path, at),
         }
         Ok(Some(node))
     }
@@ -389,12 +480,12 @@ impl<'a> Walker<'a> {
     fn save_file(
         &self,
         path: &Path,
-        access: &Path,
+        at: &At,
         node: &mut Node,
         parent: Option<&Node>,
     ) -> Result<bool> {
         if node.links <= 1 {
-            return self.save_file_once(path, access, node, parent);
+            return self.save_file_once(path, at, node, parent);
         }
         let slot = self
             .hardlinks
@@ -404,15 +495,16 @@ impl<'a> Walker<'a> {
             .or_default()
             .clone();
         let mut slot = slot.lock().unwrap();
-        if let Some((content, size)) = &*slot {
+        if let Some((content, size, xattrs)) = &*slot {
             node.content = content.clone();
             node.size = *size;
+            node.xattrs = xattrs.clone();
             self.count(|s| s.files_unmodified += 1);
             return Ok(true);
         }
-        let saved = self.save_file_once(path, access, node, parent)?;
+        let saved = self.save_file_once(path, at, node, parent)?;
         if saved {
-            *slot = Some((node.content.clone(), node.size));
+            *slot = Some((node.content.clone(), node.size, node.xattrs.clone()));
         }
         Ok(saved)
     }
@@ -420,12 +512,19 @@ impl<'a> Walker<'a> {
     fn save_file_once(
         &self,
         path: &Path,
-        access: &Path,
+        at: &At,
         node: &mut Node,
         parent: Option<&Node>,
     ) -> Result<bool> {
         if let Some(p) = self.unchanged(node, parent) {
             node.content = p.content.clone();
+            if self.opts.ignore_ctime {
+                // Without ctime, a changed attribute would go unseen: read them.
+                self.xattrs_by_path(node, path, at);
+            } else {
+                // Setting an attribute moves the ctime: the same ctime, the same ones.
+                node.xattrs = p.xattrs.clone();
+            }
             let queued = self.queued.lock().unwrap();
             self.relied
                 .lock()
@@ -433,9 +532,13 @@ impl<'a> Walker<'a> {
                 .extend(p.content.iter().filter(|id| !queued.contains(id)));
             self.count(|s| s.files_unmodified += 1);
         } else {
-            let read = open_source(access)
+            let read = at
+                .open_file()
                 .and_then(|f| same_file(f, node))
-                .and_then(|f| self.read_file_checked(f));
+                .and_then(|f| {
+                    self.xattrs_of(node, path, &f);
+                    self.read_file_checked(f)
+                });
             match read {
                 Ok((Ok((content, size)), changed)) => {
                     // What was read, consistently: content and size of one read.

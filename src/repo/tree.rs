@@ -214,6 +214,9 @@ mod tests {
     proptest! {
         #[test]
         fn round_trip_is_deterministic(nodes in proptest::collection::vec(arb_node(), 0..8)) {
+            // A tree holds each name once (decode refuses duplicates).
+            let mut seen = std::collections::HashSet::new();
+            let nodes: Vec<Node> = nodes.into_iter().filter(|n| seen.insert(n.name.clone())).collect();
             let mut t = Tree { nodes: nodes.clone() };
             let a = t.encode();
             let mut shuffled = Tree { nodes: nodes.into_iter().rev().collect() };

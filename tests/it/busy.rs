@@ -227,3 +227,27 @@ fn snapshots_forgotten_while_listed_are_left_out_silently() {
     assert_eq!(set.len(), 1);
     assert!(set.unreadable.is_empty(), "{:?}", set.unreadable);
 }
+
+/// A backup that writes its index and snapshot while check reads the index: check
+/// listed the snapshots first, so it does not take the new snapshot's blobs for
+/// missing ones (the stress test found this false alarm).
+#[test]
+fn a_backup_finishing_while_check_reads_the_index_is_no_damage() {
+    let env = history_with_marked_packs();
+    let hook_env = env.clone();
+    let backend = Arc::new(HookBackend {
+        inner: Arc::new(LocalBackend::new(env.repo.clone())),
+        on: FileType::Index,
+        hook: std::sync::Mutex::new(Some(Box::new(move || {
+            let src = hook_env.path("other");
+            fs::create_dir_all(&src).unwrap();
+            fs::write(src.join("new"), random_bytes(300_000, 4242)).unwrap();
+            hook_env.backup([src.to_str().unwrap()]);
+        }))),
+    });
+    let mut repo = cairn::Repository::open(backend.clone(), PASSWORD.as_bytes()).unwrap();
+    let report = check(&mut repo, ReadData::All).unwrap();
+    assert!(backend.hook.lock().unwrap().is_none(), "the hook ran");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    env.ok(["check", "--read-data"]);
+}

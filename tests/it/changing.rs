@@ -153,3 +153,40 @@ fn racy_clean_file_is_read_again() {
         );
     }
 }
+
+/// An unchanged file keeps its parent's extended attributes without a look (setting one
+/// moves the ctime, so an equal ctime means equal attributes); a changed attribute makes
+/// the file new to the walk, and the next snapshot has it.
+#[test]
+fn an_attribute_set_after_a_backup_reaches_the_next_snapshot() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("d/f"), b"content").unwrap();
+    if xattr::set(src.join("d/f"), "user.v", b"1").is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI needs user xattrs on its temp dir"
+        );
+        return;
+    }
+    xattr::set(src.join("d"), "user.v", b"1").unwrap();
+    // Out of the racy window, so the second backup trusts its parent.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    env.backup([&src]);
+    let unchanged = env.ok(["--json", "backup", src.to_str().unwrap()]);
+    assert_eq!(
+        summary_line(&unchanged)["files_unmodified"],
+        1,
+        "{unchanged}"
+    );
+    xattr::set(src.join("d/f"), "user.v", b"2").unwrap();
+    xattr::set(src.join("d"), "user.v", b"2").unwrap();
+    env.backup([&src]);
+    let t = env.path("t");
+    env.restore("latest", &t, &[]);
+    let r = t.join(src.strip_prefix("/").unwrap());
+    assert_eq!(xattr::get(r.join("d/f"), "user.v").unwrap().unwrap(), b"2");
+    assert_eq!(xattr::get(r.join("d"), "user.v").unwrap().unwrap(), b"2");
+}
