@@ -9,5 +9,18 @@ fn main() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
     }
+    // The source walk holds one descriptor per directory level it is inside (that is
+    // what keeps a swapped-in symlink from steering it): allow as many as the hard
+    // limit does, not the 1024 a cron job's soft limit often is.
+    unsafe {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
     std::process::exit(cli::run());
 }

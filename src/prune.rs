@@ -566,16 +566,25 @@ fn names(repo: &Repository, ft: FileType) -> Result<Vec<String>> {
 }
 
 /// Writes `packs` as index files of at most 1000 packs each; returns their names.
+/// Index files that landed after this process's lock could have been thought stale
+/// are taken back (others may have deleted what they name since), and it fails.
 fn write_index_files(repo: &Repository, packs: &[IndexedPack]) -> Result<Vec<String>> {
-    packs
-        .chunks(1000)
-        .map(|chunk| {
-            let f = IndexFile {
-                packs: chunk.to_vec(),
-            };
-            Ok(repo
-                .write_file(FileType::Index, &f.encode(&repo.key.sealing))?
-                .to_hex())
-        })
-        .collect()
+    repo.ensure_locks_alive()?;
+    let mut written = Vec::new();
+    for chunk in packs.chunks(1000) {
+        let f = IndexFile {
+            packs: chunk.to_vec(),
+        };
+        written.push(
+            repo.write_file(FileType::Index, &f.encode(&repo.key.sealing))?
+                .to_hex(),
+        );
+    }
+    if let Err(e) = repo.ensure_locks_alive() {
+        for name in &written {
+            let _ = repo.backend().delete(FileType::Index, name);
+        }
+        return Err(e);
+    }
+    Ok(written)
 }

@@ -60,16 +60,34 @@ impl Excluder {
                 return Some(name.clone());
             }
         }
-        if self.caches {
-            let tag = dir.join("CACHEDIR.TAG");
-            if let Ok(bytes) = std::fs::read(&tag) {
-                if bytes.starts_with(CACHEDIR_SIGNATURE) {
-                    return Some("CACHEDIR.TAG".into());
-                }
-            }
+        if self.caches && has_cachedir_signature(&dir.join("CACHEDIR.TAG")) {
+            return Some("CACHEDIR.TAG".into());
         }
         None
     }
+}
+
+/// Whether `tag` is a regular file starting with the CACHEDIR.TAG signature: opened
+/// without following a symlink and without blocking on a FIFO, and only the signature's
+/// length read (a tag that is a symlink to /dev/zero must not fill the memory).
+fn has_cachedir_signature(tag: &Path) -> bool {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(tag)
+    else {
+        return false;
+    };
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let mut head = Vec::with_capacity(CACHEDIR_SIGNATURE.len());
+    f.take(CACHEDIR_SIGNATURE.len() as u64)
+        .read_to_end(&mut head)
+        .is_ok()
+        && head == CACHEDIR_SIGNATURE
 }
 
 #[cfg(test)]

@@ -278,7 +278,15 @@ fn adopt_unindexed_packs(repo: &mut Repository) -> Result<usize> {
     }
     let adopted = file.packs.len();
     if adopted > 0 {
-        repo.save_index(file)?;
+        // As every index file: only while the lock is alive, taken back if it landed late.
+        repo.ensure_locks_alive()?;
+        let id = repo.save_index(file)?;
+        if let Err(e) = repo.ensure_locks_alive() {
+            let _ = repo
+                .backend()
+                .delete(crate::backend::FileType::Index, &id.to_hex());
+            return Err(e);
+        }
     }
     Ok(adopted)
 }

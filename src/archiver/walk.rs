@@ -55,8 +55,17 @@ pub(super) struct Walker<'a> {
 /// coarse clock (a jiffy, up to 10 ms; 1 s on some; 2 s on FAT), so 2 s covers all.
 const RACY_MARGIN_SECS: i64 = 2;
 
-/// A hard-link group's one read: content, size and extended attributes.
-type LinkSlot = std::sync::Arc<Mutex<Option<(Vec<Id>, u64, Vec<Xattr>)>>>;
+/// A hard-link group's one read: content, size and extended attributes, and the stat
+/// (size, mtime, ctime) it was taken under. A member whose own stat differs is not the
+/// same file (its inode number was reused mid-walk, or it changed) and reads itself.
+type LinkSlot = std::sync::Arc<Mutex<Option<LinkRead>>>;
+
+struct LinkRead {
+    stamp: (u64, Timestamp, Timestamp),
+    content: Vec<Id>,
+    size: u64,
+    xattrs: Vec<Xattr>,
+}
 
 /// Where an entry is: a source named by its path, or a name in an open directory
 /// (reached with `*at` calls, never through a symlink swapped in above it).
@@ -495,16 +504,29 @@ impl<'a> Walker<'a> {
             .or_default()
             .clone();
         let mut slot = slot.lock().unwrap();
-        if let Some((content, size, xattrs)) = &*slot {
-            node.content = content.clone();
-            node.size = *size;
-            node.xattrs = xattrs.clone();
+        let stamp = (node.size, node.mtime, node.ctime);
+        if let Some(read) = slot.as_ref().filter(|r| r.stamp == stamp) {
+            node.content = read.content.clone();
+            node.size = read.size;
+            node.xattrs = read.xattrs.clone();
             self.count(|s| s.files_unmodified += 1);
             return Ok(true);
         }
+        let earlier = slot.as_ref().map(|r| r.content.clone());
         let saved = self.save_file_once(path, at, node, parent)?;
+        if saved && earlier.is_some_and(|c| c != node.content) {
+            self.warning(format!(
+                "{}: a hard-linked file changed during the backup; this link is stored with what was read for it",
+                path.display()
+            ));
+        }
         if saved {
-            *slot = Some((node.content.clone(), node.size, node.xattrs.clone()));
+            *slot = Some(LinkRead {
+                stamp,
+                content: node.content.clone(),
+                size: node.size,
+                xattrs: node.xattrs.clone(),
+            });
         }
         Ok(saved)
     }
@@ -518,13 +540,9 @@ impl<'a> Walker<'a> {
     ) -> Result<bool> {
         if let Some(p) = self.unchanged(node, parent) {
             node.content = p.content.clone();
-            if self.opts.ignore_ctime {
-                // Without ctime, a changed attribute would go unseen: read them.
-                self.xattrs_by_path(node, path, at);
-            } else {
-                // Setting an attribute moves the ctime: the same ctime, the same ones.
-                node.xattrs = p.xattrs.clone();
-            }
+            // Read, not copied from the parent: a parent whose read of them failed, or
+            // that ran as a user who could not see them all, must not hide them.
+            self.xattrs_by_path(node, path, at);
             let queued = self.queued.lock().unwrap();
             self.relied
                 .lock()

@@ -285,10 +285,17 @@ impl Held {
             return Err(Error::LockLost(why));
         }
         let (mono, wall) = since;
-        let wall_gap = Utc::now()
-            .signed_duration_since(wall)
-            .to_std()
-            .unwrap_or_default();
+        let wall_signed = Utc::now().signed_duration_since(wall);
+        let wall_gap = wall_signed.to_std().unwrap_or_default();
+        // The wall clock fell behind the monotonic one (a step back, a VM restored):
+        // our next `refreshed` times would look old to everyone else.
+        let behind = chrono::Duration::from_std(mono.elapsed()).unwrap_or_default() - wall_signed;
+        if behind > chrono::Duration::seconds(60) {
+            return Err(self.lose(format!(
+                "the clock went back {}s while the lock was held; others may take the lock for stale",
+                behind.num_seconds()
+            )));
+        }
         let gap = mono.elapsed().max(wall_gap);
         if gap >= lost_after(self.stale) {
             return Err(self.lose(format!(

@@ -66,11 +66,9 @@ fn hard_linked_file_growing_during_backup_stays_consistent() {
             assert_eq!(n["size"].as_u64().unwrap(), len, "{id} {name}");
             sizes.push(len);
         }
+        // Each link holds the content and size of one read; links seen with the same
+        // stat share one read, and one seen changed is read for itself (a warning).
         assert_eq!(sizes.len(), 4);
-        assert!(
-            sizes.iter().all(|s| *s == sizes[0]),
-            "one read for all links: {sizes:?}"
-        );
     }
 }
 

@@ -2,6 +2,7 @@
 //! swapped in, and reports such swaps as warnings (item 9, the file part).
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -172,4 +173,101 @@ fn directories_swapped_for_symlinks_never_leak_outside_data() {
             }
         }
     }
+}
+
+/// A directory chain deeper than the soft descriptor limit cron jobs often get (1024):
+/// the walk holds one descriptor per level, so cairn raises its soft limit to the hard one
+/// (found by a hostile review).
+#[test]
+fn a_tree_deeper_than_a_cron_jobs_descriptor_limit_is_backed_up_whole() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("aaa-first.txt"), b"other user's file").unwrap();
+    let mut p = src.join("deep");
+    for _ in 0..1100 {
+        p.push("d");
+    }
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(p.join("leaf"), b"leaf").unwrap();
+    std::fs::write(src.join("zzz-last.txt"), b"another file").unwrap();
+    let mut c = env.cmd();
+    c.args(["backup", "--json"]).arg(&src);
+    unsafe {
+        c.pre_exec(|| {
+            let l = libc::rlimit {
+                rlim_cur: 1024,
+                rlim_max: 20000,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+            Ok(())
+        });
+    }
+    let out = c.output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(
+        code(&out),
+        0,
+        "backup of a deep tree failed or warned: {}",
+        &err[err.len().saturating_sub(300)..]
+    );
+}
+
+/// `--exclude-caches` reads a CACHEDIR.TAG without following a symlink and without
+/// blocking on a FIFO (found by a hostile review: the backup hung).
+#[test]
+fn a_fifo_named_cachedir_tag_never_blocks_exclude_caches() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("u")).unwrap();
+    std::fs::write(src.join("u/f"), b"x").unwrap();
+    nix::unistd::mkfifo(
+        &src.join("u/CACHEDIR.TAG"),
+        nix::sys::stat::Mode::from_bits(0o600).unwrap(),
+    )
+    .unwrap();
+    let mut child = env
+        .cmd()
+        .args(["backup", "--exclude-caches"])
+        .arg(&src)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let mut done = false;
+    while t.elapsed() < Duration::from_secs(15) {
+        if child.try_wait().unwrap().is_some() {
+            done = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if !done {
+        child.kill().unwrap();
+    }
+    child.wait().unwrap();
+    assert!(
+        done,
+        "backup --exclude-caches hung on a FIFO named CACHEDIR.TAG"
+    );
+    // A symlink to a real tag elsewhere is not a tag here.
+    let real = env.path("real-tag");
+    std::fs::write(&real, b"Signature: 8a477f597d28d172789f06886806bc55").unwrap();
+    std::fs::remove_file(src.join("u/CACHEDIR.TAG")).unwrap();
+    std::os::unix::fs::symlink(&real, src.join("u/CACHEDIR.TAG")).unwrap();
+    let out = env.ok([
+        "--json",
+        "backup",
+        "--exclude-caches",
+        src.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        summary_line(&out)["files_new"].as_u64().unwrap()
+            + summary_line(&out)["files_unmodified"].as_u64().unwrap(),
+        1,
+        "{out}"
+    );
 }
