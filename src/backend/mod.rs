@@ -5,6 +5,7 @@
 //! services (S3, SFTP, WebDAV, … through opendal) plug in behind the same trait.
 
 mod cache;
+mod counting;
 mod faulty;
 mod local;
 mod pausing;
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use cache::CachedBackend;
+pub use counting::{CountingBackend, RequestCounts, RequestSummary};
 pub use faulty::{Fault, FaultyBackend, Op};
 pub use local::LocalBackend;
 pub use pausing::PausingBackend;

@@ -203,9 +203,11 @@ impl Ctx {
         }
     }
 
+    /// The repository's storage, with every request counted (`-v` prints the counts).
     pub fn backend(&self) -> Result<(Arc<dyn backend::Backend>, bool)> {
         let (url, default) = self.repo_url()?;
-        Ok((backend::open(&url)?, default))
+        let counted = backend::CountingBackend::new(backend::open(&url)?, REQUESTS.clone());
+        Ok((Arc::new(counted), default))
     }
 
     /// Opens the repository; the default one is created on first use, with a notice.
@@ -346,6 +348,10 @@ fn parse_wait(s: &str) -> Option<std::time::Duration> {
     (total <= 7 * 86400).then_some(std::time::Duration::from_secs(total))
 }
 
+/// Storage requests of this process, over every repository it opens.
+static REQUESTS: std::sync::LazyLock<Arc<backend::RequestCounts>> =
+    std::sync::LazyLock::new(Arc::default);
+
 /// Exit codes of CLI.md.
 fn exit_code(e: &Error) -> i32 {
     match e {
@@ -374,6 +380,12 @@ pub fn run() -> i32 {
         Command::Prune(a) => cmd_prune::run(&ctx, a),
         Command::Repair(a) => cmd_repair::run(&ctx, a),
     };
+    if ctx.g.verbose > 0 {
+        let r = REQUESTS.summary();
+        if r.total > 0 {
+            eprintln!("cairn: storage: {r}");
+        }
+    }
     match result {
         Ok(code) => code,
         Err(e) => {

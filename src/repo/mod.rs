@@ -218,8 +218,13 @@ impl Repository {
             for name in &names {
                 match self.load_index_file(name) {
                     Ok(f) => files.push(f),
-                    Err(e) if e.is_not_found() && tries < 5 => {
+                    // A prune deletes the old files one by one after writing the new
+                    // ones: list again, backing off, until the set holds still.
+                    Err(e) if e.is_not_found() && tries < 20 => {
                         tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(
+                            (5u64 << tries.min(8)).min(1000),
+                        ));
                         continue 'again;
                     }
                     Err(e) => return Err(e),

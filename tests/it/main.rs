@@ -22,6 +22,7 @@ mod kdf;
 mod locking;
 mod maintenance;
 mod permissions;
+mod requests;
 mod restore_overwrite;
 mod restore_plan;
 mod restore_race;

@@ -1,0 +1,132 @@
+//! A backend that counts what it is asked to do: requests by kind and bytes moved.
+//! What a cloud bill shows; `-v` prints it after every command, and tests assert
+//! request budgets (counts, never times).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{Backend, FileType};
+use crate::error::Result;
+
+/// Counters, shared by every counting backend of a process that is handed them.
+#[derive(Default)]
+pub struct RequestCounts {
+    list: AtomicU64,
+    read: AtomicU64,
+    read_range: AtomicU64,
+    write: AtomicU64,
+    delete: AtomicU64,
+    stat: AtomicU64,
+    bytes_read: AtomicU64,
+    bytes_written: AtomicU64,
+}
+
+/// The counts at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RequestSummary {
+    pub list: u64,
+    pub read: u64,
+    pub read_range: u64,
+    pub write: u64,
+    pub delete: u64,
+    pub stat: u64,
+    pub total: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+impl RequestCounts {
+    pub fn summary(&self) -> RequestSummary {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut s = RequestSummary {
+            list: get(&self.list),
+            read: get(&self.read),
+            read_range: get(&self.read_range),
+            write: get(&self.write),
+            delete: get(&self.delete),
+            stat: get(&self.stat),
+            total: 0,
+            bytes_read: get(&self.bytes_read),
+            bytes_written: get(&self.bytes_written),
+        };
+        s.total = s.list + s.read + s.read_range + s.write + s.delete + s.stat;
+        s
+    }
+}
+
+impl std::fmt::Display for RequestSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} requests (list {}, read {}, ranged read {}, write {}, delete {}, stat {}); {} bytes read, {} written",
+            self.total,
+            self.list,
+            self.read,
+            self.read_range,
+            self.write,
+            self.delete,
+            self.stat,
+            self.bytes_read,
+            self.bytes_written
+        )
+    }
+}
+
+pub struct CountingBackend {
+    inner: Arc<dyn Backend>,
+    counts: Arc<RequestCounts>,
+}
+
+impl CountingBackend {
+    pub fn new(inner: Arc<dyn Backend>, counts: Arc<RequestCounts>) -> Self {
+        CountingBackend { inner, counts }
+    }
+}
+
+fn bump(a: &AtomicU64, n: u64) {
+    a.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Backend for CountingBackend {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn create(&self) -> Result<()> {
+        self.inner.create()
+    }
+    fn read(&self, ft: FileType, name: &str) -> Result<Vec<u8>> {
+        bump(&self.counts.read, 1);
+        let r = self.inner.read(ft, name);
+        if let Ok(b) = &r {
+            bump(&self.counts.bytes_read, b.len() as u64);
+        }
+        r
+    }
+    fn read_range(&self, ft: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        bump(&self.counts.read_range, 1);
+        let r = self.inner.read_range(ft, name, offset, len);
+        if let Ok(b) = &r {
+            bump(&self.counts.bytes_read, b.len() as u64);
+        }
+        r
+    }
+    fn write(&self, ft: FileType, name: &str, data: &[u8]) -> Result<()> {
+        bump(&self.counts.write, 1);
+        bump(&self.counts.bytes_written, data.len() as u64);
+        self.inner.write(ft, name, data)
+    }
+    fn list(&self, ft: FileType) -> Result<Vec<(String, u64)>> {
+        bump(&self.counts.list, 1);
+        self.inner.list(ft)
+    }
+    fn delete(&self, ft: FileType, name: &str) -> Result<()> {
+        bump(&self.counts.delete, 1);
+        self.inner.delete(ft, name)
+    }
+    fn size(&self, ft: FileType, name: &str) -> Result<u64> {
+        bump(&self.counts.stat, 1);
+        self.inner.size(ft, name)
+    }
+}
