@@ -211,7 +211,7 @@ fn a_waiting_backup_reads_the_index_after_the_exclusive_lock_is_gone() {
     assert!(std::fs::read(t.join(src.strip_prefix("/").unwrap()).join("f")).unwrap() == content);
 }
 
-const STALE: &str = "4";
+const STALE: &str = "6";
 
 /// Item 4: a backup stopped (suspended) past the stale window has lost its lock; it
 /// must not write a snapshot when it wakes, whatever happened meanwhile.
@@ -232,7 +232,7 @@ fn a_backup_whose_lock_went_stale_writes_no_snapshot() {
         std::thread::sleep(Duration::from_millis(300));
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
-        std::thread::sleep(Duration::from_secs(6));
+        std::thread::sleep(Duration::from_secs(9));
         let other = |args: &[&str]| {
             let out = env
                 .cmd()

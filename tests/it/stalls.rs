@@ -3,7 +3,7 @@
 //! its lock's stale window while other cairn processes go on. Whatever it was doing
 //! when it stalled, when it wakes it must not write an index file or a snapshot, or
 //! delete anything, that others' work since then makes wrong. The stalled client's
-//! lock states a 3 s window; the others are real `cairn` processes.
+//! lock states a 6 s window; the others are real `cairn` processes.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -16,7 +16,7 @@ use cairn::Repository;
 
 use crate::common::*;
 
-const STALE: Duration = Duration::from_secs(3);
+const STALE: Duration = Duration::from_secs(6);
 
 /// Stalls every call of this client (all threads) from the 2nd lock `size` the backup's
 /// own thread makes after an index file was written (= the refresh in the
@@ -130,10 +130,10 @@ fn a_backup_stalled_in_its_last_lock_refresh_writes_no_snapshot() {
         assert!(!victim.is_finished(), "backup ended before the trigger");
     }
     // The stall outlives the stale window: for everyone else the lock is stale.
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(7));
     let out = env
         .cmd()
-        .env("CAIRN_LOCK_STALE_SECS", "3")
+        .env("CAIRN_LOCK_STALE_SECS", "6")
         .args(["prune"])
         .output()
         .unwrap();
@@ -256,10 +256,10 @@ fn a_prune_stalled_in_its_delete_loop_loses_nothing_a_backup_needs() {
         assert!(!pruner.is_finished(), "prune ended before deleting");
     }
     // Suspended past the stale window (laptop lid closed): a backup runs meanwhile.
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(7));
     let out = env
         .cmd()
-        .env("CAIRN_LOCK_STALE_SECS", "3")
+        .env("CAIRN_LOCK_STALE_SECS", "6")
         .args(["-v", "backup", src.to_str().unwrap()])
         .output()
         .unwrap();
@@ -317,10 +317,10 @@ fn a_backup_stalled_before_its_index_write_leaves_no_index_of_deleted_packs() {
         assert!(!victim.is_finished(), "backup ended before its index write");
     }
     // Suspended past the stale window with its packs uploaded but not indexed.
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(7));
     let out = env
         .cmd()
-        .env("CAIRN_LOCK_STALE_SECS", "3")
+        .env("CAIRN_LOCK_STALE_SECS", "6")
         .args(["prune"])
         .output()
         .unwrap();
