@@ -369,3 +369,71 @@ pub fn prerequisite(ok: bool, what: &str) -> bool {
     }
     ok
 }
+
+/// `cp -a FROM TO`.
+pub fn cp_a(from: &Path, to: &Path) {
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Up to `cap` positions spread evenly over `1..=count` (where to inject a fault or a
+/// pause).
+pub fn positions(count: usize, cap: usize) -> Vec<usize> {
+    if count <= cap {
+        return (1..=count).collect();
+    }
+    let mut v: Vec<usize> = (0..cap).map(|i| 1 + i * (count - 1) / (cap - 1)).collect();
+    v.dedup();
+    v
+}
+
+/// The repository at `dir` passes `check --read-data` (with the first of `passwords`
+/// that opens it) and every snapshot restores exactly the source state its first tag
+/// names in `states` (backed up from `src`).
+pub fn assert_sound(
+    env: &Env,
+    dir: &Path,
+    passwords: &[&str],
+    states: &[(String, PathBuf)],
+    src: &Path,
+    what: &str,
+) {
+    let run = |pw: &str, args: &[&str]| {
+        env.bare()
+            .env("CAIRN_PASSWORD", pw)
+            .arg("-r")
+            .arg(dir)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let pw = *passwords
+        .iter()
+        .find(|pw| code(&run(pw, &["snapshots"])) == 0)
+        .unwrap_or_else(|| panic!("{what}: no password opens the repository"));
+    let out = run(pw, &["check", "--read-data"]);
+    assert_eq!(code(&out), 0, "{what}: check failed: {}", stderr(&out));
+    let list: serde_json::Value =
+        serde_json::from_slice(&run(pw, &["--json", "snapshots"]).stdout).unwrap();
+    for s in list.as_array().unwrap() {
+        let tag = s["tags"][0].as_str().unwrap();
+        let state = &states.iter().find(|(t, _)| t == tag).unwrap().1;
+        let target = dir.with_extension("restore");
+        let _ = std::fs::remove_dir_all(&target);
+        let id = s["id"].as_str().unwrap();
+        let out = run(pw, &["restore", id, "--target", target.to_str().unwrap()]);
+        assert_eq!(
+            code(&out),
+            0,
+            "{what}: restore of {tag} failed: {}",
+            stderr(&out)
+        );
+        assert_same_tree_but_atime(state, &target.join(src.strip_prefix("/").unwrap()));
+        std::fs::remove_dir_all(&target).unwrap();
+    }
+}

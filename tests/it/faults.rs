@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use cairn::archiver::{self, BackupOptions};
@@ -22,16 +21,6 @@ const CHEAP: KdfParams = KdfParams {
     iterations: 1,
     parallelism: 1,
 };
-
-fn cp(from: &Path, to: &Path) {
-    assert!(Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap()
-        .success());
-}
 
 struct Fixture {
     env: Env,
@@ -56,7 +45,7 @@ fn fixture() -> Fixture {
         }
         fs::write(src.join("big"), random_bytes(1_500_000, 50 + i as u64)).unwrap();
         let state = env.path(&format!("state-{tag}"));
-        cp(&src, &state);
+        cp_a(&src, &state);
         states.push((tag.to_string(), state));
         if *tag != "s3" {
             env.backup(["--tag", tag, src.to_str().unwrap()]);
@@ -115,64 +104,15 @@ fn do_passwd(b: Arc<dyn Backend>, _: &Path) -> cairn::Result<()> {
         .delete(cairn::backend::FileType::Key, &repo.key_id)
 }
 
-/// The repository at `dir` passes check and restores every snapshot to its state.
 fn verify(f: &Fixture, dir: &Path, what: &str) {
-    let run = |pw: &str, args: &[&str]| {
-        f.env
-            .bare()
-            .env("CAIRN_PASSWORD", pw)
-            .arg("-r")
-            .arg(dir)
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let pw = if code(&run(PASSWORD, &["snapshots"])) == 0 {
-        PASSWORD
-    } else {
-        NEW_PASSWORD
-    };
-    let out = run(pw, &["check", "--read-data"]);
-    assert_eq!(code(&out), 0, "{what}: check failed: {}", stderr(&out));
-    let list: serde_json::Value =
-        serde_json::from_slice(&run(pw, &["--json", "snapshots"]).stdout).unwrap();
-    for s in list.as_array().unwrap() {
-        let tag = s["tags"][0].as_str().unwrap();
-        let state = &f.states.iter().find(|(t, _)| t == tag).unwrap().1;
-        let target = f.env.path(&format!(
-            "restore-{}",
-            crate::common::random_bytes(4, rand_seed())[0]
-        ));
-        let _ = fs::remove_dir_all(&target);
-        let out = run(
-            pw,
-            &[
-                "restore",
-                s["id"].as_str().unwrap(),
-                "--target",
-                target.to_str().unwrap(),
-            ],
-        );
-        assert_eq!(code(&out), 0, "{what}: restore failed: {}", stderr(&out));
-        assert_same_tree_but_atime(state, &target.join(f.src.strip_prefix("/").unwrap()));
-        fs::remove_dir_all(&target).unwrap();
-    }
-}
-
-fn rand_seed() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(1);
-    N.fetch_add(1, Ordering::Relaxed)
-}
-
-/// Up to `cap` fault positions spread over `1..=count`.
-fn positions(count: usize, cap: usize) -> Vec<usize> {
-    if count <= cap {
-        return (1..=count).collect();
-    }
-    let mut v: Vec<usize> = (0..cap).map(|i| 1 + i * (count - 1) / (cap - 1)).collect();
-    v.dedup();
-    v
+    assert_sound(
+        &f.env,
+        dir,
+        &[PASSWORD, NEW_PASSWORD],
+        &f.states,
+        &f.src,
+        what,
+    );
 }
 
 fn exercise(name: &str, op: Operation) {
@@ -188,7 +128,7 @@ fn exercise(name: &str, op: Operation) {
     ];
     // A clean run counts the operations of each kind.
     let counting_dir = f.env.path("counting");
-    cp(&f.env.repo, &counting_dir);
+    cp_a(&f.env.repo, &counting_dir);
     let counter = Arc::new(FaultyBackend::new(
         Arc::new(LocalBackend::new(counting_dir.clone())),
         Op::Write,
@@ -201,7 +141,7 @@ fn exercise(name: &str, op: Operation) {
     for (kind, fault) in faults {
         for n in positions(counter.count(kind), 6) {
             let dir = f.env.path(&format!("try-{kind:?}-{fault:?}-{n}"));
-            cp(&f.env.repo, &dir);
+            cp_a(&f.env.repo, &dir);
             let faulty = Arc::new(FaultyBackend::new(
                 Arc::new(LocalBackend::new(dir.clone())),
                 kind,

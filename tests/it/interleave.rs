@@ -6,7 +6,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,16 +25,6 @@ struct World {
     src: PathBuf,
     /// Tag → the source state a snapshot with that tag holds.
     states: Vec<(String, PathBuf)>,
-}
-
-fn cp(from: &Path, to: &Path) {
-    assert!(Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap()
-        .success());
 }
 
 /// Snapshots s1 and s2 of a changing source; the source is left in state s3, which
@@ -66,7 +55,7 @@ fn world() -> World {
         )
         .unwrap();
         let state = env.path(&format!("state-{tag}"));
-        cp(&src, &state);
+        cp_a(&src, &state);
         states.push((tag.to_string(), state.clone()));
         if *tag == "s3" {
             states.push(("s3-other".into(), state));
@@ -192,58 +181,21 @@ fn passwd(w: &World, dir: &Path) {
 
 /// `check --read-data` passes and every snapshot restores its state exactly.
 fn verify(w: &World, dir: &Path, what: &str) {
-    let run = |pw: &str, args: &[&str]| {
-        w.env
-            .bare()
-            .env("CAIRN_PASSWORD", pw)
-            .arg("-r")
-            .arg(dir)
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let pw = if code(&run(PASSWORD, &["snapshots"])) == 0 {
-        PASSWORD
-    } else {
-        NEW_PASSWORD
-    };
-    let out = run(pw, &["check", "--read-data"]);
-    assert_eq!(code(&out), 0, "{what}: check failed: {}", stderr(&out));
-    let list: serde_json::Value =
-        serde_json::from_slice(&run(pw, &["--json", "snapshots"]).stdout).unwrap();
-    for s in list.as_array().unwrap() {
-        let tag = s["tags"][0].as_str().unwrap();
-        let state = &w.states.iter().find(|(t, _)| t == tag).unwrap().1;
-        let target = dir.with_extension("restore");
-        let _ = fs::remove_dir_all(&target);
-        let id = s["id"].as_str().unwrap();
-        let out = run(pw, &["restore", id, "--target", target.to_str().unwrap()]);
-        assert_eq!(
-            code(&out),
-            0,
-            "{what}: restore of {tag} failed: {}",
-            stderr(&out)
-        );
-        assert_same_tree_but_atime(state, &target.join(w.src.strip_prefix("/").unwrap()));
-        fs::remove_dir_all(&target).unwrap();
-    }
-}
-
-/// Up to `cap` positions spread over `1..=count`.
-fn positions(count: usize, cap: usize) -> Vec<usize> {
-    if count <= cap {
-        return (1..=count).collect();
-    }
-    let mut v: Vec<usize> = (0..cap).map(|i| 1 + i * (count - 1) / (cap - 1)).collect();
-    v.dedup();
-    v
+    assert_sound(
+        &w.env,
+        dir,
+        &[PASSWORD, NEW_PASSWORD],
+        &w.states,
+        &w.src,
+        what,
+    );
 }
 
 fn interleave(name: &str, op: Paused, interfere: Interfere) {
     let w = world();
     // A clean run counts the operation's storage calls.
     let counting = w.env.path("counting");
-    cp(&w.env.repo, &counting);
+    cp_a(&w.env.repo, &counting);
     let counter = Arc::new(PausingBackend::new(
         Arc::new(LocalBackend::new(counting.clone())),
         0,
@@ -253,7 +205,7 @@ fn interleave(name: &str, op: Paused, interfere: Interfere) {
     let mut paused = 0;
     for n in positions(counter.calls(), 7) {
         let dir = w.env.path(&format!("try-{n}"));
-        cp(&w.env.repo, &dir);
+        cp_a(&w.env.repo, &dir);
         let backend = Arc::new(PausingBackend::new(
             Arc::new(LocalBackend::new(dir.clone())),
             n,
