@@ -18,48 +18,56 @@ use crate::common::*;
 
 const STALE: Duration = Duration::from_secs(6);
 
-/// Stalls every call of this client (all threads) from the 2nd lock `size` the backup's
-/// own thread makes after an index file was written (= the refresh in the
-/// `confirm_locks` right before `save_snapshot`) until released.
-struct Partition {
+/// When to stall: on this call (file type, operation name)?
+type Trigger = dyn Fn(FileType, &str) -> bool + Send + Sync;
+
+/// One client's storage: once `trigger` says so, every call (all threads) hangs until
+/// `release`, as a suspended laptop or a lost network looks to everyone else.
+struct Stall {
     inner: Arc<dyn Backend>,
-    armed: AtomicBool,
-    main_lock_stats: AtomicUsize,
+    trigger: Box<Trigger>,
     triggered: AtomicBool,
     blocked: Mutex<bool>,
     cv: Condvar,
 }
 
-impl Partition {
+impl Stall {
+    fn new(
+        env: &Env,
+        trigger: impl Fn(FileType, &str) -> bool + Send + Sync + 'static,
+    ) -> Arc<Stall> {
+        Arc::new(Stall {
+            inner: Arc::new(LocalBackend::new(env.repo.clone())),
+            trigger: Box::new(trigger),
+            triggered: AtomicBool::new(false),
+            blocked: Mutex::new(false),
+            cv: Condvar::new(),
+        })
+    }
+
+    /// Stalls at the first call of kind `op` on a file of type `ft`.
+    fn at(env: &Env, op: &'static str, ft: FileType) -> Arc<Stall> {
+        Stall::new(env, move |f, o| o == op && f == ft)
+    }
+
     fn gate(&self, ft: FileType, op: &str) {
-        if op == "write" && ft == FileType::Index {
-            self.armed.store(true, Ordering::SeqCst);
-        }
-        if self.armed.load(Ordering::SeqCst)
-            && op == "size"
-            && ft == FileType::Lock
-            && std::thread::current().name() == Some("victim")
-        {
-            let n = self.main_lock_stats.fetch_add(1, Ordering::SeqCst) + 1;
-            // The refresh in confirm_blobs is the 1st; the one right before the
-            // snapshot is written the 2nd.
-            if n == 2 {
-                *self.blocked.lock().unwrap() = true;
-                self.triggered.store(true, Ordering::SeqCst);
-            }
+        if !self.triggered.load(Ordering::SeqCst) && (self.trigger)(ft, op) {
+            *self.blocked.lock().unwrap() = true;
+            self.triggered.store(true, Ordering::SeqCst);
         }
         let mut b = self.blocked.lock().unwrap();
         while *b {
             b = self.cv.wait(b).unwrap();
         }
     }
+
     fn release(&self) {
         *self.blocked.lock().unwrap() = false;
         self.cv.notify_all();
     }
 }
 
-impl Backend for Partition {
+impl Backend for Stall {
     fn location(&self) -> String {
         self.inner.location()
     }
@@ -101,13 +109,19 @@ fn a_backup_stalled_in_its_last_lock_refresh_writes_no_snapshot() {
     for i in 0..4 {
         std::fs::write(src.join(format!("f{i}")), random_bytes(300_000, 900 + i)).unwrap();
     }
-    let part = Arc::new(Partition {
-        inner: Arc::new(LocalBackend::new(env.repo.clone())),
-        armed: AtomicBool::new(false),
-        main_lock_stats: AtomicUsize::new(0),
-        triggered: AtomicBool::new(false),
-        blocked: Mutex::new(false),
-        cv: Condvar::new(),
+    // The 2nd lock `size` the backup's own thread makes after an index file was written:
+    // the refresh in confirm_blobs is the 1st, the one right before the snapshot the 2nd.
+    let armed = AtomicBool::new(false);
+    let lock_stats = AtomicUsize::new(0);
+    let part = Stall::new(&env, move |ft, op| {
+        if op == "write" && ft == FileType::Index {
+            armed.store(true, Ordering::SeqCst);
+        }
+        armed.load(Ordering::SeqCst)
+            && op == "size"
+            && ft == FileType::Lock
+            && std::thread::current().name() == Some("victim")
+            && lock_stats.fetch_add(1, Ordering::SeqCst) + 1 == 2
     });
     let b: Arc<dyn Backend> = part.clone();
     let src2 = src.clone();
@@ -159,60 +173,6 @@ fn a_backup_stalled_in_its_last_lock_refresh_writes_no_snapshot() {
     assert_eq!(code(&out), 0, "the repository is damaged");
 }
 
-/// Stalls every call (all threads) from the first pack delete until released.
-struct StallAtDelete {
-    inner: Arc<dyn Backend>,
-    at: (&'static str, FileType),
-    triggered: AtomicBool,
-    blocked: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl StallAtDelete {
-    fn gate(&self, ft: FileType, op: &str) {
-        if op == self.at.0 && ft == self.at.1 && !self.triggered.swap(true, Ordering::SeqCst) {
-            *self.blocked.lock().unwrap() = true;
-        }
-        let mut b = self.blocked.lock().unwrap();
-        while *b {
-            b = self.cv.wait(b).unwrap();
-        }
-    }
-}
-
-impl Backend for StallAtDelete {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn create(&self) -> cairn::Result<()> {
-        self.inner.create()
-    }
-    fn read(&self, ft: FileType, name: &str) -> cairn::Result<Vec<u8>> {
-        self.gate(ft, "read");
-        self.inner.read(ft, name)
-    }
-    fn read_range(&self, ft: FileType, name: &str, o: u64, l: usize) -> cairn::Result<Vec<u8>> {
-        self.gate(ft, "read_range");
-        self.inner.read_range(ft, name, o, l)
-    }
-    fn write(&self, ft: FileType, name: &str, data: &[u8]) -> cairn::Result<()> {
-        self.gate(ft, "write");
-        self.inner.write(ft, name, data)
-    }
-    fn list(&self, ft: FileType) -> cairn::Result<Vec<(String, u64)>> {
-        self.gate(ft, "list");
-        self.inner.list(ft)
-    }
-    fn delete(&self, ft: FileType, name: &str) -> cairn::Result<()> {
-        self.gate(ft, "delete");
-        self.inner.delete(ft, name)
-    }
-    fn size(&self, ft: FileType, name: &str) -> cairn::Result<u64> {
-        self.gate(ft, "size");
-        self.inner.size(ft, name)
-    }
-}
-
 #[test]
 fn a_prune_stalled_in_its_delete_loop_loses_nothing_a_backup_needs() {
     let env = Env::new();
@@ -229,13 +189,7 @@ fn a_prune_stalled_in_its_delete_loop_loses_nothing_a_backup_needs() {
     let id = v[0]["id"].as_str().unwrap().to_string();
     env.ok(["forget", &id]);
 
-    let stall = Arc::new(StallAtDelete {
-        inner: Arc::new(LocalBackend::new(env.repo.clone())),
-        at: ("delete", FileType::Pack),
-        triggered: AtomicBool::new(false),
-        blocked: Mutex::new(false),
-        cv: Condvar::new(),
-    });
+    let stall = Stall::at(&env, "delete", FileType::Pack);
     let b: Arc<dyn Backend> = stall.clone();
     let pruner = std::thread::spawn(move || {
         let mut repo = Repository::open(b, PASSWORD.as_bytes())?;
@@ -269,8 +223,7 @@ fn a_prune_stalled_in_its_delete_loop_loses_nothing_a_backup_needs() {
         String::from_utf8_lossy(&out.stdout),
         stderr(&out)
     );
-    *stall.blocked.lock().unwrap() = false;
-    stall.cv.notify_all();
+    stall.release();
     let r = pruner.join().unwrap();
     eprintln!("prune returned: {:?}", r.map(|r| (r.mode, r.packs_deleted)));
     let out = env.run(["check"]);
@@ -292,13 +245,7 @@ fn a_backup_stalled_before_its_index_write_leaves_no_index_of_deleted_packs() {
     for i in 0..4 {
         std::fs::write(src.join(format!("f{i}")), random_bytes(300_000, 500 + i)).unwrap();
     }
-    let stall = Arc::new(StallAtDelete {
-        inner: Arc::new(LocalBackend::new(env.repo.clone())),
-        at: ("write", FileType::Index),
-        triggered: AtomicBool::new(false),
-        blocked: Mutex::new(false),
-        cv: Condvar::new(),
-    });
+    let stall = Stall::at(&env, "write", FileType::Index);
     let b: Arc<dyn Backend> = stall.clone();
     let src2 = src.clone();
     let victim = std::thread::spawn(move || {
@@ -329,8 +276,7 @@ fn a_backup_stalled_before_its_index_write_leaves_no_index_of_deleted_packs() {
         String::from_utf8_lossy(&out.stdout),
         stderr(&out)
     );
-    *stall.blocked.lock().unwrap() = false;
-    stall.cv.notify_all();
+    stall.release();
     let r = victim.join().unwrap();
     eprintln!("suspended backup returned: {r:?}");
     // Another, healthy backup of the same data afterwards.
