@@ -565,26 +565,24 @@ fn names(repo: &Repository, ft: FileType) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Writes `packs` as index files of at most 1000 packs each; returns their names.
-/// Index files that landed after this process's lock could have been thought stale
-/// are taken back (others may have deleted what they name since), and it fails.
+/// Writes `packs` as index files of at most 1000 packs each, only while this
+/// process's locks are alive; returns their names. When one lands too late, those
+/// written before it are taken back too.
 fn write_index_files(repo: &Repository, packs: &[IndexedPack]) -> Result<Vec<String>> {
-    repo.ensure_locks_alive()?;
     let mut written = Vec::new();
     for chunk in packs.chunks(1000) {
         let f = IndexFile {
             packs: chunk.to_vec(),
         };
-        written.push(
-            repo.write_file(FileType::Index, &f.encode(&repo.key.sealing))?
-                .to_hex(),
-        );
-    }
-    if let Err(e) = repo.ensure_locks_alive() {
-        for name in &written {
-            let _ = repo.backend().delete(FileType::Index, name);
+        match repo.write_file_while_held(FileType::Index, &f.encode(&repo.key.sealing)) {
+            Ok(id) => written.push(id.to_hex()),
+            Err(e) => {
+                for name in &written {
+                    let _ = repo.backend().delete(FileType::Index, name);
+                }
+                return Err(e);
+            }
         }
-        return Err(e);
     }
     Ok(written)
 }

@@ -187,18 +187,13 @@ pub fn backup(
     let snapshot_id = if opts.dry_run {
         None
     } else {
-        // The last moment to notice a lost lock: after it the snapshot exists. If the
-        // write itself took so long that others may have thought our lock stale, the
-        // snapshot is taken back: they may have deleted what it needs.
+        // The last moment to notice a lost lock: after it the snapshot exists (and is
+        // taken back if its write landed too late).
         repo.confirm_locks()?;
-        let id = repo.save_snapshot(&snapshot)?;
-        if let Err(e) = repo.ensure_locks_alive() {
-            let _ = repo
-                .backend()
-                .delete(crate::backend::FileType::Snapshot, &id.to_hex());
-            return Err(e);
-        }
-        Some(id)
+        Some(repo.write_file_while_held(
+            crate::backend::FileType::Snapshot,
+            &snapshot.encode(&repo.key.sealing),
+        )?)
     };
     Ok(BackupResult {
         snapshot_id,
@@ -278,15 +273,10 @@ fn adopt_unindexed_packs(repo: &mut Repository) -> Result<usize> {
     }
     let adopted = file.packs.len();
     if adopted > 0 {
-        // As every index file: only while the lock is alive, taken back if it landed late.
-        repo.ensure_locks_alive()?;
-        let id = repo.save_index(file)?;
-        if let Err(e) = repo.ensure_locks_alive() {
-            let _ = repo
-                .backend()
-                .delete(crate::backend::FileType::Index, &id.to_hex());
-            return Err(e);
-        }
+        // As every index file: only while the lock is alive.
+        let bytes = file.encode(&repo.key.sealing);
+        repo.write_file_while_held(crate::backend::FileType::Index, &bytes)?;
+        repo.index_add(&file);
     }
     Ok(adopted)
 }

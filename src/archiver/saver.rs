@@ -198,19 +198,17 @@ fn write_pack(
 
 fn write_index(cfg: &SaverConfig, file: IndexFile, out: &mut SaverOutput) -> Result<()> {
     if !cfg.dry_run {
-        // An index file makes packs visible to every other client. One written after
-        // our lock went stale may name packs a prune has deleted since (it took our
-        // packs, unindexed then, for leftovers): check before, and after the write
-        // take it back if it landed too late.
-        let alive = || cfg.locks.iter().try_for_each(|h| h.ensure_alive());
-        alive()?;
+        // An index file makes packs visible to every other client: only while our
+        // locks are alive.
         let bytes = file.encode(&cfg.key);
         let name = Id::of_file(&bytes).to_hex();
-        crate::backend::store(&*cfg.backend, FileType::Index, &name, &bytes)?;
-        if let Err(e) = alive() {
-            let _ = cfg.backend.delete(FileType::Index, &name);
-            return Err(e);
-        }
+        crate::repo::lock::store_while_held(
+            &*cfg.backend,
+            &cfg.locks,
+            FileType::Index,
+            &name,
+            &bytes,
+        )?;
         out.index_names.push(name);
     }
     out.index_files.push(file);

@@ -508,6 +508,25 @@ impl Drop for LockGuard {
     }
 }
 
+/// Stores a content-addressed file others will act on (an index file, a snapshot) only
+/// while every lock in `locks` is alive, and takes it back if it landed after one could
+/// have been thought stale: others may have deleted what it names meanwhile (a prune
+/// that took our then-unindexed packs for leftovers).
+pub fn store_while_held(
+    backend: &dyn Backend,
+    locks: &[LockHandle],
+    ft: FileType,
+    name: &str,
+    bytes: &[u8],
+) -> Result<()> {
+    let alive = || locks.iter().try_for_each(|h| h.ensure_alive());
+    alive()?;
+    crate::backend::store(backend, ft, name, bytes)?;
+    alive().inspect_err(|_| {
+        let _ = backend.delete(ft, name);
+    })
+}
+
 /// Locks held by others that are not stale: prune's two-phase delete keeps a marked
 /// pack while any of them was taken before the mark.
 pub fn live_locks(

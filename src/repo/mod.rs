@@ -163,6 +163,14 @@ impl Repository {
         read_verified(&*self.backend, ft, name)
     }
 
+    /// Writes a content-addressed file others will act on, only while this process's
+    /// locks are alive (`lock::store_while_held`); returns its id.
+    pub fn write_file_while_held(&self, ft: FileType, bytes: &[u8]) -> Result<Id> {
+        let id = Id::of_file(bytes);
+        lock::store_while_held(&*self.backend, &self.held_locks(), ft, &id.to_hex(), bytes)?;
+        Ok(id)
+    }
+
     /// Writes a content-addressed file; returns its id (= its name).
     pub fn write_file(&self, ft: FileType, bytes: &[u8]) -> Result<Id> {
         let id = Id::of_file(bytes);
