@@ -129,4 +129,12 @@ impl Backend for FaultyBackend {
     fn size(&self, ft: FileType, name: &str) -> Result<u64> {
         self.inner.size(ft, name)
     }
+
+    fn connections(&self) -> usize {
+        self.inner.connections()
+    }
+
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
 }

@@ -1,16 +1,18 @@
 //! Storage. The rest of the program sees only the `Backend` trait: named files of a few
 //! kinds, whole or ranged reads, atomic writes, listing and deletion.
 //!
-//! Today the repository lives on a local directory (`LocalBackend`); the remote
-//! services (S3, SFTP, WebDAV, … through opendal) plug in behind the same trait.
+//! A local folder is served by `LocalBackend`; every other service (S3, SFTP, WebDAV,
+//! GCS, Azure, B2, … through OpenDAL) by `OpendalBackend`. `location` parses the URLs.
 
 mod cache;
 mod counting;
+mod diagnose;
 mod faulty;
 mod local;
+pub mod location;
 mod pausing;
+mod remote;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use cache::CachedBackend;
@@ -18,8 +20,9 @@ pub use counting::{CountingBackend, RequestCounts, RequestSummary};
 pub use faulty::{Fault, FaultyBackend, Op};
 pub use local::LocalBackend;
 pub use pausing::PausingBackend;
+pub use remote::OpendalBackend;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The kinds of file a repository holds; each has its own folder (docs/format.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -68,6 +71,14 @@ pub trait Backend: Send + Sync {
     fn delete(&self, ft: FileType, name: &str) -> Result<()>;
     /// Size of a file, or a not-found error.
     fn size(&self, ft: FileType, name: &str) -> Result<u64>;
+    /// How many requests may usefully be in flight at once.
+    fn connections(&self) -> usize {
+        8
+    }
+    /// True when every request crosses a network (worth a cache and parallel reads).
+    fn is_remote(&self) -> bool {
+        false
+    }
 }
 
 /// Stores a file every write of which has the same content (named by its hash, or a
@@ -83,17 +94,11 @@ pub fn store(backend: &dyn Backend, ft: FileType, name: &str, data: &[u8]) -> Re
     })
 }
 
-/// Builds the backend for a repository URL (CLI.md: a path, `./path` or `fs:/path`).
-pub fn open(url: &str) -> Result<Arc<dyn Backend>> {
-    let path = if let Some(p) = url.strip_prefix("fs:") {
-        p
-    } else if url.starts_with('/') || url.starts_with('.') || !url.contains(':') {
-        url
-    } else {
-        let scheme = url.split(':').next().unwrap_or(url);
-        return Err(Error::Usage(format!(
-            "repository scheme {scheme:?} is not supported yet; use a local path"
-        )));
-    };
-    Ok(Arc::new(LocalBackend::new(PathBuf::from(path))))
+/// Builds the backend for a repository URL with its `-o KEY=VALUE` options (CLI.md);
+/// services read their usual environment variables too.
+pub fn open(url: &str, options: &[String]) -> Result<Arc<dyn Backend>> {
+    match location::parse(url, options, &|k| std::env::var(k).ok())? {
+        location::Target::Local(path) => Ok(Arc::new(LocalBackend::new(path))),
+        location::Target::Remote(r) => remote::open(r),
+    }
 }

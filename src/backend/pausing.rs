@@ -108,4 +108,12 @@ impl Backend for PausingBackend {
         self.gate();
         self.inner.size(ft, name)
     }
+
+    fn connections(&self) -> usize {
+        self.inner.connections()
+    }
+
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
 }

@@ -206,7 +206,8 @@ impl Ctx {
     /// The repository's storage, with every request counted (`-v` prints the counts).
     pub fn backend(&self) -> Result<(Arc<dyn backend::Backend>, bool)> {
         let (url, default) = self.repo_url()?;
-        let counted = backend::CountingBackend::new(backend::open(&url)?, REQUESTS.clone());
+        let counted =
+            backend::CountingBackend::new(backend::open(&url, &self.g.options)?, REQUESTS.clone());
         Ok((Arc::new(counted), default))
     }
 

@@ -300,7 +300,7 @@ mod tests {
 
     fn entry(n: u8, off: u32) -> PackEntry {
         PackEntry {
-            ty: if n % 2 == 0 {
+            ty: if n.is_multiple_of(2) {
                 BlobType::Data
             } else {
                 BlobType::Tree

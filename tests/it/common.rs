@@ -14,6 +14,8 @@ pub const PASSWORD: &str = "correct horse battery staple";
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub repo: PathBuf,
+    /// When set, the repository lives on a server (servers.rs), not at `repo`.
+    pub remote: Option<crate::servers::RemoteRepo>,
 }
 
 impl Env {
@@ -21,7 +23,33 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("repo");
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
-        Env { dir, repo }
+        Env {
+            dir,
+            repo,
+            remote: None,
+        }
+    }
+
+    /// An environment whose repository is on a remote server.
+    pub fn on(remote: crate::servers::RemoteRepo) -> Env {
+        let mut env = Env::new();
+        env.remote = Some(remote);
+        env
+    }
+
+    /// The repository as `-r` takes it, with its `-o` options.
+    pub fn repo_args(&self) -> Vec<OsString> {
+        match &self.remote {
+            None => vec!["-r".into(), self.repo.clone().into()],
+            Some(r) => {
+                let mut v: Vec<OsString> = vec!["-r".into(), r.url.clone().into()];
+                for o in &r.options {
+                    v.push("-o".into());
+                    v.push(o.into());
+                }
+                v
+            }
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -50,12 +78,15 @@ impl Env {
             // Tests that want to see a conflicting lock waited for set their own.
             .env("CAIRN_RETRY_LOCK", "0")
             .stdin(Stdio::null());
+        if let Some(r) = &self.remote {
+            c.envs(r.env.iter().map(|(k, v)| (k, v)));
+        }
         c
     }
 
     pub fn cmd(&self) -> Command {
         let mut c = self.bare();
-        c.arg("-r").arg(&self.repo);
+        c.args(self.repo_args());
         c
     }
 

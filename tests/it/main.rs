@@ -2,7 +2,9 @@
 //! One test binary (modules below) to keep link time down.
 
 mod common;
+mod servers;
 
+mod backends;
 mod bad_input;
 mod busy;
 mod cache;
@@ -22,6 +24,7 @@ mod kdf;
 mod locking;
 mod maintenance;
 mod permissions;
+mod remote;
 mod requests;
 mod restore_overwrite;
 mod restore_plan;

@@ -1,0 +1,314 @@
+//! Any storage OpenDAL speaks (S3 and kin, SFTP, WebDAV, GCS, Azure, B2, Google
+//! Drive, Dropbox, FTP, …) behind the `Backend` trait. Nothing outside this file sees an
+//! OpenDAL type.
+//!
+//! Hardened by default: each request has a timeout, a timed-out or otherwise transient
+//! failure is retried with exponential backoff and jitter, and at most
+//! `-o connections=N` requests are in flight. Errors are turned into sentences a person
+//! can act on, and no credential ever appears in one (`diagnose.rs`).
+
+use std::sync::{Arc, LazyLock, Once};
+use std::time::Duration;
+
+use opendal::blocking;
+use opendal::layers::{ConcurrentLimitLayer, RetryLayer, TimeoutLayer};
+use opendal::options::{ListOptions, ReadOptions, WriteOptions};
+use opendal::Operator;
+
+use super::diagnose::Diagnosis;
+use super::location::{is_secret_setting, Remote, Tuning};
+use super::{Backend, FileType};
+use crate::error::{Error, Result};
+
+/// The runtime every OpenDAL request runs on; cairn's own threads block on it.
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .thread_name("cairn-io")
+        .enable_all()
+        .build()
+        .expect("cannot start the I/O runtime")
+});
+
+/// TLS with ring and reqwest as the HTTP transport, installed once per process (the
+/// lean build leaves both to the program).
+fn install_defaults() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        opendal_http_transport_reqwest::install_default();
+        opendal::init_default_registry();
+    });
+}
+
+/// Services whose single upload is atomic: a reader sees the whole object or none.
+/// Elsewhere (SFTP, WebDAV, FTP, fs) a file is written under a temporary name and
+/// renamed into place.
+const ATOMIC_PUT: &[&str] = &[
+    "s3", "gcs", "azblob", "b2", "memory", "gdrive", "dropbox", "oss", "obs", "cos",
+];
+
+/// Files larger than this are uploaded in parts of `MULTIPART_CHUNK`.
+const MULTIPART_THRESHOLD: usize = 16 << 20;
+const MULTIPART_CHUNK: usize = 8 << 20;
+
+pub struct OpendalBackend {
+    op: blocking::Operator,
+    display: String,
+    scheme: String,
+    atomic_put: bool,
+    can_create_dir: bool,
+    /// Large files go up in parts, several at once (S3 multipart: still atomic, the
+    /// object appears when the upload completes).
+    multipart: bool,
+    diagnosis: Diagnosis,
+}
+
+impl OpendalBackend {
+    pub fn new(remote: Remote) -> Result<Self> {
+        install_defaults();
+        let Remote {
+            scheme,
+            config,
+            display,
+            tuning,
+        } = remote;
+        let secrets: Vec<String> = config
+            .iter()
+            .filter(|(k, v)| is_secret_setting(k) && v.len() >= 4)
+            .map(|(_, v)| v.clone())
+            .collect();
+        let endpoint = config.get("endpoint").cloned();
+        let diagnosis = Diagnosis {
+            display: display.clone(),
+            scheme: scheme.clone(),
+            endpoint,
+            region: config.get("region").cloned(),
+            secrets,
+            tuning: tuning.clone(),
+        };
+        let op = Operator::via_iter(&scheme, config.clone()).map_err(|e| {
+            if e.kind() == opendal::ErrorKind::Unsupported {
+                Error::Usage(format!(
+                    "{display}: storage service {scheme:?} is not compiled into cairn (README: Storage lists them)"
+                ))
+            } else {
+                Error::Usage(format!(
+                    "{display}: bad settings: {}",
+                    diagnosis.scrub(&super::diagnose::chain(&e))
+                ))
+            }
+        })?;
+        let op = layered(op, &tuning);
+        let info = op.info();
+        let cap = info.capability();
+        let _guard = RUNTIME.enter();
+        let op = blocking::Operator::new(op)
+            .map_err(|e| Error::Other(format!("{display}: {}", diagnosis.scrub(&e.to_string()))))?;
+        Ok(OpendalBackend {
+            op,
+            atomic_put: ATOMIC_PUT.contains(&scheme.as_str()) || !cap.rename,
+            can_create_dir: cap.create_dir,
+            multipart: cap.write_can_multi,
+            display,
+            scheme,
+            diagnosis,
+        })
+    }
+
+    fn err(&self, doing: &str, path: &str, e: opendal::Error) -> Error {
+        self.diagnosis.error(doing, path, &e)
+    }
+}
+
+/// Timeout innermost (one try), then the concurrency limit, then retry outermost: a
+/// timed-out try is retried, and a retry waiting out its backoff holds no slot.
+fn layered(op: Operator, t: &Tuning) -> Operator {
+    op.layer(
+        TimeoutLayer::new()
+            .with_timeout(t.timeout)
+            .with_io_timeout(t.timeout),
+    )
+    .layer(ConcurrentLimitLayer::new(t.connections))
+    .layer(
+        RetryLayer::new()
+            .with_jitter()
+            .with_factor(2.0)
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(15))
+            .with_max_times(t.retries),
+    )
+}
+
+/// A random name beside `path` that listings skip (it starts with a dot).
+fn temp_name(path: &str) -> String {
+    let mut r = [0u8; 8];
+    getrandom::getrandom(&mut r).expect("no randomness");
+    match path.rsplit_once('/') {
+        Some((dir, name)) => format!("{dir}/.tmp-{}-{name}", hex::encode(r)),
+        None => format!(".tmp-{}-{path}", hex::encode(r)),
+    }
+}
+
+impl Backend for OpendalBackend {
+    fn location(&self) -> String {
+        self.display.clone()
+    }
+
+    fn create(&self) -> Result<()> {
+        if !self.can_create_dir {
+            return Ok(()); // object stores have no folders
+        }
+        let mut dirs: Vec<String> = ["keys/", "locks/", "snapshots/", "index/", "data/"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        dirs.extend((0..=255u8).map(|i| format!("data/{i:02x}/")));
+        for d in dirs {
+            self.op
+                .create_dir(&d)
+                .map_err(|e| self.err("creating", &d, e))?;
+        }
+        Ok(())
+    }
+
+    fn read(&self, ft: FileType, name: &str) -> Result<Vec<u8>> {
+        let p = ft.path(name);
+        let buf = self.op.read(&p).map_err(|e| self.err("reading", &p, e))?;
+        Ok(buf.to_vec())
+    }
+
+    fn read_range(&self, ft: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let p = ft.path(name);
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let opts = ReadOptions {
+            range: (offset..offset + len as u64).into(),
+            ..Default::default()
+        };
+        let buf = match self.op.read_options(&p, opts) {
+            Ok(b) => b,
+            // A range past the end: refused by the server, or cut short and caught
+            // by OpenDAL's length check.
+            Err(e)
+                if e.kind() == opendal::ErrorKind::RangeNotSatisfied
+                    || e.message().contains("too little data") =>
+            {
+                return Err(truncated(&self.display, &p, offset, len))
+            }
+            Err(e) => return Err(self.err("reading", &p, e)),
+        };
+        if buf.len() != len {
+            return Err(truncated(&self.display, &p, offset, len));
+        }
+        Ok(buf.to_vec())
+    }
+
+    fn write(&self, ft: FileType, name: &str, data: &[u8]) -> Result<()> {
+        let p = ft.path(name);
+        let bytes = opendal::Buffer::from(data.to_vec());
+        if self.atomic_put {
+            let opts = if self.multipart && data.len() > MULTIPART_THRESHOLD {
+                WriteOptions {
+                    chunk: Some(MULTIPART_CHUNK),
+                    concurrent: 4,
+                    ..Default::default()
+                }
+            } else {
+                WriteOptions::default()
+            };
+            self.op
+                .write_options(&p, bytes, opts)
+                .map_err(|e| self.err("writing", &p, e))?;
+            return Ok(());
+        }
+        let tmp = temp_name(&p);
+        let result = self
+            .op
+            .write(&tmp, bytes)
+            .map(|_| ())
+            .and_then(|_| self.op.rename(&tmp, &p));
+        result.map_err(|e| {
+            let _ = self.op.delete(&tmp);
+            self.err("writing", &p, e)
+        })
+    }
+
+    fn list(&self, ft: FileType) -> Result<Vec<(String, u64)>> {
+        let dir = match ft {
+            FileType::Config => return Err(Error::Other("config is not listed".into())),
+            other => format!("{}/", other.dir()),
+        };
+        let opts = ListOptions {
+            recursive: ft == FileType::Pack,
+            ..Default::default()
+        };
+        let entries = match self.op.list_options(&dir, opts) {
+            Ok(v) => v,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(self.err("listing", &dir, e)),
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let meta = entry.metadata();
+            let name = entry.name().trim_end_matches('/');
+            if !meta.is_file()
+                || name.is_empty()
+                || name.starts_with('.')
+                || entry.path().ends_with('/')
+            {
+                continue;
+            }
+            // Repository files are never empty (every one is sealed); a listing that
+            // does not carry sizes is completed by a stat, and an entry gone by then
+            // is simply not listed.
+            let mut size = meta.content_length();
+            if size == 0 {
+                match self.op.stat(entry.path()) {
+                    Ok(m) => size = m.content_length(),
+                    Err(e) if e.kind() == opendal::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(self.err("listing", entry.path(), e)),
+                }
+            }
+            out.push((name.to_string(), size));
+        }
+        out.sort();
+        out.dedup_by(|a, b| a.0 == b.0);
+        Ok(out)
+    }
+
+    fn delete(&self, ft: FileType, name: &str) -> Result<()> {
+        let p = ft.path(name);
+        self.op.delete(&p).map_err(|e| self.err("deleting", &p, e))
+    }
+
+    fn size(&self, ft: FileType, name: &str) -> Result<u64> {
+        let p = ft.path(name);
+        let meta = self.op.stat(&p).map_err(|e| self.err("reading", &p, e))?;
+        if meta.is_dir() {
+            return Err(Error::Other(format!("{}/{p}: is a folder", self.display)));
+        }
+        Ok(meta.content_length())
+    }
+
+    fn connections(&self) -> usize {
+        self.diagnosis.tuning.connections
+    }
+
+    fn is_remote(&self) -> bool {
+        self.scheme != "fs"
+    }
+}
+
+fn truncated(display: &str, path: &str, offset: u64, len: usize) -> Error {
+    Error::integrity(
+        format!("{display}/{path}"),
+        format!("file is truncated: wanted {len} bytes at offset {offset}"),
+    )
+}
+
+/// The backend for a remote location, shared.
+pub fn open(remote: Remote) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(OpendalBackend::new(remote)?))
+}

@@ -1,0 +1,101 @@
+//! Every command on every remote backend, from the real binary against real servers
+//! (servers.rs): the whole cycle a user runs.
+
+use std::fs;
+
+use crate::common::*;
+use crate::servers::{self, Kind};
+
+fn source(env: &Env) -> std::path::PathBuf {
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("big.bin"), random_bytes(3 << 20, 1)).unwrap();
+    fs::write(src.join("sub/small.txt"), b"hello remote").unwrap();
+    std::os::unix::fs::symlink("sub/small.txt", src.join("link")).unwrap();
+    src
+}
+
+fn cycle(kind: Kind) {
+    let Some(remote) = servers::remote(kind) else {
+        return;
+    };
+    let env = Env::on(remote);
+    env.init();
+    let src = source(&env);
+    let first = env.backup([&src]);
+    fs::write(src.join("sub/new.txt"), random_bytes(200_000, 2)).unwrap();
+    let second = env.backup([&src]);
+    let state2 = env.path("state2");
+    cp_a(&src, &state2);
+    assert_ne!(first, second);
+
+    let snaps: serde_json::Value = serde_json::from_str(&env.ok(["--json", "snapshots"])).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 2, "{kind:?}: {snaps}");
+    let ls = env.ok(["ls", &second, "--recursive"]);
+    assert!(
+        ls.contains("new.txt") && ls.contains("big.bin"),
+        "{kind:?}: {ls}"
+    );
+    env.ok(["cat", "config"]);
+
+    let target = env.path("restored");
+    env.restore(&second, &target, &[]);
+    assert_same_tree_but_atime(&state2, &target.join(src.strip_prefix("/").unwrap()));
+
+    env.ok([
+        "forget",
+        "--keep-last",
+        "1",
+        "--prune",
+        "--grace-hours",
+        "0",
+    ]);
+    let snaps: serde_json::Value = serde_json::from_str(&env.ok(["--json", "snapshots"])).unwrap();
+    assert_eq!(
+        snaps.as_array().unwrap().len(),
+        1,
+        "{kind:?}: forget kept {snaps}"
+    );
+    env.ok(["check", "--read-data"]);
+
+    env.bare()
+        .env("CAIRN_NEW_PASSWORD", "second password")
+        .args(env.repo_args())
+        .args(["key", "add"])
+        .status()
+        .unwrap()
+        .success()
+        .then_some(())
+        .expect("key add");
+    let keys = env.ok(["key", "list"]);
+    assert!(
+        keys.lines().filter(|l| !l.trim().is_empty()).count() >= 2,
+        "{kind:?}: {keys}"
+    );
+    env.ok(["unlock"]);
+    env.ok(["repair", "index"]);
+    env.ok(["check"]);
+    let target2 = env.path("restored2");
+    env.restore("latest", &target2, &[]);
+    assert_same_tree_but_atime(&state2, &target2.join(src.strip_prefix("/").unwrap()));
+}
+
+#[test]
+fn s3_runs_every_command() {
+    cycle(Kind::S3);
+}
+
+#[test]
+fn moto_runs_every_command() {
+    cycle(Kind::Moto);
+}
+
+#[test]
+fn sftp_runs_every_command() {
+    cycle(Kind::Sftp);
+}
+
+#[test]
+fn webdav_runs_every_command() {
+    cycle(Kind::Webdav);
+}

@@ -1,0 +1,365 @@
+//! Real storage servers on loopback, started once per test process and shared: s3s-fs
+//! (an S3 server that checks SigV4 signatures), moto (another S3 implementation), a
+//! private sshd for SFTP and rclone's WebDAV server (../shared/TESTING.md). Each test
+//! gets its own bucket or folder. A server that cannot start is a skipped test, and a
+//! failure under `CI=true` (`prerequisite`).
+//!
+//! Servers are spawned from a keeper thread that lives as long as the process, with
+//! PR_SET_PDEATHSIG: when the test process ends, so do they.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::common::prerequisite;
+
+pub const S3_KEY: &str = "cairntestkey";
+pub const S3_SECRET: &str = "cairn-test-secret-0123456789";
+
+/// The kinds of remote storage the tests run against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// s3s-fs: checks signatures; objects are plain files under its root.
+    S3,
+    /// moto: a second S3 implementation (no signature check).
+    Moto,
+    Sftp,
+    Webdav,
+}
+
+pub const ALL: [Kind; 4] = [Kind::S3, Kind::Moto, Kind::Sftp, Kind::Webdav];
+
+/// A fresh, empty place for one repository on a running server.
+#[derive(Clone, Debug)]
+pub struct RemoteRepo {
+    pub kind: Kind,
+    pub url: String,
+    /// `-o` options for it (credentials are given by environment, like a user would).
+    pub options: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// The repository's files on this machine's disk (every server here stores plain
+    /// files), for tests that damage or inspect them.
+    pub disk: PathBuf,
+}
+
+impl RemoteRepo {
+    /// The same settings as `-o` options only (for in-process backends).
+    pub fn all_options(&self) -> Vec<String> {
+        let mut o = self.options.clone();
+        for (k, v) in &self.env {
+            let key = match k.as_str() {
+                "AWS_ACCESS_KEY_ID" => "access_key_id",
+                "AWS_SECRET_ACCESS_KEY" => "secret_access_key",
+                _ => continue,
+            };
+            o.push(format!("{key}={v}"));
+        }
+        o
+    }
+
+    /// An in-process backend for it.
+    pub fn backend(&self) -> std::sync::Arc<dyn cairn::backend::Backend> {
+        cairn::backend::open(&self.url, &self.all_options()).unwrap()
+    }
+}
+
+struct Server {
+    port: u16,
+    root: PathBuf,
+    /// For SFTP: the client key and the user.
+    key: Option<PathBuf>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, what: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("{what} did not answer on port {port}");
+    false
+}
+
+/// Spawns `cmd` from a thread that outlives every test, killed with the process.
+fn spawn_kept(mut cmd: Command) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        match cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn() {
+            Ok(mut child) => {
+                tx.send(true).unwrap();
+                let _ = child.wait();
+            }
+            Err(_) => tx.send(false).unwrap(),
+        }
+    });
+    rx.recv().unwrap()
+}
+
+fn program(name: &str, extra: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(extra.iter().map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let base = std::env::temp_dir().join(format!("cairn-servers-{}", std::process::id()));
+    let p = base.join(name);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+fn start(kind: Kind) -> Option<Server> {
+    let port = free_port();
+    match kind {
+        Kind::S3 => {
+            let home = std::env::var("HOME").unwrap_or_default();
+            let bin = program("s3s-fs", &[&format!("{home}/.cargo/bin")])?;
+            let root = scratch("s3s");
+            let mut c = Command::new(bin);
+            c.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", S3_KEY, "--secret-key", S3_SECRET])
+                .arg(&root);
+            (spawn_kept(c) && wait_for_port(port, "s3s-fs")).then_some(Server {
+                port,
+                root,
+                key: None,
+            })
+        }
+        Kind::Moto => {
+            let bin = program("moto_server", &["/opt/moto/bin"])?;
+            let mut c = Command::new(bin);
+            c.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            (spawn_kept(c) && wait_for_port(port, "moto")).then_some(Server {
+                port,
+                root: PathBuf::new(),
+                key: None,
+            })
+        }
+        Kind::Sftp => start_sshd(port),
+        Kind::Webdav => {
+            let bin = program("rclone", &[])?;
+            let root = scratch("webdav");
+            let mut c = Command::new(bin);
+            c.args(["serve", "webdav"]).arg(&root).args([
+                "--addr",
+                &format!("127.0.0.1:{port}"),
+                "--config",
+                "/dev/null",
+            ]);
+            (spawn_kept(c) && wait_for_port(port, "rclone")).then_some(Server {
+                port,
+                root,
+                key: None,
+            })
+        }
+    }
+}
+
+fn sh(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A private sshd (its own config, host key and authorized keys; the system's are not
+/// touched), and an `ssh` wrapper first on PATH that checks host keys against a
+/// known_hosts file of the tests' own: OpenDAL runs the system `ssh`, which otherwise
+/// reads the passwd home's files.
+fn start_sshd(port: u16) -> Option<Server> {
+    let sshd = PathBuf::from("/usr/sbin/sshd");
+    if !sshd.is_file() || program("ssh", &[]).is_none() {
+        return None;
+    }
+    let dir = scratch("sshd");
+    for k in ["host_key", "client_key"] {
+        let _ = std::fs::remove_file(dir.join(k));
+        if !sh(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(dir.join(k)))
+        {
+            return None;
+        }
+    }
+    std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).ok()?;
+    let config = format!(
+        "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+         AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\n\
+         KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n\
+         Subsystem sftp internal-sftp\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("sshd_config"), config).ok()?;
+    std::fs::create_dir_all("/run/sshd").ok()?;
+    let mut c = Command::new(&sshd);
+    c.args(["-D", "-e", "-f"]).arg(dir.join("sshd_config"));
+    if !(spawn_kept(c) && wait_for_port(port, "sshd")) {
+        return None;
+    }
+    let scan = Command::new("ssh-keyscan")
+        .args(["-p", &port.to_string(), "127.0.0.1"])
+        .output()
+        .ok()?;
+    std::fs::write(dir.join("known_hosts"), &scan.stdout).ok()?;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).ok()?;
+    let wrapper = bin.join("ssh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec /usr/bin/ssh -o UserKnownHostsFile=\"${{CAIRN_TEST_KNOWN_HOSTS:-{}}}\" -o BatchMode=yes \"$@\"\n",
+            dir.join("known_hosts").display()
+        ),
+    )
+    .ok()?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).ok()?;
+    // The one change to this process's environment: `ssh` is found on PATH at spawn
+    // time, by this process (in-process tests) and by the cairn it runs. Done once,
+    // under the OnceLock, before any SFTP test goes on.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![bin.clone()];
+    dirs.extend(std::env::split_paths(&path));
+    std::env::set_var("PATH", std::env::join_paths(dirs).unwrap());
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).ok()?;
+    std::env::set_var("XDG_STATE_HOME", &state);
+    Some(Server {
+        port,
+        root: PathBuf::new(),
+        key: Some(dir.join("client_key")),
+    })
+}
+
+fn server(kind: Kind) -> Option<&'static Server> {
+    static S3: OnceLock<Option<Server>> = OnceLock::new();
+    static MOTO: OnceLock<Option<Server>> = OnceLock::new();
+    static SFTP: OnceLock<Option<Server>> = OnceLock::new();
+    static WEBDAV: OnceLock<Option<Server>> = OnceLock::new();
+    let cell = match kind {
+        Kind::S3 => &S3,
+        Kind::Moto => &MOTO,
+        Kind::Sftp => &SFTP,
+        Kind::Webdav => &WEBDAV,
+    };
+    cell.get_or_init(|| start(kind)).as_ref()
+}
+
+fn what(kind: Kind) -> &'static str {
+    match kind {
+        Kind::S3 => "s3s-fs (cargo install s3s-fs@0.14.1 --features binary --locked)",
+        Kind::Moto => "moto_server (pip install 'moto[server]')",
+        Kind::Sftp => "sshd and ssh (apt-get install openssh-server)",
+        Kind::Webdav => "rclone (apt-get install rclone)",
+    }
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A new empty repository place on a server of `kind`; None (a skip, or a failure
+/// under CI=true) when the server is not available.
+pub fn remote(kind: Kind) -> Option<RemoteRepo> {
+    let s = server(kind);
+    if !prerequisite(s.is_some(), what(kind)) {
+        return None;
+    }
+    let s = s.unwrap();
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = format!("cairn-{n}");
+    let s3_env = vec![
+        ("AWS_ACCESS_KEY_ID".to_string(), S3_KEY.to_string()),
+        ("AWS_SECRET_ACCESS_KEY".to_string(), S3_SECRET.to_string()),
+    ];
+    Some(match kind {
+        Kind::S3 => {
+            let disk = s.root.join(&name);
+            std::fs::create_dir_all(&disk).unwrap();
+            RemoteRepo {
+                kind,
+                url: format!("s3:{name}/repo"),
+                options: vec![format!("endpoint=http://127.0.0.1:{}", s.port)],
+                env: s3_env,
+                disk: disk.join("repo"),
+            }
+        }
+        Kind::Moto => {
+            create_bucket(s.port, &name);
+            RemoteRepo {
+                kind,
+                url: format!("s3:{name}/repo"),
+                options: vec![format!("endpoint=http://127.0.0.1:{}", s.port)],
+                env: s3_env,
+                disk: PathBuf::new(),
+            }
+        }
+        Kind::Sftp => {
+            let disk = scratch("sftp").join(&name);
+            RemoteRepo {
+                kind,
+                url: format!("sftp://root@127.0.0.1:{}{}", s.port, disk.display()),
+                options: vec![format!("key={}", s.key.as_ref().unwrap().display())],
+                env: vec![],
+                disk,
+            }
+        }
+        Kind::Webdav => {
+            let disk = s.root.join(&name);
+            std::fs::create_dir_all(&disk).unwrap();
+            RemoteRepo {
+                kind,
+                url: format!("webdav:http://127.0.0.1:{}/{name}", s.port),
+                options: vec![],
+                env: vec![],
+                disk,
+            }
+        }
+    })
+}
+
+/// The port of a running server of `kind` (for tests that build their own URLs).
+pub fn port(kind: Kind) -> Option<u16> {
+    server(kind).map(|s| s.port)
+}
+
+/// The root folder of s3s-fs: one folder per bucket.
+pub fn s3_root() -> Option<&'static Path> {
+    server(Kind::S3).map(|s| s.root.as_path())
+}
+
+/// moto takes an unsigned `PUT /BUCKET`.
+fn create_bucket(port: u16, name: &str) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "moto: {resp}");
+}
