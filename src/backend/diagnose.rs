@@ -18,6 +18,22 @@ pub struct Diagnosis {
     pub tuning: Tuning,
 }
 
+/// What the server or the transport said, without OpenDAL's request context (URIs,
+/// headers): the error's message and the innermost cause.
+pub fn brief(e: &opendal::Error) -> String {
+    let mut innermost = None;
+    let mut cur = std::error::Error::source(e);
+    while let Some(s) = cur {
+        innermost = Some(s.to_string());
+        cur = s.source();
+    }
+    match (e.message(), innermost) {
+        ("", Some(i)) => i,
+        (m, Some(i)) => format!("{m}: {i}"),
+        (m, None) => m.to_string(),
+    }
+}
+
 /// An error and every error under it, one message each.
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![e.to_string()];
@@ -47,7 +63,8 @@ impl Diagnosis {
         let low = raw.to_ascii_lowercase();
         let has = |words: &[&str]| words.iter().any(|w| low.contains(w));
         let endpoint = self.endpoint.as_deref().unwrap_or(&self.display);
-        let retried = if e.is_temporary() && self.tuning.retries > 0 {
+        // OpenDAL marks an error that stayed after every retry as persistent.
+        let retried = if (e.is_temporary() || e.is_persistent()) && self.tuning.retries > 0 {
             format!(" (gave up after {} retries)", self.tuning.retries)
         } else {
             String::new()
@@ -59,7 +76,7 @@ impl Diagnosis {
             )
         } else if e.kind() == opendal::ErrorKind::NotFound {
             (IoKind::NotFound, "not found".to_string())
-        } else if has(&["invalidaccesskeyid"]) {
+        } else if has(&["invalidaccesskeyid", "notsignedup"]) {
             (
                 IoKind::PermissionDenied,
                 "the server does not know this access key: check AWS_ACCESS_KEY_ID or -o access_key_id".into(),
@@ -81,7 +98,7 @@ impl Diagnosis {
                 format!(
                     "wrong region: the bucket lives in another region than {}; set -o region=… (the server said: {})",
                     self.region.as_deref().unwrap_or("the one configured"),
-                    short(&self.scrub(&raw))
+                    short(&self.scrub(&brief(e)))
                 ),
             )
         } else if self.scheme == "sftp"
@@ -107,7 +124,7 @@ impl Diagnosis {
                 IoKind::PermissionDenied,
                 format!(
                     "access denied: check the credentials and what they may do (the server said: {})",
-                    short(&self.scrub(&raw))
+                    short(&self.scrub(&brief(e)))
                 ),
             )
         } else if has(&["connection refused"]) {
@@ -213,5 +230,49 @@ fn short(s: &str) -> String {
         format!("{}…", line.chars().take(300).collect::<String>())
     } else {
         line.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn diagnosis() -> Diagnosis {
+        Diagnosis {
+            display: "s3:bkt/r".into(),
+            scheme: "s3".into(),
+            endpoint: Some("https://s3.example".into()),
+            region: Some("us-east-1".into()),
+            secrets: vec!["TopSecret123".into()],
+            tuning: Tuning::default(),
+        }
+    }
+
+    fn message(e: opendal::Error) -> String {
+        diagnosis().error("reading", "config", &e).to_string()
+    }
+
+    /// A wrong region cannot be produced by the loopback servers (they accept any):
+    /// the texts AWS answers with are mapped here.
+    #[test]
+    fn a_wrong_region_is_named() {
+        for body in [
+            "<Code>AuthorizationHeaderMalformed</Code><Message>the region 'us-east-1' is wrong; expecting 'eu-west-1'</Message>",
+            "<Code>PermanentRedirect</Code><Message>The bucket you are attempting to access must be addressed using the specified endpoint.</Message>",
+        ] {
+            let e = opendal::Error::new(opendal::ErrorKind::Unexpected, body);
+            let m = message(e);
+            assert!(m.contains("wrong region") && m.contains("us-east-1"), "{m}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_scrubbed_from_any_message() {
+        let e = opendal::Error::new(
+            opendal::ErrorKind::Unexpected,
+            "odd answer for key TopSecret123",
+        );
+        let m = message(e);
+        assert!(!m.contains("TopSecret123") && m.contains("***"), "{m}");
     }
 }

@@ -87,6 +87,14 @@ impl OpendalBackend {
             secrets,
             tuning: tuning.clone(),
         };
+        if let Some(known) = known_settings(&scheme) {
+            if let Some(k) = config.keys().find(|k| !known.contains(k)) {
+                return Err(Error::Usage(format!(
+                    "{display}: -o {k}: not a setting of {scheme}; it knows {} (and cairn's own connections, timeout, retries)",
+                    known.join(", ")
+                )));
+            }
+        }
         let op = Operator::via_iter(&scheme, config.clone()).map_err(|e| {
             if e.kind() == opendal::ErrorKind::Unsupported {
                 Error::Usage(format!(
@@ -108,7 +116,9 @@ impl OpendalBackend {
         Ok(OpendalBackend {
             op,
             atomic_put: ATOMIC_PUT.contains(&scheme.as_str()) || !cap.rename,
-            can_create_dir: cap.create_dir,
+            // Folders matter on file-like services only; on an object store they would
+            // be 261 empty objects.
+            can_create_dir: cap.create_dir && !ATOMIC_PUT.contains(&scheme.as_str()),
             multipart: cap.write_can_multi,
             display,
             scheme,
@@ -119,6 +129,29 @@ impl OpendalBackend {
     fn err(&self, doing: &str, path: &str, e: opendal::Error) -> Error {
         self.diagnosis.error(doing, path, &e)
     }
+}
+
+/// The settings a service's builder takes, from its config type: a misspelt `-o`
+/// key is an error, not silently ignored.
+fn known_settings(scheme: &str) -> Option<Vec<String>> {
+    use opendal::services::*;
+    let v = match scheme {
+        "s3" => serde_json::to_value(S3Config::default()),
+        "sftp" => serde_json::to_value(SftpConfig::default()),
+        "webdav" => serde_json::to_value(WebdavConfig::default()),
+        "gcs" => serde_json::to_value(GcsConfig::default()),
+        "azblob" => serde_json::to_value(AzblobConfig::default()),
+        "b2" => serde_json::to_value(B2Config::default()),
+        "gdrive" => serde_json::to_value(GdriveConfig::default()),
+        "dropbox" => serde_json::to_value(DropboxConfig::default()),
+        "ftp" => serde_json::to_value(FtpConfig::default()),
+        "fs" => serde_json::to_value(FsConfig::default()),
+        "memory" => serde_json::to_value(MemoryConfig::default()),
+        _ => return None,
+    };
+    let mut keys: Vec<String> = v.ok()?.as_object()?.keys().cloned().collect();
+    keys.sort();
+    Some(keys)
 }
 
 /// Timeout innermost (one try), then the concurrency limit, then retry outermost: a
@@ -285,7 +318,36 @@ impl Backend for OpendalBackend {
 
     fn size(&self, ft: FileType, name: &str) -> Result<u64> {
         let p = ft.path(name);
-        let meta = self.op.stat(&p).map_err(|e| self.err("reading", &p, e))?;
+        let meta = match self.op.stat(&p) {
+            Ok(m) => m,
+            Err(e) if e.kind() == opendal::ErrorKind::PermissionDenied => {
+                // A HEAD answer has no body to say why; a GET of the same file does
+                // (wrong key or wrong secret).
+                let why = self.op.read_options(
+                    &p,
+                    ReadOptions {
+                        range: (0..1).into(),
+                        ..Default::default()
+                    },
+                );
+                return Err(self.err("reading", &p, why.err().unwrap_or(e)));
+            }
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound && ft == FileType::Config => {
+                // No repository here, or no bucket at all: a listing tells which,
+                // and costs a request only when there is no repository.
+                let opts = ListOptions {
+                    limit: Some(1),
+                    ..Default::default()
+                };
+                if let Err(le) = self.op.list_options("", opts) {
+                    if le.kind() != opendal::ErrorKind::NotFound || self.scheme == "s3" {
+                        return Err(self.err("reading", &p, le));
+                    }
+                }
+                return Err(self.err("reading", &p, e));
+            }
+            Err(e) => return Err(self.err("reading", &p, e)),
+        };
         if meta.is_dir() {
             return Err(Error::Other(format!("{}/{p}: is a folder", self.display)));
         }

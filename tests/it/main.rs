@@ -25,6 +25,7 @@ mod locking;
 mod maintenance;
 mod permissions;
 mod remote;
+mod remote_errors;
 mod requests;
 mod restore_overwrite;
 mod restore_plan;
