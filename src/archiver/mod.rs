@@ -150,11 +150,13 @@ pub fn backup(
     let (mut summary, relied) = walker.finish();
     let written = saver.finish()?;
     summary.data_added_packed = written.packed_bytes;
+    let mut index_steady = false;
     if !opts.dry_run {
         for f in &written.index_files {
             repo.index_add(f);
         }
         let confirmed = confirm::confirm_blobs(repo, &relied, &written)?;
+        index_steady = !confirmed.index_changed;
         if confirmed.blobs_rescued > 0 {
             warn(format!(
                 "a prune marked data this backup uses as unused while it ran: {} blobs were stored again",
@@ -195,6 +197,9 @@ pub fn backup(
             &snapshot.encode(&repo.key.sealing),
         )?)
     };
+    if index_steady {
+        note_clean_listing(repo, &written.index_names);
+    }
     Ok(BackupResult {
         snapshot_id,
         snapshot,
@@ -202,11 +207,52 @@ pub fn backup(
     })
 }
 
+/// The cache note that records the index files a clean pack listing was made against.
+const PACKS_LISTED: &str = "packs-listed";
+
+fn index_fingerprint<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let mut names: Vec<&str> = names.map(|s| s.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    Id::of_file(names.join("\n").as_bytes()).to_hex()
+}
+
+/// After a backup that ended well and saw no index file come or go: the next backup
+/// may skip the pack listing while the index files stay these.
+fn note_clean_listing(repo: &Repository, own_index: &[String]) {
+    if let Some(c) = repo.cache() {
+        if c.note(PACKS_LISTED).as_deref() == Some("") {
+            let fp = index_fingerprint(repo.loaded_index_files().iter().chain(own_index));
+            c.set_note(PACKS_LISTED, &fp);
+        }
+    }
+}
+
 /// Packs on storage that no index lists were left by an interrupted backup, or are
 /// being written by a running one. When there are any and no one else holds a lock
 /// (so they are all leftovers), takes an exclusive lock beside the caller's and
 /// indexes them. Returns how many packs were adopted.
+///
+/// The pack listing this takes grows with the repository (a request per 1000 packs on
+/// S3), so it is skipped when this client already made it against the same set of
+/// index files and no other lock was in sight: no prune ran since (it rewrites the
+/// index) and no backup was left interrupted (it leaves its lock).
 pub fn adopt_left_packs(repo: &mut Repository) -> Result<usize> {
+    let fingerprint = index_fingerprint(repo.loaded_index_files().iter());
+    let quiet = repo.held_locks().iter().all(|h| !h.saw_others());
+    let cache = repo.cache();
+    let skip = quiet
+        && cache
+            .as_ref()
+            .is_some_and(|c| c.note(PACKS_LISTED).as_deref() == Some(fingerprint.as_str()));
+    // Until this backup ends well, the next one must look (this one may fail and leave
+    // packs behind without a lock to tell).
+    if let Some(c) = &cache {
+        c.set_note(PACKS_LISTED, "");
+    }
+    if skip {
+        return Ok(0);
+    }
     let known: std::collections::HashSet<Id> = repo.index().packs().iter().copied().collect();
     let stored: std::collections::HashSet<Id> = repo
         .backend()
@@ -234,10 +280,19 @@ pub fn adopt_left_packs(repo: &mut Repository) -> Result<usize> {
     if !missing.is_empty() {
         repo.set_unavailable_packs(&missing);
     }
+    let unclean = |c: &Option<std::sync::Arc<crate::backend::CachedBackend>>| {
+        if let Some(c) = c {
+            c.set_note(PACKS_LISTED, "unclean");
+        }
+    };
+    if !missing.is_empty() {
+        unclean(&cache);
+    }
     if !stored.iter().any(|id| !known.contains(id)) {
         return Ok(0);
     }
     let Some(exclusive) = repo.try_exclusive()? else {
+        unclean(&cache);
         return Ok(0);
     };
     // Someone may have changed the index before we got the lock.

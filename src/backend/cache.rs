@@ -101,6 +101,25 @@ impl CachedBackend {
     }
 
     /// Drops cached files of one kind that the repository no longer has.
+    /// A small record this client keeps about the repository (not a repository file).
+    pub fn note(&self, name: &str) -> Option<String> {
+        fs::read_to_string(self.dir.join("notes").join(name)).ok()
+    }
+
+    /// Best effort, like every cache write.
+    pub fn set_note(&self, name: &str, value: &str) {
+        let dir = self.dir.join("notes");
+        if super::local::private_dir(&dir).is_ok() {
+            let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+            let _ = fs::remove_file(&tmp);
+            let written = super::local::private_file(&tmp)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, value.as_bytes()));
+            if written.is_ok() {
+                let _ = fs::rename(&tmp, dir.join(name));
+            }
+        }
+    }
+
     pub fn forget_missing(&self, ft: FileType, present: &[(String, u64)]) {
         let keep: std::collections::HashSet<&str> =
             present.iter().map(|(n, _)| n.as_str()).collect();
@@ -170,7 +189,11 @@ impl Backend for CachedBackend {
     }
 
     fn list(&self, ft: FileType) -> Result<Vec<(String, u64)>> {
-        self.inner.list(ft)
+        let listed = self.inner.list(ft)?;
+        if matches!(ft, FileType::Snapshot | FileType::Index) {
+            self.forget_missing(ft, &listed);
+        }
+        Ok(listed)
     }
 
     fn delete(&self, ft: FileType, name: &str) -> Result<()> {

@@ -21,6 +21,8 @@ pub struct RequestCounts {
     stat: AtomicU64,
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
+    /// Print every request on stderr as it is made (`-vv`).
+    trace: std::sync::atomic::AtomicBool,
 }
 
 /// The counts at one moment.
@@ -38,6 +40,10 @@ pub struct RequestSummary {
 }
 
 impl RequestCounts {
+    pub fn set_trace(&self, on: bool) {
+        self.trace.store(on, Ordering::Relaxed);
+    }
+
     pub fn summary(&self) -> RequestSummary {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut s = RequestSummary {
@@ -89,6 +95,21 @@ fn bump(a: &AtomicU64, n: u64) {
     a.fetch_add(n, Ordering::Relaxed);
 }
 
+impl CountingBackend {
+    fn trace(&self, op: &str, ft: FileType, name: &str) {
+        if self.counts.trace.load(Ordering::Relaxed) {
+            let path = if ft == FileType::Pack || ft == FileType::Config {
+                ft.path(name)
+            } else if name.is_empty() {
+                format!("{}/", ft.dir().trim_end_matches('/'))
+            } else {
+                ft.path(name)
+            };
+            eprintln!("cairn: request: {op} {path}");
+        }
+    }
+}
+
 impl Backend for CountingBackend {
     fn location(&self) -> String {
         self.inner.location()
@@ -98,6 +119,7 @@ impl Backend for CountingBackend {
     }
     fn read(&self, ft: FileType, name: &str) -> Result<Vec<u8>> {
         bump(&self.counts.read, 1);
+        self.trace("read", ft, name);
         let r = self.inner.read(ft, name);
         if let Ok(b) = &r {
             bump(&self.counts.bytes_read, b.len() as u64);
@@ -106,6 +128,7 @@ impl Backend for CountingBackend {
     }
     fn read_range(&self, ft: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         bump(&self.counts.read_range, 1);
+        self.trace("ranged read", ft, name);
         let r = self.inner.read_range(ft, name, offset, len);
         if let Ok(b) = &r {
             bump(&self.counts.bytes_read, b.len() as u64);
@@ -114,19 +137,26 @@ impl Backend for CountingBackend {
     }
     fn write(&self, ft: FileType, name: &str, data: &[u8]) -> Result<()> {
         bump(&self.counts.write, 1);
+        self.trace("write", ft, name);
         bump(&self.counts.bytes_written, data.len() as u64);
         self.inner.write(ft, name, data)
     }
     fn list(&self, ft: FileType) -> Result<Vec<(String, u64)>> {
-        bump(&self.counts.list, 1);
-        self.inner.list(ft)
+        self.trace("list", ft, "");
+        let r = self.inner.list(ft);
+        // An object store lists 1000 names per request (S3's page).
+        let pages = r.as_ref().map_or(1, |v| v.len().div_ceil(1000).max(1));
+        bump(&self.counts.list, pages as u64);
+        r
     }
     fn delete(&self, ft: FileType, name: &str) -> Result<()> {
         bump(&self.counts.delete, 1);
+        self.trace("delete", ft, name);
         self.inner.delete(ft, name)
     }
     fn size(&self, ft: FileType, name: &str) -> Result<u64> {
         bump(&self.counts.stat, 1);
+        self.trace("stat", ft, name);
         self.inner.size(ft, name)
     }
 

@@ -82,13 +82,11 @@ pub trait Backend: Send + Sync {
 }
 
 /// Stores a file every write of which has the same content (named by its hash, or a
-/// config that is written once): skipped when it is already there whole; and when a
-/// write fails, whatever part of it a non-atomic store kept is removed again, so a
-/// failed write never leaves a damaged file under a valid name.
+/// config that is written once). No look first (a request per file on remote storage):
+/// writing the same bytes again is harmless, every write being atomic. When a write
+/// fails, whatever part of it a non-atomic store kept is removed again, so a failed
+/// write never leaves a damaged file under a valid name.
 pub fn store(backend: &dyn Backend, ft: FileType, name: &str, data: &[u8]) -> Result<()> {
-    if backend.size(ft, name).is_ok_and(|n| n == data.len() as u64) {
-        return Ok(());
-    }
     backend.write(ft, name, data).inspect_err(|_| {
         let _ = backend.delete(ft, name);
     })

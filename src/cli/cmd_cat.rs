@@ -104,7 +104,7 @@ pub fn run(ctx: &Ctx, a: CatArgs) -> Result<i32> {
         }
     };
     if ctx.json() {
-        output::print_json(&value);
+        output::print_raw_json(&value);
     } else {
         println!(
             "{}",

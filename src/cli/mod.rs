@@ -223,11 +223,10 @@ impl Ctx {
             );
             return Ok(repo);
         }
-        if !cairn::repo::exists(&*backend)? {
-            return Err(Error::RepoNotFound(backend.location()));
-        }
+        // Before asking for a password: is there a repository at all?
+        let keys = cairn::repo::key_files(&*backend)?;
         let pw = password::password(&self.g)?;
-        let mut repo = Repository::open(backend, pw.as_bytes())?;
+        let mut repo = Repository::open_with_keys(backend, pw.as_bytes(), keys)?;
         if !self.g.no_cache {
             if let Some(dir) = self
                 .g
@@ -353,6 +352,11 @@ fn parse_wait(s: &str) -> Option<std::time::Duration> {
 static REQUESTS: std::sync::LazyLock<Arc<backend::RequestCounts>> =
     std::sync::LazyLock::new(Arc::default);
 
+/// The storage requests of this process so far.
+pub fn requests_so_far() -> backend::RequestSummary {
+    REQUESTS.summary()
+}
+
 /// Exit codes of CLI.md.
 fn exit_code(e: &Error) -> i32 {
     match e {
@@ -367,6 +371,7 @@ fn exit_code(e: &Error) -> i32 {
 pub fn run() -> i32 {
     let cli = Cli::parse();
     let ctx = Ctx { g: cli.global };
+    REQUESTS.set_trace(ctx.g.verbose >= 2);
     let result = match cli.command {
         Command::Init(a) => cmd_init::run(&ctx, a),
         Command::Backup(a) => cmd_backup::run(&ctx, a),

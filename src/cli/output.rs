@@ -17,7 +17,23 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// Prints one JSON document. A summary object (not a status line) carries the storage
+/// requests made so far, by kind, and the bytes moved: what a cloud bill shows.
 pub fn print_json<T: serde::Serialize>(v: &T) {
+    let mut value = serde_json::to_value(v).expect("serializable");
+    if let Some(obj) = value.as_object_mut() {
+        if obj.get("message_type").and_then(|m| m.as_str()) != Some("status") {
+            obj.insert(
+                "requests".into(),
+                serde_json::to_value(super::requests_so_far()).expect("serializable"),
+            );
+        }
+    }
+    println!("{}", serde_json::to_string(&value).expect("serializable"));
+}
+
+/// Prints a JSON value as it is (a repository object for `cat`).
+pub fn print_raw_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string(v).expect("serializable"));
 }
 

@@ -191,8 +191,21 @@ pub fn list_locks(
     backend: &dyn Backend,
     key: &SealingKey,
 ) -> Result<Vec<(String, Result<LockFile>)>> {
+    list_locks_but(backend, key, &[])
+}
+
+/// Like `list_locks`, without reading the files named in `own` (this process's own:
+/// a request each on remote storage, and nothing to learn).
+fn list_locks_but(
+    backend: &dyn Backend,
+    key: &SealingKey,
+    own: &[&str],
+) -> Result<Vec<(String, Result<LockFile>)>> {
     let mut out = Vec::new();
     for (name, _) in backend.list(FileType::Lock)? {
+        if own.contains(&name.as_str()) {
+            continue;
+        }
         let read = backend.read(FileType::Lock, &name);
         let lock = match read {
             Ok(bytes) => LockFile::decode(&bytes, key, &FileType::Lock.path(&name)),
@@ -206,33 +219,36 @@ pub fn list_locks(
     Ok(out)
 }
 
-/// The first lock (other than `own`) that keeps a lock of `kind` from being taken.
-fn conflict(
+/// The first lock (other than `own`) that keeps a lock of `kind` from being taken,
+/// and whether there were other locks at all.
+fn conflict_and_others(
     backend: &dyn Backend,
     key: &SealingKey,
     kind: LockKind,
     own: &[&str],
-) -> Result<Option<String>> {
+) -> Result<(Option<String>, bool)> {
     let now = Utc::now();
-    for (name, lock) in list_locks(backend, key)? {
-        if own.contains(&name.as_str()) {
-            continue;
-        }
+    let locks = list_locks_but(backend, key, own)?;
+    let others = !locks.is_empty();
+    for (name, lock) in locks {
         match lock {
             Ok(l) if !l.is_stale(now) && kind.conflicts_with(l.kind) => {
-                return Ok(Some(l.describe()))
+                return Ok((Some(l.describe()), others))
             }
             Ok(_) => {}
             // An unreadable lock file might be anyone's: refuse rather than guess.
             Err(e) if kind == LockKind::Exclusive || kind == LockKind::Prune => {
-                return Ok(Some(format!(
-                    "unreadable lock file {name} ({e}); see `cairn unlock`"
-                )))
+                return Ok((
+                    Some(format!(
+                        "unreadable lock file {name} ({e}); see `cairn unlock`"
+                    )),
+                    others,
+                ))
             }
             Err(_) => {}
         }
     }
-    Ok(None)
+    Ok((None, others))
 }
 
 /// Writes (or rewrites in place) a lock file: the write is atomic, so a refresh never
@@ -259,6 +275,8 @@ pub struct Held {
     last_ok: Mutex<(Instant, DateTime<Utc>)>,
     /// Why the lock is lost, once it is; never cleared.
     lost: Mutex<Option<String>>,
+    /// Whether other lock files (live or stale) were there when this one was taken.
+    saw_others: bool,
     stop: AtomicBool,
 }
 
@@ -347,8 +365,22 @@ impl LockHandle {
 
     /// Proves the lock is alive right now, by refreshing it: for the moment before a
     /// snapshot is written or anything is deleted.
+    ///
+    /// A lock written or refreshed within the last tenth of its window needs no new
+    /// proof (a request pair on remote storage): no one with a sane clock can take it
+    /// for stale yet, and the listing that followed its write saw it in place.
     pub fn confirm(&self) -> Result<()> {
+        let (since, _) = *self.0.last_ok.lock().unwrap();
+        if since.elapsed() < self.0.stale / 10 {
+            return self.0.check();
+        }
         self.0.refresh()
+    }
+
+    /// Whether other processes' lock files (live or left by a killed one) were there
+    /// when this lock was taken.
+    pub fn saw_others(&self) -> bool {
+        self.0.saw_others
     }
 
     pub fn kind(&self) -> LockKind {
@@ -438,19 +470,17 @@ impl LockGuard {
         own: &[&str],
         stale: Duration,
     ) -> Result<LockGuard> {
-        if let Some(who) = conflict(&*backend, key, kind, own)? {
-            return Err(Error::Locked(who));
-        }
+        // Write first, then look (one listing, not two): of two processes that take
+        // conflicting locks at the same moment, each sees the other's file, since each
+        // wrote before it looked; both back off, which is safe, and a retry settles it.
         let lock = LockFile::new(kind, stale);
         let taken = (Instant::now(), lock.created);
         let name = new_lock_name();
         write_lock(&*backend, key, &lock, &name)?;
-        // Look again: someone may have written a conflicting lock at the same moment.
-        // Both then back off (each sees the other's file, since each wrote before it
-        // looked), which is safe; a retry settles it.
         let mut mine = own.to_vec();
         mine.push(&name);
-        if let Some(who) = conflict(&*backend, key, kind, &mine)? {
+        let (blocking, saw_others) = conflict_and_others(&*backend, key, kind, &mine)?;
+        if let Some(who) = blocking {
             let _ = backend.delete(FileType::Lock, &name);
             return Err(Error::Locked(who));
         }
@@ -461,6 +491,7 @@ impl LockGuard {
             file: Mutex::new((lock, name)),
             last_ok: Mutex::new(taken),
             lost: Mutex::new(None),
+            saw_others,
             stop: AtomicBool::new(false),
         });
         let refresher = {
@@ -661,6 +692,11 @@ mod tests {
         for (name, _) in b.list(FileType::Lock).unwrap() {
             b.delete(FileType::Lock, &name).unwrap();
         }
+        // Within a tenth of its window a lock is trusted without a look; past it, the
+        // confirmation looks and finds the file gone.
+        h.confirm().unwrap();
+        let window = g.held.stale;
+        *g.held.last_ok.lock().unwrap() = (Instant::now() - window / 9, Utc::now() - window / 9);
         assert!(matches!(h.confirm(), Err(Error::LockLost(_))));
         assert!(matches!(h.ensure_alive(), Err(Error::LockLost(_))));
     }

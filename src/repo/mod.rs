@@ -49,6 +49,19 @@ pub fn exists(backend: &dyn Backend) -> Result<bool> {
     }
 }
 
+/// The key files of the repository at `backend`: `RepoNotFound` when there is no
+/// repository, an integrity error when there is one without keys.
+pub fn key_files(backend: &dyn Backend) -> Result<Vec<(String, u64)>> {
+    let keys = backend.list(FileType::Key)?;
+    if keys.is_empty() {
+        if !exists(backend)? {
+            return Err(Error::RepoNotFound(backend.location()));
+        }
+        return Err(Error::integrity("keys/", "the repository has no key files"));
+    }
+    Ok(keys)
+}
+
 impl Repository {
     /// Creates a new repository; refuses a location that already holds one.
     pub fn init(
@@ -86,13 +99,17 @@ impl Repository {
 
     /// Opens an existing repository with a password; the index is not loaded yet.
     pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
-        if !exists(&*backend)? {
-            return Err(Error::RepoNotFound(backend.location()));
-        }
-        let keys = backend.list(FileType::Key)?;
-        if keys.is_empty() {
-            return Err(Error::integrity("keys/", "the repository has no key files"));
-        }
+        let keys = key_files(&*backend)?;
+        Self::open_with_keys(backend, password, keys)
+    }
+
+    /// Opens with the key files `key_files` listed (the listing doubles as the test
+    /// that a repository is there: one request, not two).
+    pub fn open_with_keys(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        keys: Vec<(String, u64)>,
+    ) -> Result<Repository> {
         // A damaged key file must not lock out a password that another key holds:
         // try them all, and report damage only when no key matched.
         let mut found = None;
@@ -137,9 +154,8 @@ impl Repository {
             self.backend.clone(),
             dir.join(self.config.id.to_hex()),
         ));
-        for ft in [FileType::Snapshot, FileType::Index] {
-            cache.forget_missing(ft, &self.backend.list(ft)?);
-        }
+        // Cached snapshots and index files that storage no longer lists are dropped
+        // as the listings pass through the cache: no listing of its own.
         self.backend = cache.clone();
         self.cache = Some(cache);
         Ok(())
