@@ -183,6 +183,7 @@ pub fn backup(
         parent: parent.map(|(id, _)| id),
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         summary: Some(summary),
+        original: None,
     };
     let snapshot_id = if opts.dry_run {
         None
