@@ -5,9 +5,9 @@
 //! complete as soon as its directory is walked. Compression, encryption and packing
 //! run behind it on worker threads (`saver`).
 
-mod confirm;
+pub(crate) mod confirm;
 mod exclude;
-mod saver;
+pub(crate) mod saver;
 mod source;
 mod walk;
 
