@@ -11,6 +11,9 @@ pub enum Error {
     RepoExists(String),
     #[error("wrong password: no key in the repository matches it")]
     WrongPassword,
+    /// A wrong password for a second repository a command opens (`copy --from-repo`).
+    #[error("wrong password for {0}: no key in it matches")]
+    WrongPasswordFor(String),
     #[error("repository is locked: {0}")]
     Locked(String),
     /// This process's own lock can no longer be proven alive; it stopped before

@@ -85,6 +85,17 @@ impl IdKey {
     pub fn blob_id(&self, data: &[u8]) -> Id {
         Id(*blake3::keyed_hash(&self.0, data).as_bytes())
     }
+
+    /// The key itself: for `init --copy-chunker-params`, which shares it with a new
+    /// repository (sealed in that one's config).
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Whether both keys give every blob the same id.
+    pub fn same_as(&self, other: &IdKey) -> bool {
+        self.0 == other.0
+    }
 }
 
 impl Drop for IdKey {

@@ -5,9 +5,9 @@
 //! complete as soon as its directory is walked. Compression, encryption and packing
 //! run behind it on worker threads (`saver`).
 
-mod confirm;
+pub(crate) mod confirm;
 mod exclude;
-mod saver;
+pub(crate) mod saver;
 mod source;
 mod walk;
 
@@ -185,6 +185,7 @@ pub fn backup(
         parent: parent.map(|(id, _)| id),
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         summary: Some(summary),
+        original: None,
     };
     let snapshot_id = if opts.dry_run {
         None

@@ -62,7 +62,16 @@ pub fn run(ctx: &Ctx, a: CatArgs) -> Result<i32> {
     let mut repo = ctx.open()?;
     let _lock = ctx.lock(&repo, cairn::repo::lock::LockKind::Shared, true)?;
     let value = match a.kind {
-        Kind::Config => serde_json::to_value(&repo.config).expect("serializable"),
+        Kind::Config => {
+            let mut v = serde_json::to_value(&repo.config).expect("serializable");
+            // Secrets derived from a master key: shown only as present.
+            for secret in ["/shared_keys/blob_id_key", "/shared_keys/chunker_seed"] {
+                if let Some(k) = v.pointer_mut(secret) {
+                    *k = Value::String("(secret)".into());
+                }
+            }
+            v
+        }
         Kind::Snapshot => {
             let (id, s) = pick(&repo, &need_id()?, &FilterArgs::default())?;
             super::cmd_snapshots::snapshot_json(&id, &s)

@@ -40,6 +40,7 @@ pub fn snapshot_json(id: &Id, s: &Snapshot) -> Value {
         "parent": s.parent,
         "program_version": s.program_version,
         "summary": s.summary,
+        "original": s.original,
     })
 }
 
@@ -136,8 +137,16 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<i32> {
         ));
         for (id, s) in items {
             let size = s.summary.as_ref().map_or(0, |x| x.total_bytes_processed);
+            let copied = match &s.original {
+                Some(o) => format!(
+                    "  (copy of {} from repository {})",
+                    o.snapshot.short(),
+                    o.repository.short()
+                ),
+                None => String::new(),
+            };
             ctx.say(format!(
-                "{:<8}  {:<19}  {:<12}  {:<14}  {:>12}  {}",
+                "{:<8}  {:<19}  {:<12}  {:<14}  {:>12}  {}{copied}",
                 id.short(),
                 s.time
                     .with_timezone(&chrono::Local)

@@ -4,6 +4,7 @@
 mod cmd_backup;
 mod cmd_cat;
 mod cmd_check;
+mod cmd_copy;
 mod cmd_forget;
 mod cmd_init;
 mod cmd_key;
@@ -128,6 +129,8 @@ enum Command {
     Prune(cmd_prune::PruneArgs),
     /// Rebuild repository metadata.
     Repair(cmd_repair::RepairArgs),
+    /// Copy snapshots from another repository into this one.
+    Copy(cmd_copy::CopyArgs),
 }
 
 /// `--host`, `--tag`, `--path` for commands that pick snapshots.
@@ -152,6 +155,23 @@ impl FilterArgs {
             paths: self.paths.clone(),
         }
     }
+}
+
+/// How to open the source repository of `copy` and `init --copy-chunker-params`
+/// (the URL itself is each command's `--from-repo`).
+#[derive(Args, Clone, Default)]
+pub struct FromRepoArgs {
+    /// Read the source repository's password from the first line of this file
+    /// (CAIRN_FROM_PASSWORD gives it directly).
+    #[arg(long, env = "CAIRN_FROM_PASSWORD_FILE", value_name = "FILE")]
+    from_password_file: Option<PathBuf>,
+    /// Run this shell command and take its output as the source repository's password.
+    #[arg(long, env = "CAIRN_FROM_PASSWORD_COMMAND", value_name = "CMD")]
+    from_password_command: Option<String>,
+    /// Backend option KEY=VALUE for the source repository (repeatable), as -o is for
+    /// the target.
+    #[arg(long = "from-option", value_name = "KEY=VALUE")]
+    from_options: Vec<String>,
 }
 
 pub struct Ctx {
@@ -206,9 +226,46 @@ impl Ctx {
     /// The repository's storage, with every request counted (`-v` prints the counts).
     pub fn backend(&self) -> Result<(Arc<dyn backend::Backend>, bool)> {
         let (url, default) = self.repo_url()?;
-        let counted =
-            backend::CountingBackend::new(backend::open(&url, &self.g.options)?, REQUESTS.clone());
-        Ok((Arc::new(counted), default))
+        Ok((counted_backend(&url, &self.g.options)?, default))
+    }
+
+    /// Opens a second repository (the source of `copy`) from its URL, backend options
+    /// and password source; its requests are counted with the others, and it gets the
+    /// local cache as the target does. Exit 10 when it does not exist, 12 for a wrong
+    /// password.
+    pub fn open_source(&self, url: &str, from: &FromRepoArgs) -> Result<Repository> {
+        let backend = counted_backend(url, &from.from_options)?;
+        let keys = cairn::repo::key_files(&*backend)?;
+        let location = backend.location();
+        let pw = password::source_password(from)?;
+        self.open_with(backend, pw.as_bytes(), keys).map_err(|e| match e {
+            Error::WrongPassword => {
+                Error::WrongPasswordFor(format!("the source repository {location}"))
+            }
+            e => e,
+        })
+    }
+
+    /// Opens the repository at `backend` with `password`, behind the local cache
+    /// unless --no-cache.
+    fn open_with(
+        &self,
+        backend: Arc<dyn backend::Backend>,
+        password: &[u8],
+        keys: Vec<(String, u64)>,
+    ) -> Result<Repository> {
+        let mut repo = Repository::open_with_keys(backend, password, keys)?;
+        if !self.g.no_cache {
+            if let Some(dir) = self
+                .g
+                .cache_dir
+                .clone()
+                .or_else(|| dirs::cache_dir().map(|d| d.join("cairn")))
+            {
+                repo.use_cache(&dir)?;
+            }
+        }
+        Ok(repo)
     }
 
     /// Opens the repository; the default one is created on first use, with a notice.
@@ -226,18 +283,7 @@ impl Ctx {
         // Before asking for a password: is there a repository at all?
         let keys = cairn::repo::key_files(&*backend)?;
         let pw = password::password(&self.g)?;
-        let mut repo = Repository::open_with_keys(backend, pw.as_bytes(), keys)?;
-        if !self.g.no_cache {
-            if let Some(dir) = self
-                .g
-                .cache_dir
-                .clone()
-                .or_else(|| dirs::cache_dir().map(|d| d.join("cairn")))
-            {
-                repo.use_cache(&dir)?;
-            }
-        }
-        Ok(repo)
+        self.open_with(backend, pw.as_bytes(), keys)
     }
 
     /// Opens the repository, takes its lock, then loads the index: in that order, so
@@ -297,6 +343,12 @@ impl Ctx {
         };
         repo.lock_wait(kind, wait, &waiting).map(Some)
     }
+}
+
+/// Storage at `url` with `options`, every request counted in this process's totals.
+fn counted_backend(url: &str, options: &[String]) -> Result<Arc<dyn backend::Backend>> {
+    let counted = backend::CountingBackend::new(backend::open(url, options)?, REQUESTS.clone());
+    Ok(Arc::new(counted))
 }
 
 /// Picks one snapshot by selector and filter; unreadable snapshots are reported as
@@ -362,7 +414,7 @@ fn exit_code(e: &Error) -> i32 {
     match e {
         Error::RepoNotFound(_) => 10,
         Error::Locked(_) | Error::LockLost(_) => 11,
-        Error::WrongPassword => 12,
+        Error::WrongPassword | Error::WrongPasswordFor(_) => 12,
         Error::Integrity { .. } => 13,
         _ => 1,
     }
@@ -385,6 +437,7 @@ pub fn run() -> i32 {
         Command::Forget(a) => cmd_forget::run(&ctx, a),
         Command::Prune(a) => cmd_prune::run(&ctx, a),
         Command::Repair(a) => cmd_repair::run(&ctx, a),
+        Command::Copy(a) => cmd_copy::run(&ctx, a),
     };
     if ctx.g.verbose > 0 {
         let r = REQUESTS.summary();

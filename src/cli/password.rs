@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use zeroize::Zeroizing;
 
-use super::GlobalArgs;
+use super::{FromRepoArgs, GlobalArgs};
 use cairn::{Error, Result};
 
 const NO_SOURCE: &str = "no password given: set CAIRN_PASSWORD, --password-file or --password-command (no terminal to ask on)";
@@ -16,14 +16,27 @@ fn first_line(s: &str) -> &str {
 }
 
 fn configured(g: &GlobalArgs) -> Result<Option<Zeroizing<String>>> {
-    if let Ok(p) = std::env::var("CAIRN_PASSWORD") {
+    from_sources(
+        "CAIRN_PASSWORD",
+        g.password_file.as_deref(),
+        g.password_command.as_deref(),
+    )
+}
+
+/// The password from an environment variable, a file or a command, in that order.
+fn from_sources(
+    env: &str,
+    file: Option<&std::path::Path>,
+    command: Option<&str>,
+) -> Result<Option<Zeroizing<String>>> {
+    if let Ok(p) = std::env::var(env) {
         return Ok(Some(Zeroizing::new(p)));
     }
-    if let Some(f) = &g.password_file {
+    if let Some(f) = file {
         let text = Zeroizing::new(std::fs::read_to_string(f).map_err(|e| Error::io_path(f, e))?);
         return Ok(Some(Zeroizing::new(first_line(&text).to_string())));
     }
-    if let Some(cmd) = &g.password_command {
+    if let Some(cmd) = command {
         let out = Command::new("sh")
             .arg("-c")
             .arg(cmd)
@@ -44,8 +57,12 @@ fn configured(g: &GlobalArgs) -> Result<Option<Zeroizing<String>>> {
 }
 
 fn prompt(text: &str) -> Result<Zeroizing<String>> {
+    prompt_or(text, NO_SOURCE)
+}
+
+fn prompt_or(text: &str, no_terminal: &str) -> Result<Zeroizing<String>> {
     if !std::io::stdin().is_terminal() {
-        return Err(Error::Usage(NO_SOURCE.into()));
+        return Err(Error::Usage(no_terminal.into()));
     }
     rpassword::prompt_password(text)
         .map(Zeroizing::new)
@@ -57,6 +74,23 @@ pub fn password(g: &GlobalArgs) -> Result<Zeroizing<String>> {
     match configured(g)? {
         Some(p) => Ok(p),
         None => prompt("enter password for repository: "),
+    }
+}
+
+/// The password of the source repository of `copy` / `init --copy-chunker-params`:
+/// CAIRN_FROM_PASSWORD, --from-password-file, --from-password-command, else a prompt.
+pub fn source_password(from: &FromRepoArgs) -> Result<Zeroizing<String>> {
+    let configured = from_sources(
+        "CAIRN_FROM_PASSWORD",
+        from.from_password_file.as_deref(),
+        from.from_password_command.as_deref(),
+    )?;
+    match configured {
+        Some(p) => Ok(p),
+        None => prompt_or(
+            "enter password for source repository: ",
+            "no password for the source repository given: set CAIRN_FROM_PASSWORD, --from-password-file or --from-password-command (no terminal to ask on)",
+        ),
     }
 }
 

@@ -22,6 +22,7 @@ fn snap(time: &str, tags: &[&str]) -> Snapshot {
         parent: None,
         program_version: "t".into(),
         summary: None,
+        original: None,
     }
 }
 

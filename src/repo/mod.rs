@@ -70,13 +70,24 @@ impl Repository {
         kdf: KdfParams,
         compression: i32,
     ) -> Result<Repository> {
+        Self::init_with_config(backend, password, kdf, Config::new(compression))
+    }
+
+    /// Creates a new repository with this config (`Config::new`, or
+    /// `Config::sharing_keys_of` another repository).
+    pub fn init_with_config(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        kdf: KdfParams,
+        config: Config,
+    ) -> Result<Repository> {
         if exists(&*backend)? {
             return Err(Error::RepoExists(backend.location()));
         }
         backend.create()?;
-        let key = MasterKey::generate();
+        let mut key = MasterKey::generate();
         let key_id = write_key(&*backend, &key, password, kdf)?;
-        let config = Config::new(compression);
+        use_shared_keys(&mut key, &config);
         // The config is written last: until it exists, this is not a repository.
         crate::backend::store(
             &*backend,
@@ -127,13 +138,14 @@ impl Repository {
                 Err(e) => damage = damage.or(Some(e)),
             }
         }
-        let (key_id, key) = match (found, damage) {
+        let (key_id, mut key) = match (found, damage) {
             (Some(f), _) => f,
             (None, Some(e)) => return Err(e),
             (None, None) => return Err(Error::WrongPassword),
         };
         let sealed = backend.read(FileType::Config, "")?;
         let config = Config::decode(&sealed, &key.sealing)?;
+        use_shared_keys(&mut key, &config);
         Ok(Repository {
             backend,
             cache: None,
@@ -520,6 +532,15 @@ impl Repository {
             out.push((name.clone(), KeyFile::decode(&bytes, &name)?));
         }
         Ok(out)
+    }
+}
+
+/// A repository made by `init --copy-chunker-params` names blobs and cuts chunks with
+/// the keys of the repository it was made from (config `shared_keys`).
+fn use_shared_keys(key: &mut MasterKey, config: &Config) {
+    if let Some(shared) = &config.shared_keys {
+        key.id_key = crate::id::IdKey::new(shared.blob_id_key);
+        key.chunker_seed = shared.chunker_seed;
     }
 }
 

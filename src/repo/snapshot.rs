@@ -49,6 +49,18 @@ pub struct Snapshot {
     pub parent: Option<Id>,
     pub program_version: String,
     pub summary: Option<Summary>,
+    /// Set on a snapshot written by `copy`: the snapshot it is a copy of, in the
+    /// repository where that one was first taken (a copy of a copy keeps the first
+    /// origin). Absent on snapshots taken by `backup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<Origin>,
+}
+
+/// Where a copied snapshot came from: a repository (its config id) and a snapshot in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Origin {
+    pub repository: Id,
+    pub snapshot: Id,
 }
 
 impl Snapshot {
@@ -86,6 +98,15 @@ impl Snapshot {
 
     pub fn has_tag(&self, t: &str) -> bool {
         self.tags.iter().any(|x| x == t)
+    }
+
+    /// The snapshot this one is, first taken as `id` in repository `repo`, unless it is
+    /// itself a copy: then the one it was copied from.
+    pub fn origin(&self, repo: Id, id: Id) -> Origin {
+        self.original.unwrap_or(Origin {
+            repository: repo,
+            snapshot: id,
+        })
     }
 }
 
@@ -161,6 +182,7 @@ mod tests {
             parent: None,
             program_version: "cairn 0.1.0".into(),
             summary: Some(Summary::default()),
+            original: None,
         }
     }
 
@@ -175,6 +197,38 @@ mod tests {
             b[i] ^= 1 << bit;
             prop_assert!(Snapshot::decode(&b, &k, "s").is_err());
         }
+    }
+
+    #[test]
+    fn original_is_optional_and_round_trips() {
+        let k = SealingKey::new(&[4; 32]);
+        let plain = serde_json::to_string(&sample()).unwrap();
+        assert!(!plain.contains("original"), "absent unless copied: {plain}");
+        // A snapshot written before the field existed still decodes.
+        assert_eq!(
+            Snapshot::decode_plain(plain.as_bytes(), "s").unwrap(),
+            sample()
+        );
+        let copied = Snapshot {
+            original: Some(Origin {
+                repository: Id([7; 32]),
+                snapshot: Id([8; 32]),
+            }),
+            ..sample()
+        };
+        let back = Snapshot::decode(&copied.encode(&k), &k, "s").unwrap();
+        assert_eq!(back, copied);
+        assert_eq!(
+            back.origin(Id([1; 32]), Id([2; 32])),
+            copied.original.unwrap()
+        );
+        assert_eq!(
+            sample().origin(Id([1; 32]), Id([2; 32])),
+            Origin {
+                repository: Id([1; 32]),
+                snapshot: Id([2; 32])
+            }
+        );
     }
 
     #[test]

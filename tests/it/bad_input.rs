@@ -221,7 +221,7 @@ fn newer_repository_version_is_refused_clearly() {
     let backend = std::sync::Arc::new(LocalBackend::new(env.repo.clone()));
     let repo = cairn::Repository::open(backend.clone(), PASSWORD.as_bytes()).unwrap();
     let mut cfg = repo.config.clone();
-    cfg.version += 1;
+    cfg.version = cairn::repo::config::REPO_VERSION_SHARED_KEYS + 1;
     backend
         .write(FileType::Config, "", &cfg.encode(&repo.key.sealing))
         .unwrap();

@@ -66,6 +66,10 @@ impl Env {
             "CAIRN_PASSWORD_FILE",
             "CAIRN_PASSWORD_COMMAND",
             "CAIRN_NEW_PASSWORD",
+            "CAIRN_FROM_REPOSITORY",
+            "CAIRN_FROM_PASSWORD",
+            "CAIRN_FROM_PASSWORD_FILE",
+            "CAIRN_FROM_PASSWORD_COMMAND",
         ] {
             c.env_remove(v);
         }

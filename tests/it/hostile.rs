@@ -48,6 +48,7 @@ fn hostile_snapshot(env: &Env, build: impl FnOnce(&mut Repository) -> Vec<Node>)
         parent: None,
         program_version: "hostile".into(),
         summary: None,
+        original: None,
     };
     repo.save_snapshot(&snap).unwrap();
 }

@@ -88,6 +88,52 @@ fn paused_backup(b: Arc<dyn Backend>, w: &World) -> cairn::Result<()> {
     archiver::backup(&mut repo, &opts, &|_| {}).map(|_| ())
 }
 
+const COPY_SOURCE_PASSWORD: &str = "the copy source's password";
+
+/// The repository `copy` reads from: one snapshot of the source in state s3 (tag s3),
+/// made on first use. Its own master key: the copy re-chunks, and finds much of s3's
+/// data already in the target (from s1 and s2), relying on it.
+fn copy_source(w: &World) -> PathBuf {
+    let dir = w.env.path("copy-source");
+    if !dir.join("config").exists() {
+        let src = w.src.to_str().unwrap();
+        for args in [vec!["init"], vec!["backup", "--tag", "s3", src]] {
+            let out = w
+                .env
+                .bare()
+                .env("CAIRN_PASSWORD", COPY_SOURCE_PASSWORD)
+                .arg("-r")
+                .arg(&dir)
+                .args(args)
+                .output()
+                .unwrap();
+            assert_eq!(code(&out), 0, "{}", stderr(&out));
+        }
+    }
+    dir
+}
+
+/// `cairn copy --from-repo SOURCE` into the paused repository.
+fn paused_copy(b: Arc<dyn Backend>, w: &World) -> cairn::Result<()> {
+    let source_dir = copy_source(w);
+    let mut source = open(
+        Arc::new(LocalBackend::new(source_dir)),
+        COPY_SOURCE_PASSWORD,
+    )?;
+    let _source_lock = source.lock(LockKind::Shared)?;
+    source.load_index()?;
+    let all = source.snapshots()?.list;
+    let ids: Vec<_> = all.iter().map(|(id, _)| *id).collect();
+    let mut repo = open(b, PASSWORD)?;
+    let _lock = repo.lock(LockKind::Shared)?;
+    repo.load_index()?;
+    archiver::adopt_left_packs(&mut repo)?;
+    let r = cairn::copy::copy(&source, &mut repo, &all, &ids, &|_| {})?;
+    assert_eq!(r.snapshots_copied, 1);
+    assert!(r.blobs_present > 0, "the copy relies on no target data");
+    Ok(())
+}
+
 fn paused_prune(b: Arc<dyn Backend>, _: &World) -> cairn::Result<()> {
     let mut repo = open(b, PASSWORD)?;
     let _lock = repo.lock(LockKind::Prune)?;
@@ -256,6 +302,11 @@ fn backup_paused_beside_another_backup_and_prune() {
         paused_backup,
         backup_and_prune,
     );
+}
+
+#[test]
+fn copy_paused_beside_forget_and_two_prunes() {
+    interleave("copy | forget+prune+prune", paused_copy, forget_prune_prune);
 }
 
 #[test]

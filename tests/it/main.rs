@@ -11,6 +11,7 @@ mod cache;
 mod changing;
 mod cli;
 mod concurrency;
+mod copy;
 mod crash;
 mod damaged_snapshot;
 mod dedup;
