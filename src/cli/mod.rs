@@ -238,12 +238,13 @@ impl Ctx {
         let keys = cairn::repo::key_files(&*backend)?;
         let location = backend.location();
         let pw = password::source_password(from)?;
-        self.open_with(backend, pw.as_bytes(), keys).map_err(|e| match e {
-            Error::WrongPassword => {
-                Error::WrongPasswordFor(format!("the source repository {location}"))
-            }
-            e => e,
-        })
+        self.open_with(backend, pw.as_bytes(), keys)
+            .map_err(|e| match e {
+                Error::WrongPassword => {
+                    Error::WrongPasswordFor(format!("the source repository {location}"))
+                }
+                e => e,
+            })
     }
 
     /// Opens the repository at `backend` with `password`, behind the local cache

@@ -68,8 +68,56 @@ fn world() -> World {
 
 /// The paused operation: what a cairn command does, through the given backend.
 type Paused = fn(Arc<dyn Backend>, &World) -> cairn::Result<()>;
-/// What other processes do meanwhile, against the repository at the path.
-type Interfere = fn(&World, &Path);
+/// What other processes do meanwhile, against the repository at the target.
+type Interfere = fn(&World, &Target);
+
+/// One try's repository: its folder on disk, and the server it is served from when the
+/// try runs over S3 (s3s-fs keeps objects as plain files: a bucket is a folder).
+struct Target {
+    dir: PathBuf,
+    remote: Option<crate::servers::RemoteRepo>,
+}
+
+impl Target {
+    fn place(w: &World, name: &str, over_s3: bool) -> Option<Target> {
+        if !over_s3 {
+            let dir = w.env.path(name);
+            cp_a(&w.env.repo, &dir);
+            return Some(Target { dir, remote: None });
+        }
+        let remote = crate::servers::remote(crate::servers::Kind::S3)?;
+        cp_a(&w.env.repo, &remote.disk);
+        Some(Target {
+            dir: remote.disk.clone(),
+            remote: Some(remote),
+        })
+    }
+
+    fn backend(&self) -> Arc<dyn Backend> {
+        match &self.remote {
+            Some(r) => r.backend(),
+            None => Arc::new(LocalBackend::new(self.dir.clone())),
+        }
+    }
+
+    /// `cairn` for this repository (`-r`, `-o` and credentials).
+    fn cmd(&self, w: &World) -> std::process::Command {
+        let mut c = w.env.bare();
+        match &self.remote {
+            Some(r) => {
+                c.envs(r.env.iter().map(|(k, v)| (k, v)));
+                c.arg("-r").arg(&r.url);
+                for o in &r.options {
+                    c.arg("-o").arg(o);
+                }
+            }
+            None => {
+                c.arg("-r").arg(&self.dir);
+            }
+        }
+        c
+    }
+}
 
 fn open(backend: Arc<dyn Backend>, pw: &str) -> cairn::Result<Repository> {
     Repository::open(backend, pw.as_bytes())
@@ -163,14 +211,14 @@ fn paused_passwd(b: Arc<dyn Backend>, _: &World) -> cairn::Result<()> {
 
 /// Runs cairn against `dir`; the exit code may be anything but a crash (a command that
 /// meets a lock it must not share exits 11).
-fn cairn(w: &World, dir: &Path, envs: &[(&str, String)], args: &[&str]) {
+fn cairn(w: &World, dir: &Target, envs: &[(&str, String)], args: &[&str]) {
     for pw in [PASSWORD, NEW_PASSWORD] {
-        let mut c = w.env.bare();
+        let mut c = dir.cmd(w);
         c.env("CAIRN_PASSWORD", pw);
         for (k, v) in envs {
             c.env(k, v);
         }
-        let out = c.arg("-r").arg(dir).args(args).output().unwrap();
+        let out = c.args(args).output().unwrap();
         let code = code(&out);
         assert!(
             [0, 11, 12].contains(&code),
@@ -187,19 +235,19 @@ fn later() -> String {
     (chrono::Utc::now().timestamp() + 25 * 3600).to_string()
 }
 
-fn forget_prune_prune(w: &World, dir: &Path) {
+fn forget_prune_prune(w: &World, dir: &Target) {
     cairn(w, dir, &[], &["forget", "--keep-last", "1"]);
     cairn(w, dir, &[], &["prune"]);
     cairn(w, dir, &[("CAIRN_PRUNE_NOW", later())], &["prune"]);
 }
 
-fn forget_instant_prune(w: &World, dir: &Path) {
+fn forget_instant_prune(w: &World, dir: &Target) {
     cairn(w, dir, &[], &["forget", "--keep-last", "1"]);
     cairn(w, dir, &[], &["prune", "--instant-delete"]);
     cairn(w, dir, &[("CAIRN_PRUNE_NOW", later())], &["prune"]);
 }
 
-fn backup_and_prune(w: &World, dir: &Path) {
+fn backup_and_prune(w: &World, dir: &Target) {
     let src = w.src.to_str().unwrap().to_string();
     cairn(w, dir, &[], &["backup", "--tag", "s3-other", &src]);
     cairn(w, dir, &[], &["forget", "--keep-last", "1"]);
@@ -207,18 +255,16 @@ fn backup_and_prune(w: &World, dir: &Path) {
     cairn(w, dir, &[], &["backup", "--tag", "s3-other", &src]);
 }
 
-fn prune_twice(w: &World, dir: &Path) {
+fn prune_twice(w: &World, dir: &Target) {
     cairn(w, dir, &[], &["forget", "--keep-last", "1"]);
     cairn(w, dir, &[], &["prune"]);
     cairn(w, dir, &[("CAIRN_PRUNE_NOW", later())], &["prune"]);
 }
 
-fn passwd(w: &World, dir: &Path) {
-    let mut c = w.env.bare();
+fn passwd(w: &World, dir: &Target) {
+    let mut c = dir.cmd(w);
     let out = c
         .env("CAIRN_NEW_PASSWORD", NEW_PASSWORD)
-        .arg("-r")
-        .arg(dir)
         .args(["key", "passwd"])
         .output()
         .unwrap();
@@ -238,31 +284,30 @@ fn verify(w: &World, dir: &Path, what: &str) {
 }
 
 fn interleave(name: &str, op: Paused, interfere: Interfere) {
+    interleave_on(name, op, interfere, false);
+}
+
+fn interleave_on(name: &str, op: Paused, interfere: Interfere, over_s3: bool) {
     let w = world();
     // A clean run counts the operation's storage calls.
-    let counting = w.env.path("counting");
-    cp_a(&w.env.repo, &counting);
-    let counter = Arc::new(PausingBackend::new(
-        Arc::new(LocalBackend::new(counting.clone())),
-        0,
-    ));
+    let Some(counting) = Target::place(&w, "counting", over_s3) else {
+        return;
+    };
+    let counter = Arc::new(PausingBackend::new(counting.backend(), 0));
     op(counter.clone(), &w).unwrap();
-    verify(&w, &counting, &format!("{name} alone"));
+    verify(&w, &counting.dir, &format!("{name} alone"));
     let mut paused = 0;
     for n in positions(counter.calls(), 7) {
-        let dir = w.env.path(&format!("try-{n}"));
-        cp_a(&w.env.repo, &dir);
-        let backend = Arc::new(PausingBackend::new(
-            Arc::new(LocalBackend::new(dir.clone())),
-            n,
-        ));
+        let target = Target::place(&w, &format!("try-{n}"), over_s3).unwrap();
+        let dir = &target;
+        let backend = Arc::new(PausingBackend::new(target.backend(), n));
         std::thread::scope(|s| {
             let b: Arc<dyn Backend> = backend.clone();
             let w = &w;
             let t = s.spawn(move || op(b, w));
             if backend.wait_paused(Duration::from_secs(60)) {
                 paused += 1;
-                interfere(w, &dir);
+                interfere(w, dir);
                 backend.resume();
             }
             // A loud failure is allowed: verify then finds no snapshot of it, or a
@@ -271,8 +316,8 @@ fn interleave(name: &str, op: Paused, interfere: Interfere) {
                 eprintln!("{name}: paused at call {n}: failed loudly: {e}");
             }
         });
-        verify(&w, &dir, &format!("{name} paused at call {n}"));
-        fs::remove_dir_all(&dir).unwrap();
+        verify(&w, &target.dir, &format!("{name} paused at call {n}"));
+        fs::remove_dir_all(&target.dir).unwrap();
     }
     assert!(paused >= 4, "{name}: paused only {paused} times");
 }
@@ -326,5 +371,27 @@ fn backup_paused_beside_key_passwd_and_passwd_paused_beside_backup() {
         "key passwd | backup+forget+prune",
         paused_passwd,
         backup_and_prune,
+    );
+}
+
+/// The same races over S3: the paused backup talks to s3s-fs, and so do the forget and
+/// the prunes that run meanwhile.
+#[test]
+fn backup_over_s3_paused_beside_forget_and_two_prunes() {
+    interleave_on(
+        "backup | forget+prune+prune over S3",
+        paused_backup,
+        forget_prune_prune,
+        true,
+    );
+}
+
+#[test]
+fn prune_over_s3_paused_beside_backups_and_prunes() {
+    interleave_on(
+        "prune | backup+forget+prune+backup over S3",
+        paused_prune,
+        backup_and_prune,
+        true,
     );
 }
