@@ -287,13 +287,27 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
     let data_problems = Mutex::new(Vec::new());
     let bytes_read = std::sync::atomic::AtomicU64::new(0);
     let vanished = Mutex::new(Vec::new());
-    chosen.par_iter().for_each(|(pack, blobs)| {
-        if repo.backend().size(FileType::Pack, &pack.to_hex()).is_err() {
-            vanished.lock().unwrap().push(**pack);
-        }
-        let found = read_pack(repo, pack, blobs, &bad_blobs);
-        bytes_read.fetch_add(found.0, std::sync::atomic::Ordering::Relaxed);
-        data_problems.lock().unwrap().extend(found.1);
+    // One pack per thread; on remote storage more threads than cores, so several
+    // reads are in flight and the check is bound by bandwidth, not latency.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = if repo.backend().is_remote() {
+        cores.max(repo.backend().connections())
+    } else {
+        cores
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::Other(format!("starting reader threads: {e}")))?;
+    pool.install(|| {
+        chosen.par_iter().for_each(|(pack, blobs)| {
+            let found = read_pack(repo, pack, blobs, &bad_blobs);
+            if found.2 {
+                vanished.lock().unwrap().push(**pack);
+            }
+            bytes_read.fetch_add(found.0, std::sync::atomic::Ordering::Relaxed);
+            data_problems.lock().unwrap().extend(found.1);
+        })
     });
     report.packs_read = chosen.len() as u64;
     report.bytes_read = bytes_read.into_inner();
@@ -412,7 +426,7 @@ fn read_pack(
     pack: &Id,
     indexed: &[PackEntry],
     bad: &Mutex<HashMap<Id, String>>,
-) -> (u64, PackProblems) {
+) -> (u64, PackProblems, bool) {
     let name = pack.to_hex();
     let file = FileType::Pack.path(&name);
     let all: Vec<Id> = indexed.iter().map(|e| e.id).collect();
@@ -426,7 +440,9 @@ fn read_pack(
         Ok(b) => b,
         Err(e) => {
             mark_all("pack unreadable");
-            return (0, vec![(file, e.to_string(), all)]);
+            // Gone (not damaged): a prune beside this check may have deleted it.
+            let gone = e.is_not_found();
+            return (0, vec![(file, e.to_string(), all)], gone);
         }
     };
     let n = bytes.len() as u64;
@@ -443,7 +459,7 @@ fn read_pack(
         Err(e) => {
             mark_all("pack header damaged");
             problems.push((file, e.to_string(), all));
-            return (n, problems);
+            return (n, problems, false);
         }
     };
     let header_ids: HashMap<Id, &PackEntry> = header.iter().map(|e| (e.id, e)).collect();
@@ -485,7 +501,7 @@ fn read_pack(
             damaged,
         ));
     }
-    (n, problems)
+    (n, problems, false)
 }
 
 /// For each bad blob: the `<snapshot>:<path>` entries that need it.

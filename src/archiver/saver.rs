@@ -138,62 +138,143 @@ impl Drop for BlobSaver {
     }
 }
 
-fn run_packer(cfg: SaverConfig, rx: Receiver<Sealed>) -> Result<SaverOutput> {
-    let mut out = SaverOutput::default();
-    let mut pending = IndexFile::default();
-    // Trees and data go to separate packs: a reader of metadata (ls, mount, check,
-    // diff, a future cache) then fetches tree packs only.
-    // Room for a full pack, one more blob and the header: no reallocation.
-    let capacity = cfg.pack_size + (9 << 20);
-    let new_writer = || PackWriter::with_capacity(capacity);
-    let mut writers = [new_writer(), new_writer()];
-    for blob in rx {
-        let w = &mut writers[blob.ty.to_byte() as usize];
-        w.add(blob.ty, blob.id, &blob.sealed, blob.uncompressed_length);
-        if w.size() >= cfg.pack_size {
-            write_pack(
-                &cfg,
-                std::mem::replace(w, new_writer()),
-                &mut pending,
-                &mut out,
-            )?;
-            if pending.packs.len() >= PACKS_PER_INDEX {
-                write_index(&cfg, std::mem::take(&mut pending), &mut out)?;
-            }
-        }
-    }
-    for w in writers {
-        if !w.is_empty() {
-            write_pack(&cfg, w, &mut pending, &mut out)?;
-        }
-    }
-    if !pending.packs.is_empty() {
-        write_index(&cfg, pending, &mut out)?;
-    }
-    Ok(out)
+/// A finished pack on its way to storage.
+struct Upload {
+    id: Id,
+    bytes: Vec<u8>,
+    is_tree: bool,
 }
 
-fn write_pack(
-    cfg: &SaverConfig,
-    writer: PackWriter,
-    pending: &mut IndexFile,
-    out: &mut SaverOutput,
-) -> Result<()> {
-    let (id, bytes, blobs) = writer.finish(&cfg.key);
-    if !cfg.dry_run {
-        crate::backend::store(&*cfg.backend, FileType::Pack, &id.to_hex(), &bytes)?;
-        if let (Some(cache), Some(BlobType::Tree)) = (&cfg.cache, blobs.first().map(|b| b.ty)) {
-            cache.put_pack(&id.to_hex(), &bytes);
+/// Packs go up on their own threads: several at once on remote storage (bound by
+/// bandwidth, not latency), one at a time on a local disk. An index file is written
+/// only once every pack it lists is stored.
+fn run_packer(cfg: SaverConfig, rx: Receiver<Sealed>) -> Result<SaverOutput> {
+    let uploaders = if cfg.backend.is_remote() {
+        cfg.backend.connections().clamp(1, 4)
+    } else {
+        1
+    };
+    std::thread::scope(|s| {
+        // One pack waits while the others go up: memory stays at a few packs.
+        let (up_tx, up_rx) = bounded::<Upload>(1);
+        let (done_tx, done_rx) = crossbeam_channel::unbounded::<Result<Id>>();
+        for _ in 0..uploaders {
+            let (rx, tx, cfg) = (up_rx.clone(), done_tx.clone(), &cfg);
+            s.spawn(move || {
+                for u in rx {
+                    let r = crate::backend::store(
+                        &*cfg.backend,
+                        FileType::Pack,
+                        &u.id.to_hex(),
+                        &u.bytes,
+                    )
+                    .map(|_| {
+                        if let (Some(cache), true) = (&cfg.cache, u.is_tree) {
+                            cache.put_pack(&u.id.to_hex(), &u.bytes);
+                        }
+                        u.id
+                    });
+                    if tx.send(r).is_err() {
+                        return;
+                    }
+                }
+            });
         }
+        drop((up_rx, done_tx));
+        let mut packer = Packer {
+            cfg: &cfg,
+            up: up_tx,
+            done: done_rx,
+            outstanding: 0,
+            out: SaverOutput::default(),
+            pending: IndexFile::default(),
+        };
+        packer.run(rx)?;
+        Ok(packer.out)
+    })
+}
+
+struct Packer<'a> {
+    cfg: &'a SaverConfig,
+    up: Sender<Upload>,
+    done: Receiver<Result<Id>>,
+    /// Packs handed to the uploaders and not yet stored.
+    outstanding: usize,
+    out: SaverOutput,
+    /// Packs not yet in an index file.
+    pending: IndexFile,
+}
+
+impl Packer<'_> {
+    fn run(&mut self, rx: Receiver<Sealed>) -> Result<()> {
+        // Trees and data go to separate packs: a reader of metadata (ls, mount, check,
+        // diff, a future cache) then fetches tree packs only.
+        // Room for a full pack, one more blob and the header: no reallocation.
+        let capacity = self.cfg.pack_size + (9 << 20);
+        let new_writer = || PackWriter::with_capacity(capacity);
+        let mut writers = [new_writer(), new_writer()];
+        for blob in rx {
+            let w = &mut writers[blob.ty.to_byte() as usize];
+            w.add(blob.ty, blob.id, &blob.sealed, blob.uncompressed_length);
+            if w.size() >= self.cfg.pack_size {
+                self.write_pack(std::mem::replace(w, new_writer()))?;
+                if self.pending.packs.len() >= PACKS_PER_INDEX {
+                    self.write_index()?;
+                }
+            }
+        }
+        for w in writers {
+            if !w.is_empty() {
+                self.write_pack(w)?;
+            }
+        }
+        if !self.pending.packs.is_empty() {
+            self.write_index()?;
+        }
+        Ok(())
     }
-    out.packed_bytes += bytes.len() as u64;
-    out.packs += 1;
-    pending.packs.push(IndexedPack {
-        id,
-        marked: None,
-        blobs,
-    });
-    Ok(())
+
+    fn write_pack(&mut self, writer: PackWriter) -> Result<()> {
+        let (id, bytes, blobs) = writer.finish(&self.cfg.key);
+        self.out.packed_bytes += bytes.len() as u64;
+        self.out.packs += 1;
+        let is_tree = blobs.first().map(|b| b.ty) == Some(BlobType::Tree);
+        self.pending.packs.push(IndexedPack {
+            id,
+            marked: None,
+            blobs,
+        });
+        if self.cfg.dry_run {
+            return Ok(());
+        }
+        // Errors of packs already stored are taken up as they come.
+        for r in self.done.try_iter() {
+            r?;
+            self.outstanding -= 1;
+        }
+        self.outstanding += 1;
+        self.up
+            .send(Upload { id, bytes, is_tree })
+            .map_err(|_| Error::Other("the pack uploaders stopped".into()))
+    }
+
+    /// Waits for every pack handed out to be stored; the first failure is the error.
+    fn settle(&mut self) -> Result<()> {
+        while self.outstanding > 0 {
+            let r = self
+                .done
+                .recv()
+                .map_err(|_| Error::Other("the pack uploaders stopped".into()))?;
+            self.outstanding -= 1;
+            r?;
+        }
+        Ok(())
+    }
+
+    fn write_index(&mut self) -> Result<()> {
+        self.settle()?;
+        write_index(self.cfg, std::mem::take(&mut self.pending), &mut self.out)
+    }
 }
 
 fn write_index(cfg: &SaverConfig, file: IndexFile, out: &mut SaverOutput) -> Result<()> {

@@ -197,9 +197,14 @@ pub fn restore(
         path: target.clone(),
     };
     // More writers than cores: creating small files waits on the file system.
+    // On remote storage at least as many as the connections: each waits on a read.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut threads = cores.max(2) * 2;
+    if repo.backend().is_remote() {
+        threads = threads.max(repo.backend().connections());
+    }
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(cores.max(2) * 2)
+        .num_threads(threads)
         .stack_size(64 << 20)
         .build()
         .map_err(|e| Error::Other(format!("starting writer threads: {e}")))?;
