@@ -8,6 +8,7 @@ pub mod lock;
 pub mod pack;
 pub mod snapshot;
 pub mod tree;
+mod tree_packs;
 
 use std::sync::Arc;
 
@@ -38,6 +39,8 @@ pub struct Repository {
     locks: std::sync::Mutex<Vec<lock::LockHandle>>,
     /// The stale window of the locks this process takes.
     lock_stale: std::time::Duration,
+    /// Tree packs held whole, for remote storage without the local cache.
+    tree_packs: tree_packs::TreePacks,
 }
 
 /// Whether a repository exists at the backend (its `config` file is there).
@@ -105,6 +108,7 @@ impl Repository {
             index_files: Default::default(),
             locks: Default::default(),
             lock_stale: lock::stale_after(),
+            tree_packs: Default::default(),
         })
     }
 
@@ -156,6 +160,7 @@ impl Repository {
             index_files: Default::default(),
             locks: Default::default(),
             lock_stale: lock::stale_after(),
+            tree_packs: Default::default(),
         })
     }
 
@@ -368,6 +373,18 @@ impl Repository {
         }
     }
 
+    /// Authenticates, decompresses and verifies a blob already fetched (`sealed`: its
+    /// bytes in `pack`).
+    pub fn open_sealed_blob(&self, pack: &Id, entry: &PackEntry, sealed: &[u8]) -> Result<Vec<u8>> {
+        pack::open_blob(
+            &self.key.sealing,
+            &self.key.id_key,
+            entry,
+            sealed,
+            &FileType::Pack.path(&pack.to_hex()),
+        )
+    }
+
     fn read_blob_once(&self, pack: &Id, entry: &PackEntry) -> Result<Vec<u8>> {
         let name = pack.to_hex();
         let sealed = self.backend.read_range(
@@ -389,6 +406,17 @@ impl Repository {
         if let (Some(cache), Some(loc)) = (&self.cache, self.index.get(id)) {
             // Tree packs are small and read again and again: keep them whole.
             let _ = cache.cache_pack(&loc.pack.to_hex());
+        }
+        if let (None, true, Some(loc)) = (&self.cache, self.backend.is_remote(), self.index.get(id))
+        {
+            if let Some(pack) = self.tree_packs.get(&*self.backend, &loc.pack) {
+                let (from, len) = (loc.entry.offset as usize, loc.entry.length as usize);
+                if let Some(sealed) = pack.get(from..from + len) {
+                    if let Ok(plain) = self.open_sealed_blob(&loc.pack, &loc.entry, sealed) {
+                        return Tree::decode(&plain, &format!("tree {id}"));
+                    }
+                }
+            }
         }
         Tree::decode(&self.read_blob(id)?, &format!("tree {id}"))
     }

@@ -13,6 +13,7 @@
 mod dirfd;
 mod entry;
 mod meta;
+mod runs;
 mod shared;
 
 use std::collections::HashMap;

@@ -28,6 +28,8 @@ pub struct SharedBlobs {
     uses: Mutex<HashMap<Id, u32>>,
     /// Slots of blobs in memory, and the bytes they may hold.
     held: Mutex<(HashMap<Id, Slot>, usize)>,
+    /// Large ranged reads on remote storage.
+    runs: super::runs::PackRuns,
 }
 
 impl SharedBlobs {
@@ -72,11 +74,13 @@ impl SharedBlobs {
                 }
             }
         }
+        let runs = super::runs::PackRuns::plan(repo, uses.keys().copied());
         uses.retain(|_, n| *n > 1);
         links.retain(|_, n| *n > 1);
         let blobs = SharedBlobs {
             uses: Mutex::new(uses),
             held: Mutex::default(),
+            runs,
         };
         Ok((blobs, links))
     }
@@ -87,7 +91,7 @@ impl SharedBlobs {
             let mut uses = self.uses.lock().unwrap();
             let Some(n) = uses.get_mut(id) else {
                 drop(uses);
-                return Ok(Arc::new(repo.read_blob(id)?));
+                return Ok(Arc::new(self.runs.read(repo, id)?));
             };
             *n -= 1;
             let left = *n;
@@ -119,10 +123,10 @@ impl SharedBlobs {
             }
         };
         let Some(slot) = slot else {
-            return Ok(Arc::new(repo.read_blob(id)?));
+            return Ok(Arc::new(self.runs.read(repo, id)?));
         };
         // One thread reads; any other asking meanwhile waits for its result.
-        match slot.get_or_init(|| repo.read_blob(id).ok().map(Arc::new)) {
+        match slot.get_or_init(|| self.runs.read(repo, id).ok().map(Arc::new)) {
             Some(data) => Ok(data.clone()),
             // The read failed: read again here, to report the error itself.
             None => Ok(Arc::new(repo.read_blob(id)?)),

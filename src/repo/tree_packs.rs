@@ -1,0 +1,42 @@
+//! Whole tree packs in memory, for a remote repository read without the local cache
+//! (`check` bypasses it): one request per tree pack instead of one per tree. Each pack
+//! is checked against its name before use; within a budget, oldest out first.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use crate::backend::{Backend, FileType};
+use crate::id::Id;
+
+const BUDGET: usize = 128 << 20;
+
+/// Packs held, oldest first, and their bytes in all.
+type Held = (VecDeque<(Id, Arc<Vec<u8>>)>, usize);
+
+#[derive(Default)]
+pub struct TreePacks {
+    held: Mutex<Held>,
+}
+
+impl TreePacks {
+    /// The pack's bytes; `None` when it cannot be read whole or does not match its
+    /// name (the caller then reads the blob alone and reports what is wrong).
+    pub fn get(&self, backend: &dyn Backend, pack: &Id) -> Option<Arc<Vec<u8>>> {
+        if let Some((_, d)) = self.held.lock().unwrap().0.iter().find(|(p, _)| p == pack) {
+            return Some(d.clone());
+        }
+        let bytes = backend.read(FileType::Pack, &pack.to_hex()).ok()?;
+        if Id::of_file(&bytes) != *pack {
+            return None;
+        }
+        let data = Arc::new(bytes);
+        let mut held = self.held.lock().unwrap();
+        held.1 += data.len();
+        held.0.push_back((*pack, data.clone()));
+        while held.1 > BUDGET && held.0.len() > 1 {
+            let (_, old) = held.0.pop_front().expect("not empty");
+            held.1 -= old.len();
+        }
+        Some(data)
+    }
+}
