@@ -11,6 +11,7 @@ mod faulty;
 mod local;
 pub mod location;
 mod pausing;
+pub mod probe;
 mod remote;
 
 use std::sync::Arc;
@@ -33,12 +34,14 @@ pub enum FileType {
     Snapshot,
     Index,
     Pack,
+    /// `test-storage`'s probe objects, beside the repository's folders.
+    Probe,
 }
 
 impl FileType {
     pub fn dir(self) -> &'static str {
         match self {
-            FileType::Config => "",
+            FileType::Config | FileType::Probe => "",
             FileType::Key => "keys",
             FileType::Lock => "locks",
             FileType::Snapshot => "snapshots",
@@ -51,6 +54,7 @@ impl FileType {
     pub fn path(self, name: &str) -> String {
         match self {
             FileType::Config => "config".into(),
+            FileType::Probe => name.into(),
             FileType::Pack => format!("data/{}/{name}", &name[..2.min(name.len())]),
             other => format!("{}/{name}", other.dir()),
         }

@@ -13,6 +13,7 @@ mod cmd_prune;
 mod cmd_repair;
 mod cmd_restore;
 mod cmd_snapshots;
+mod cmd_test_storage;
 mod cmd_unlock;
 mod output;
 mod password;
@@ -131,6 +132,10 @@ enum Command {
     Repair(cmd_repair::RepairArgs),
     /// Copy snapshots from another repository into this one.
     Copy(cmd_copy::CopyArgs),
+    /// Try a storage location before trusting it: write, read, list and delete probe
+    /// objects there (no password needed).
+    #[command(name = "test-storage", visible_alias = "probe")]
+    TestStorage(cmd_test_storage::TestStorageArgs),
 }
 
 /// `--host`, `--tag`, `--path` for commands that pick snapshots.
@@ -439,6 +444,7 @@ pub fn run() -> i32 {
         Command::Prune(a) => cmd_prune::run(&ctx, a),
         Command::Repair(a) => cmd_repair::run(&ctx, a),
         Command::Copy(a) => cmd_copy::run(&ctx, a),
+        Command::TestStorage(a) => cmd_test_storage::run(&ctx, a),
     };
     if ctx.g.verbose > 0 {
         let r = REQUESTS.summary();

@@ -25,6 +25,7 @@ mod kdf;
 mod locking;
 mod maintenance;
 mod permissions;
+mod probe;
 mod remote;
 mod remote_errors;
 mod requests;

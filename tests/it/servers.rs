@@ -74,6 +74,8 @@ struct Server {
     root: PathBuf,
     /// For SFTP: the client key and the user.
     key: Option<PathBuf>,
+    /// For SFTP: ports where the server refuses deletes, and every change.
+    restricted_ports: [u16; 2],
 }
 
 fn free_port() -> u16 {
@@ -147,6 +149,7 @@ fn start(kind: Kind) -> Option<Server> {
                 port,
                 root,
                 key: None,
+                restricted_ports: [0; 2],
             })
         }
         Kind::Moto => {
@@ -157,6 +160,7 @@ fn start(kind: Kind) -> Option<Server> {
                 port,
                 root: PathBuf::new(),
                 key: None,
+                restricted_ports: [0; 2],
             })
         }
         Kind::Sftp => start_sshd(port),
@@ -174,6 +178,7 @@ fn start(kind: Kind) -> Option<Server> {
                 port,
                 root,
                 key: None,
+                restricted_ports: [0; 2],
             })
         }
     }
@@ -206,11 +211,17 @@ fn start_sshd(port: u16) -> Option<Server> {
         }
     }
     std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).ok()?;
+    // Two more ports where the SFTP server refuses requests, as a restricted account
+    // would: one refuses deletes, one every change.
+    let (no_delete, read_only) = (free_port(), free_port());
     let config = format!(
-        "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+        "Port {port}\nPort {no_delete}\nPort {read_only}\nListenAddress 127.0.0.1\n\
+         HostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
          AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\n\
          KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n\
-         Subsystem sftp internal-sftp\n",
+         Subsystem sftp internal-sftp\n\
+         Match LocalPort {no_delete}\n  ForceCommand internal-sftp -P remove,rmdir\n\
+         Match LocalPort {read_only}\n  ForceCommand internal-sftp -R\n",
         d = dir.display()
     );
     std::fs::write(dir.join("sshd_config"), config).ok()?;
@@ -220,11 +231,16 @@ fn start_sshd(port: u16) -> Option<Server> {
     if !(spawn_kept(c) && wait_for_port(port, "sshd")) {
         return None;
     }
-    let scan = Command::new("ssh-keyscan")
-        .args(["-p", &port.to_string(), "127.0.0.1"])
-        .output()
-        .ok()?;
-    std::fs::write(dir.join("known_hosts"), &scan.stdout).ok()?;
+    let mut known = Vec::new();
+    for p in [port, no_delete, read_only] {
+        let _ = wait_for_port(p, "sshd");
+        let scan = Command::new("ssh-keyscan")
+            .args(["-p", &p.to_string(), "127.0.0.1"])
+            .output()
+            .ok()?;
+        known.extend_from_slice(&scan.stdout);
+    }
+    std::fs::write(dir.join("known_hosts"), &known).ok()?;
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).ok()?;
     let wrapper = bin.join("ssh");
@@ -252,6 +268,7 @@ fn start_sshd(port: u16) -> Option<Server> {
         port,
         root: PathBuf::new(),
         key: Some(dir.join("client_key")),
+        restricted_ports: [no_delete, read_only],
     })
 }
 
@@ -338,6 +355,29 @@ pub fn remote(kind: Kind) -> Option<RemoteRepo> {
             }
         }
     })
+}
+
+/// What an SFTP account may do, for `sftp_restricted`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restriction {
+    /// The server refuses to remove files and folders.
+    NoDelete,
+    /// The server refuses every change.
+    ReadOnly,
+}
+
+/// A new SFTP repository place on the private sshd, reached through a port where the
+/// server enforces `restriction` (sftp-server's -P and -R). The folder exists.
+pub fn sftp_restricted(restriction: Restriction) -> Option<RemoteRepo> {
+    let mut r = remote(Kind::Sftp)?;
+    let s = server(Kind::Sftp)?;
+    let port = match restriction {
+        Restriction::NoDelete => s.restricted_ports[0],
+        Restriction::ReadOnly => s.restricted_ports[1],
+    };
+    std::fs::create_dir_all(&r.disk).unwrap();
+    r.url = format!("sftp://root@127.0.0.1:{port}{}", r.disk.display());
+    Some(r)
 }
 
 /// The port of a running server of `kind` (for tests that build their own URLs).

@@ -1,0 +1,138 @@
+//! `cairn test-storage` (alias `probe`): write, read, range-read, list and delete probe
+//! objects at the repository URL, before or after `init`, and say what works, how
+//! fast, and what a failure will break. No password: no repository file is touched.
+
+use clap::Args;
+
+use super::{output, Ctx};
+use cairn::backend::location::{self, Target};
+use cairn::backend::probe::{self, ProbeOptions, ProbeReport};
+use cairn::{Error, Result};
+
+#[derive(Args)]
+pub struct TestStorageArgs {
+    /// Size of the large probe object, for throughput (e.g. 4MiB, 100M, 1GiB).
+    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_size)]
+    size: usize,
+    /// How many times the small object is written, stat'ed and read (latency).
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    rounds: u64,
+}
+
+pub fn run(ctx: &Ctx, a: TestStorageArgs) -> Result<i32> {
+    let (url, _) = ctx.repo_url()?;
+    // A local folder that does not exist yet is made for the probe (as init would)
+    // and removed again when it is still empty.
+    let made = match location::parse(&url, &ctx.g.options, &|k| std::env::var(k).ok())? {
+        Target::Local(path) if !path.exists() => {
+            std::fs::create_dir_all(&path).is_ok().then_some(path)
+        }
+        _ => None,
+    };
+    let (backend, _) = ctx.backend()?;
+    let opts = ProbeOptions {
+        large_size: a.size,
+        rounds: a.rounds as usize,
+    };
+    let report = probe::run(&*backend, &opts);
+    if let Some(path) = made {
+        let _ = std::fs::remove_dir(path);
+    }
+    if ctx.json() {
+        output::print_json(&serde_json::json!({
+            "ok": report.ok(),
+            "location": report.location,
+            "repository": report.repository,
+            "steps": report.steps,
+            "diagnosis": report.diagnosis,
+            "left_behind": report.left_behind,
+        }));
+    } else {
+        print_human(ctx, &report);
+    }
+    if !report.left_behind.is_empty() {
+        eprintln!(
+            "cairn: warning: probe objects left at {}: {} (delete them by hand)",
+            report.location,
+            report.left_behind.join(", ")
+        );
+    }
+    match report.diagnosis.first() {
+        None => Ok(0),
+        Some(first) if ctx.json() => {
+            eprintln!("cairn: error: {}: {first}", report.location);
+            Ok(1)
+        }
+        Some(first) => Err(Error::Other(format!("{}: {first}", report.location))),
+    }
+}
+
+fn print_human(ctx: &Ctx, r: &ProbeReport) {
+    ctx.say(format!(
+        "storage {}: {}",
+        r.location,
+        if r.repository {
+            "a cairn repository is here"
+        } else {
+            "no repository here yet"
+        }
+    ));
+    for s in &r.steps {
+        let speed = s
+            .bytes_per_second
+            .map(|b| format!(", {}/s", output::bytes(b as u64)))
+            .unwrap_or_default();
+        let status = if s.ok { "ok  " } else { "FAIL" };
+        ctx.say(format!(
+            "  {status} {:<17} {:>9.1} ms{speed}",
+            s.step, s.millis
+        ));
+    }
+    // Every problem but the first (which is the error line) is printed here.
+    for d in r.diagnosis.iter().skip(1) {
+        eprintln!("cairn: also: {d}");
+    }
+    if r.ok() {
+        ctx.say("all storage operations cairn needs work here");
+    }
+}
+
+/// `4096`, `64K`, `8MiB`, `1G`: binary units, at least 4 KiB, at most 4 GiB (the
+/// probe holds the object in memory twice).
+fn parse_size(s: &str) -> std::result::Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 8MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?} in {s:?} (use K, M or G)")),
+    };
+    let v = n.checked_mul(mult).ok_or("size too large")?;
+    if !(4096..=4 << 30).contains(&v) {
+        return Err(format!("{s:?}: the size must be between 4KiB and 4GiB"));
+    }
+    Ok(v as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_in_binary_units() {
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("5000"), Ok(5000));
+        assert!(parse_size("100").is_err());
+        assert!(parse_size("5T").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
+}
