@@ -54,7 +54,14 @@ impl FileType {
     pub fn path(self, name: &str) -> String {
         match self {
             FileType::Config => "config".into(),
-            FileType::Probe => name.into(),
+            FileType::Probe => {
+                // Only probe objects: never a name that reaches repository files.
+                assert!(
+                    name.starts_with("cairn-probe-") && !name.contains('/'),
+                    "not a probe object name: {name:?}"
+                );
+                name.into()
+            }
             FileType::Pack => format!("data/{}/{name}", &name[..2.min(name.len())]),
             other => format!("{}/{name}", other.dir()),
         }

@@ -2,6 +2,9 @@
 //! objects at the repository URL, before or after `init`, and say what works, how
 //! fast, and what a failure will break. No password: no repository file is touched.
 
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
 use clap::Args;
 
 use super::{output, Ctx};
@@ -22,13 +25,11 @@ pub struct TestStorageArgs {
 
 pub fn run(ctx: &Ctx, a: TestStorageArgs) -> Result<i32> {
     let (url, _) = ctx.repo_url()?;
-    // A local folder that does not exist yet is made for the probe (as init would)
-    // and removed again when it is still empty.
+    // A local folder that does not exist yet is made for the probe (private, as init
+    // makes it) and removed again, with every parent the probe made.
     let made = match location::parse(&url, &ctx.g.options, &|k| std::env::var(k).ok())? {
-        Target::Local(path) if !path.exists() => {
-            std::fs::create_dir_all(&path).is_ok().then_some(path)
-        }
-        _ => None,
+        Target::Local(path) => make_folder(&path),
+        Target::Remote(_) => Vec::new(),
     };
     let (backend, _) = ctx.backend()?;
     let opts = ProbeOptions {
@@ -36,8 +37,10 @@ pub fn run(ctx: &Ctx, a: TestStorageArgs) -> Result<i32> {
         rounds: a.rounds as usize,
     };
     let report = probe::run(&*backend, &opts);
-    if let Some(path) = made {
-        let _ = std::fs::remove_dir(path);
+    for dir in made {
+        if std::fs::remove_dir(&dir).is_err() {
+            break;
+        }
     }
     if ctx.json() {
         output::print_json(&serde_json::json!({
@@ -72,10 +75,10 @@ fn print_human(ctx: &Ctx, r: &ProbeReport) {
     ctx.say(format!(
         "storage {}: {}",
         r.location,
-        if r.repository {
-            "a cairn repository is here"
-        } else {
-            "no repository here yet"
+        match r.repository {
+            Some(true) => "a cairn repository is here",
+            Some(false) => "no repository here yet",
+            None => "cannot be reached",
         }
     ));
     for s in &r.steps {
@@ -83,7 +86,11 @@ fn print_human(ctx: &Ctx, r: &ProbeReport) {
             .bytes_per_second
             .map(|b| format!(", {}/s", output::bytes(b as u64)))
             .unwrap_or_default();
-        let status = if s.ok { "ok  " } else { "FAIL" };
+        let status = match (s.ok, s.skipped) {
+            (true, _) => "ok  ",
+            (false, true) => "skip",
+            (false, false) => "FAIL",
+        };
         ctx.say(format!(
             "  {status} {:<17} {:>9.1} ms{speed}",
             s.step, s.millis
@@ -98,8 +105,38 @@ fn print_human(ctx: &Ctx, r: &ProbeReport) {
     }
 }
 
-/// `4096`, `64K`, `8MiB`, `1G`: binary units, at least 4 KiB, at most 4 GiB (the
-/// probe holds the object in memory twice).
+/// The folders from `path` up to the first one that exists, made with mode 0700;
+/// returned deepest first (the order to remove them in). Empty when `path` exists or
+/// cannot be made (the probe's first write then says why).
+fn make_folder(path: &Path) -> Vec<PathBuf> {
+    let mut missing = Vec::new();
+    let mut p = Some(path);
+    while let Some(dir) = p {
+        if dir.as_os_str().is_empty() || dir.exists() {
+            break;
+        }
+        missing.push(dir.to_path_buf());
+        p = dir.parent();
+    }
+    if missing.is_empty() {
+        return missing;
+    }
+    let made = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path);
+    if made.is_err() {
+        // Remove whatever part was made.
+        for dir in &missing {
+            let _ = std::fs::remove_dir(dir);
+        }
+        return Vec::new();
+    }
+    missing
+}
+
+/// `4096`, `64K`, `8MiB`, `1G`: binary units, at least 4 KiB, at most 1 GiB (the
+/// largest pack a repository can be set to; the probe holds it in memory a few times).
 fn parse_size(s: &str) -> std::result::Result<usize, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -115,8 +152,8 @@ fn parse_size(s: &str) -> std::result::Result<usize, String> {
         other => return Err(format!("unknown unit {other:?} in {s:?} (use K, M or G)")),
     };
     let v = n.checked_mul(mult).ok_or("size too large")?;
-    if !(4096..=4 << 30).contains(&v) {
-        return Err(format!("{s:?}: the size must be between 4KiB and 4GiB"));
+    if !(4096..=1 << 30).contains(&v) {
+        return Err(format!("{s:?}: the size must be between 4KiB and 1GiB"));
     }
     Ok(v as usize)
 }
@@ -133,6 +170,7 @@ mod tests {
         assert_eq!(parse_size("5000"), Ok(5000));
         assert!(parse_size("100").is_err());
         assert!(parse_size("5T").is_err());
+        assert!(parse_size("2G").is_err());
         assert!(parse_size("MiB").is_err());
     }
 }

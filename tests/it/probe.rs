@@ -6,7 +6,7 @@
 
 use std::net::TcpListener;
 
-use cairn::backend::{Backend, FileType};
+use cairn::backend::FileType;
 
 use crate::common::*;
 use crate::servers::{self, Kind, RemoteRepo, Restriction};
@@ -23,14 +23,59 @@ fn probe(env: &Env, args: &[&str]) -> (i32, serde_json::Value, String) {
     (code(&out), report, stderr(&out))
 }
 
-fn probe_objects(b: &dyn Backend) -> Vec<String> {
-    b.list(FileType::Probe)
-        .unwrap()
+/// Probe objects left at the repository place: read from the server's disk where it
+/// stores plain files (temporary names too), else listed.
+fn probe_objects(r: &RemoteRepo) -> Vec<String> {
+    if r.disk.as_os_str().is_empty() {
+        return r
+            .backend()
+            .list(FileType::Probe)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| n.contains("cairn-probe-"))
+            .collect();
+    }
+    files_with_hashes(&r.disk)
         .into_iter()
-        .map(|(n, _)| n)
-        .filter(|n| n.starts_with("cairn-probe-"))
+        .map(|(p, _)| p)
+        .filter(|p| p.contains("cairn-probe-"))
         .collect()
 }
+
+/// Every file under `dir` (relative path) with a hash of its content.
+fn files_with_hashes(dir: &std::path::Path) -> Vec<(String, String)> {
+    if !dir.exists() {
+        return Vec::new();
+    }
+    let mut files: Vec<(String, String)> = walk(dir)
+        .into_iter()
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let rel = p.strip_prefix(dir).unwrap().display().to_string();
+            let hash = blake3::hash(&std::fs::read(&p).unwrap())
+                .to_hex()
+                .to_string();
+            (rel, hash)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+const STEP_NAMES: [&str; 11] = [
+    "check repository",
+    "write small",
+    "stat small",
+    "read small",
+    "read range",
+    "read missing",
+    "list",
+    "write large",
+    "read large",
+    "delete",
+    "deleted is gone",
+];
 
 fn step<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     report["steps"]
@@ -48,8 +93,12 @@ fn passes_and_cleans_up(r: RemoteRepo) {
     assert_eq!(report["ok"], true);
     assert_eq!(report["repository"], false);
     assert!(report["diagnosis"].as_array().unwrap().is_empty());
-    for s in report["steps"].as_array().unwrap() {
+    let steps = report["steps"].as_array().unwrap();
+    let names: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert_eq!(names, STEP_NAMES);
+    for s in steps {
         assert_eq!(s["ok"], true, "{s}");
+        assert_eq!(s["skipped"], false, "{s}");
     }
     assert!(
         step(&report, "write large")["bytes_per_second"]
@@ -64,7 +113,7 @@ fn passes_and_cleans_up(r: RemoteRepo) {
             > 0.0
     );
     assert!(report["requests"]["write"].as_u64().unwrap() >= 3);
-    assert!(probe_objects(&*r.backend()).is_empty(), "{:?}", r.kind);
+    assert!(probe_objects(&r).is_empty(), "{:?}", r.kind);
 
     // After init, with a snapshot: the probe sees the repository and changes nothing.
     env.init();
@@ -73,12 +122,15 @@ fn passes_and_cleans_up(r: RemoteRepo) {
     std::fs::write(src.join("f"), random_bytes(300_000, 7)).unwrap();
     env.backup([&src]);
     let before = env.ok(["snapshots", "--json"]);
+    let files_before = files_with_hashes(&r.disk);
     let (rc, report, err) = probe(&env, &[]);
     assert_eq!(rc, 0, "{report}\n{err}");
     assert_eq!(report["repository"], true);
+    // Not one repository file added, changed or removed.
+    assert_eq!(files_with_hashes(&r.disk), files_before);
     assert_eq!(env.ok(["snapshots", "--json"]), before);
     env.ok(["check", "--read-data"]);
-    assert!(probe_objects(&*r.backend()).is_empty());
+    assert!(probe_objects(&r).is_empty());
 }
 
 #[test]
@@ -116,6 +168,21 @@ fn a_local_folder_that_does_not_exist_yet_passes_and_is_not_left_behind() {
     assert_eq!(rc, 0, "{report}\n{err}");
     assert_eq!(report["repository"], false);
     assert!(!env.repo.exists(), "the probe left {}", env.repo.display());
+    // Parents the probe had to make go too.
+    let deep = env.path("a/b/repo");
+    let out = env
+        .bare()
+        .arg("-r")
+        .arg(&deep)
+        .args(["test-storage", "--size", "64K"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        !env.path("a").exists(),
+        "the probe left {}",
+        env.path("a").display()
+    );
     // The human form: a line per step, a closing verdict.
     let out = env.run(["test-storage", "--size", "64K"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -157,7 +224,11 @@ fn storage_that_cannot_delete_fails_naming_prune_and_reports_what_it_left() {
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
-    assert_eq!(left.len(), 2, "{report}");
+    assert_eq!(
+        left.len(),
+        3,
+        "two small objects and the large one: {report}"
+    );
     let mut on_disk: Vec<String> = std::fs::read_dir(&r.disk)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

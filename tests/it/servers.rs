@@ -233,7 +233,9 @@ fn start_sshd(port: u16) -> Option<Server> {
     }
     let mut known = Vec::new();
     for p in [port, no_delete, read_only] {
-        let _ = wait_for_port(p, "sshd");
+        if !wait_for_port(p, "sshd") {
+            return None;
+        }
         let scan = Command::new("ssh-keyscan")
             .args(["-p", &p.to_string(), "127.0.0.1"])
             .output()
