@@ -232,15 +232,16 @@ def main():
         creds = {"AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET}
         pb.TOOLS["restic"]["env"].update(creds)
         pb.TOOLS["restic"]["env"]["RESTIC_REPOSITORY"] = f"s3:{endpoint}/repo-restic/repo"
-        # rustic reaches S3 through OpenDAL, like cairn; its options come by environment.
+        # rustic reaches S3 through OpenDAL, like cairn; it takes the service's settings
+        # from OPENDAL_* variables (rustic-rs 0.11, src/commands.rs).
         pb.TOOLS["rustic"]["env"].update({
             "RUSTIC_REPOSITORY": "opendal:s3",
-            "RUSTIC_REPO_OPTION_BUCKET": "repo-rustic",
-            "RUSTIC_REPO_OPTION_ROOT": "/repo",
-            "RUSTIC_REPO_OPTION_ENDPOINT": endpoint,
-            "RUSTIC_REPO_OPTION_REGION": "us-east-1",
-            "RUSTIC_REPO_OPTION_ACCESS_KEY_ID": KEY,
-            "RUSTIC_REPO_OPTION_SECRET_ACCESS_KEY": SECRET,
+            "OPENDAL_BUCKET": "repo-rustic",
+            "OPENDAL_ROOT": "/repo",
+            "OPENDAL_ENDPOINT": endpoint,
+            "OPENDAL_REGION": "us-east-1",
+            "OPENDAL_ACCESS_KEY_ID": KEY,
+            "OPENDAL_SECRET_ACCESS_KEY": SECRET,
         })
         cairn = pb.TOOLS["cairn"]
         cairn["bin"] = os.path.abspath(args.cairn_bin)

@@ -90,11 +90,21 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
         report_problem(&mut report.problems, file, message, Vec::new());
     };
 
-    // Keys.
-    for (name, _) in repo.backend().list(FileType::Key)? {
-        let r = repo
-            .read_file(FileType::Key, &name)
-            .and_then(|b| KeyFile::decode(&b, &name));
+    // Keys: the listing and the key file read (and verified) when the repository was
+    // opened a moment ago are not asked for again.
+    let (keys, opened) = match repo.opened_keys() {
+        Some(k) => (
+            k.listed.clone(),
+            Some((repo.key_id.clone(), k.bytes.clone())),
+        ),
+        None => (repo.backend().list(FileType::Key)?, None),
+    };
+    for (name, _) in keys {
+        let r = match &opened {
+            Some((id, bytes)) if *id == name => Ok(bytes.clone()),
+            _ => repo.read_file(FileType::Key, &name),
+        }
+        .and_then(|b| KeyFile::decode(&b, &name));
         if let Err(e) = r {
             problem(FileType::Key.path(&name), e.to_string());
         }
@@ -123,13 +133,21 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
     let stored: HashMap<String, u64> = repo.backend().list(FileType::Pack)?.into_iter().collect();
     report.packs = indexed.len() as u64;
     let mut missing = Vec::new();
-    for (pack, (blobs, _)) in &indexed {
+    let mut gone = HashSet::new();
+    for (pack, (blobs, marked)) in &indexed {
         let name = pack.to_hex();
-        // A listing can miss files: ask before calling a pack missing.
-        let size = stored
-            .get(&name)
-            .copied()
-            .or_else(|| repo.backend().size(FileType::Pack, &name).ok());
+        let size = match stored.get(&name) {
+            Some(size) => Some(*size),
+            // Marked and not listed: deleted by the prune that marked it, as marked
+            // packs are (no snapshot relies on their blobs). Not asked about one by one:
+            // after a large prune that would be a request per deleted pack.
+            None if *marked => {
+                gone.insert(*pack);
+                continue;
+            }
+            // A listing can miss files: ask before calling a pack missing.
+            None => repo.backend().size(FileType::Pack, &name).ok(),
+        };
         match size {
             None => missing.push(*pack),
             Some(size) => {
@@ -149,12 +167,9 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
     }
     // A concurrent prune deletes packs it marked, after rewriting the index: such a
     // pack is gone, not lost. Only a pack the current index still lists as live is.
-    let unavailable: HashSet<Id> = missing.iter().copied().collect();
-    let gone: HashSet<Id> = if missing.is_empty() {
-        HashSet::new()
-    } else {
+    let unavailable: HashSet<Id> = missing.iter().chain(&gone).copied().collect();
+    if !missing.is_empty() {
         let live = live_packs(repo)?;
-        let mut gone = HashSet::new();
         for pack in missing {
             let name = pack.to_hex();
             if live.contains(&pack) && repo.backend().size(FileType::Pack, &name).is_err() {
@@ -166,8 +181,7 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
                 gone.insert(pack);
             }
         }
-        gone
-    };
+    }
     report.deleted_packs = gone.len() as u64;
     // Blobs only in missing packs are not available: a snapshot needing one is damaged.
     let available: Vec<IndexFile> = files
@@ -436,7 +450,12 @@ fn read_pack(
             b.insert(*id, why.to_string());
         }
     };
-    let bytes = match repo.backend().read(FileType::Pack, &name) {
+    // A tree pack read whole for the tree walk moments ago is verified from that read.
+    let bytes = match repo
+        .held_tree_pack(pack)
+        .map(|b| Ok(b.to_vec()))
+        .unwrap_or_else(|| repo.backend().read(FileType::Pack, &name))
+    {
         Ok(b) => b,
         Err(e) => {
             mark_all("pack unreadable");

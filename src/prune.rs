@@ -293,7 +293,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
     // The new index, then the old index files, then the packs; each deletion only
     // while our locks are provably alive (checked before every one: a prune stopped
     // in the middle must not go on once others may have thought it gone).
-    let written = write_index_files(repo, &plan.next)?;
+    let (written, mut now_files) = write_index_files(repo, &plan.next)?;
     repo.confirm_locks()?;
     for name in old_index_names.iter().filter(|n| !written.contains(n)) {
         repo.ensure_locks_alive()?;
@@ -302,12 +302,15 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
     // Packs an index file we did not rewrite still lists (one a backup wrote
     // meanwhile, or one a short listing hid from us) stay.
     let mut still_listed = HashSet::new();
+    let mut now_names = written.clone();
     for (name, _) in repo.backend().list(FileType::Index)? {
         if written.contains(&name) || old_index_names.contains(&name) {
             continue;
         }
         let f = repo.load_index_file(&name)?;
         still_listed.extend(f.packs.iter().map(|p| p.id));
+        now_names.push(name);
+        now_files.push(f);
     }
     delete.retain(|id| !still_listed.contains(id));
     if !delete.is_empty() {
@@ -322,7 +325,8 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
         }
     }
     drop(exclusive);
-    repo.load_index()?;
+    // The index is now what was just written and read: no listing needed to know it.
+    repo.use_index_files(now_names, &now_files);
     Ok(report)
 }
 
@@ -548,7 +552,7 @@ pub fn repair_index(repo: &mut Repository) -> Result<(u64, u64)> {
             Err(_) => unreadable += 1,
         }
     }
-    let written = write_index_files(repo, &packs)?;
+    let (written, _) = write_index_files(repo, &packs)?;
     for name in old.iter().filter(|n| !written.contains(n)) {
         repo.backend().delete(FileType::Index, name)?;
     }
@@ -566,16 +570,23 @@ fn names(repo: &Repository, ft: FileType) -> Result<Vec<String>> {
 }
 
 /// Writes `packs` as index files of at most 1000 packs each, only while this
-/// process's locks are alive; returns their names. When one lands too late, those
-/// written before it are taken back too.
-fn write_index_files(repo: &Repository, packs: &[IndexedPack]) -> Result<Vec<String>> {
+/// process's locks are alive; returns their names and contents. When one lands too
+/// late, those written before it are taken back too.
+fn write_index_files(
+    repo: &Repository,
+    packs: &[IndexedPack],
+) -> Result<(Vec<String>, Vec<IndexFile>)> {
     let mut written = Vec::new();
+    let mut files = Vec::new();
     for chunk in packs.chunks(1000) {
         let f = IndexFile {
             packs: chunk.to_vec(),
         };
         match repo.write_file_while_held(FileType::Index, &f.encode(&repo.key.sealing)) {
-            Ok(id) => written.push(id.to_hex()),
+            Ok(id) => {
+                written.push(id.to_hex());
+                files.push(f);
+            }
             Err(e) => {
                 for name in &written {
                     let _ = repo.backend().delete(FileType::Index, name);
@@ -584,5 +595,5 @@ fn write_index_files(repo: &Repository, packs: &[IndexedPack]) -> Result<Vec<Str
             }
         }
     }
-    Ok(written)
+    Ok((written, files))
 }

@@ -41,6 +41,16 @@ pub struct Repository {
     lock_stale: std::time::Duration,
     /// Tree packs held whole, for remote storage without the local cache.
     tree_packs: tree_packs::TreePacks,
+    /// The key files listed when the repository was opened, and the bytes of the one
+    /// that opened it (verified against its name): `check` needs not ask again.
+    opened_keys: Option<OpenedKeys>,
+}
+
+/// The key files listed when a repository was opened, and the bytes of the one that
+/// opened it.
+pub struct OpenedKeys {
+    pub listed: Vec<(String, u64)>,
+    pub bytes: Vec<u8>,
 }
 
 /// Whether a repository exists at the backend (its `config` file is there).
@@ -98,6 +108,7 @@ impl Repository {
             "",
             &config.encode(&key.sealing),
         )?;
+        let opened_keys = None;
         Ok(Repository {
             backend,
             cache: None,
@@ -109,6 +120,7 @@ impl Repository {
             locks: Default::default(),
             lock_stale: lock::stale_after(),
             tree_packs: Default::default(),
+            opened_keys,
         })
     }
 
@@ -129,20 +141,24 @@ impl Repository {
         // try them all, and report damage only when no key matched.
         let mut found = None;
         let mut damage = None;
-        for (name, _) in keys {
-            let opened = read_verified(&*backend, FileType::Key, &name)
-                .and_then(|bytes| KeyFile::decode(&bytes, &name))
+        for (name, _) in &keys {
+            let mut bytes = Vec::new();
+            let opened = read_verified(&*backend, FileType::Key, name)
+                .and_then(|b| {
+                    bytes = b;
+                    KeyFile::decode(&bytes, name)
+                })
                 .and_then(|k| k.open(password));
             match opened {
                 Ok(Some(k)) => {
-                    found = Some((name, k));
+                    found = Some((name.clone(), k, bytes));
                     break;
                 }
                 Ok(None) => {}
                 Err(e) => damage = damage.or(Some(e)),
             }
         }
-        let (key_id, mut key) = match (found, damage) {
+        let (key_id, mut key, key_bytes) = match (found, damage) {
             (Some(f), _) => f,
             (None, Some(e)) => return Err(e),
             (None, None) => return Err(Error::WrongPassword),
@@ -150,6 +166,10 @@ impl Repository {
         let sealed = backend.read(FileType::Config, "")?;
         let config = Config::decode(&sealed, &key.sealing)?;
         use_shared_keys(&mut key, &config);
+        let opened_keys = Some(OpenedKeys {
+            listed: keys,
+            bytes: key_bytes,
+        });
         Ok(Repository {
             backend,
             cache: None,
@@ -161,6 +181,7 @@ impl Repository {
             locks: Default::default(),
             lock_stale: lock::stale_after(),
             tree_packs: Default::default(),
+            opened_keys,
         })
     }
 
@@ -189,6 +210,12 @@ impl Repository {
 
     pub fn backend_arc(&self) -> Arc<dyn Backend> {
         self.backend.clone()
+    }
+
+    /// The key files listed when the repository was opened, and the bytes of the one
+    /// that opened it (None for a repository this process created).
+    pub fn opened_keys(&self) -> Option<&OpenedKeys> {
+        self.opened_keys.as_ref()
     }
 
     /// Reads a whole content-addressed file and checks it against its name.
@@ -312,6 +339,13 @@ impl Repository {
     }
 
     /// Replaces the in-memory index (check builds it file by file).
+    /// Uses these index files (names and contents) as the index, as `load_index` would
+    /// after listing and reading them: for a process that just wrote them.
+    pub fn use_index_files(&mut self, names: Vec<String>, files: &[IndexFile]) {
+        self.index = Index::from_files(files);
+        self.index_files = names.into_iter().collect();
+    }
+
     pub fn set_index(&mut self, index: Index) {
         self.index = index;
     }
@@ -400,6 +434,12 @@ impl Repository {
             &sealed,
             &FileType::Pack.path(&name),
         )
+    }
+
+    /// A tree pack this process already read whole from storage (and checked against
+    /// its name), if it still holds it: `check --read-data` need not fetch it again.
+    pub fn held_tree_pack(&self, pack: &Id) -> Option<Arc<Vec<u8>>> {
+        self.tree_packs.held(pack)
     }
 
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {

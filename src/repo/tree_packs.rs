@@ -19,11 +19,20 @@ pub struct TreePacks {
 }
 
 impl TreePacks {
+    /// The pack's bytes if it is held (already read and checked against its name).
+    pub fn held(&self, pack: &Id) -> Option<Arc<Vec<u8>>> {
+        let held = self.held.lock().unwrap();
+        held.0
+            .iter()
+            .find(|(p, _)| p == pack)
+            .map(|(_, d)| d.clone())
+    }
+
     /// The pack's bytes; `None` when it cannot be read whole or does not match its
     /// name (the caller then reads the blob alone and reports what is wrong).
     pub fn get(&self, backend: &dyn Backend, pack: &Id) -> Option<Arc<Vec<u8>>> {
-        if let Some((_, d)) = self.held.lock().unwrap().0.iter().find(|(p, _)| p == pack) {
-            return Some(d.clone());
+        if let Some(d) = self.held(pack) {
+            return Some(d);
         }
         let bytes = backend.read(FileType::Pack, &pack.to_hex()).ok()?;
         if Id::of_file(&bytes) != *pack {
