@@ -21,7 +21,7 @@ pub use counting::{CountingBackend, RequestCounts, RequestSummary};
 pub use faulty::{Fault, FaultyBackend, Op};
 pub use local::LocalBackend;
 pub use pausing::PausingBackend;
-pub use remote::OpendalBackend;
+pub use remote::{settle, OpendalBackend};
 
 use crate::error::Result;
 

@@ -7,6 +7,7 @@
 //! `-o connections=N` requests are in flight. Errors are turned into sentences a person
 //! can act on, and no credential ever appears in one (`diagnose.rs`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Once};
 use std::time::Duration;
 
@@ -29,6 +30,24 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
         .build()
         .expect("cannot start the I/O runtime")
 });
+
+/// Set once an SFTP location is opened: its sessions end in runtime tasks.
+static SFTP_USED: AtomicBool = AtomicBool::new(false);
+
+/// Lets the runtime's background tasks end before the process does (at most 3 s),
+/// after every backend is dropped. An SFTP session, once its last connection is
+/// dropped, tells its ssh master process to exit from a runtime task; a process that
+/// exits first leaves that ssh process running for good (one per cairn run).
+pub fn settle() {
+    if !SFTP_USED.load(Ordering::Relaxed) {
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let metrics = RUNTIME.metrics();
+    while metrics.num_alive_tasks() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
 
 /// TLS with ring and reqwest as the HTTP transport, installed once per process (the
 /// lean build leaves both to the program).
@@ -87,6 +106,9 @@ impl OpendalBackend {
             secrets,
             tuning: tuning.clone(),
         };
+        if scheme == "sftp" {
+            SFTP_USED.store(true, Ordering::Relaxed);
+        }
         if let Some(known) = known_settings(&scheme) {
             if let Some(k) = config.keys().find(|k| !known.contains(k)) {
                 return Err(Error::Usage(format!(

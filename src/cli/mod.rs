@@ -446,6 +446,8 @@ pub fn run() -> i32 {
         Command::Copy(a) => cmd_copy::run(&ctx, a),
         Command::TestStorage(a) => cmd_test_storage::run(&ctx, a),
     };
+    // Every repository is closed by now; let remote sessions shut down cleanly.
+    backend::settle();
     if ctx.g.verbose > 0 {
         let r = REQUESTS.summary();
         if r.total > 0 {

@@ -1,14 +1,15 @@
 //! On remote storage a restore fetches each pack's needed blobs in a few large ranged
 //! reads ("runs": neighbouring blobs of one pack, planned before the restore starts),
-//! each fetched once and kept in memory until its last blob is handed out, instead of
-//! one request per blob. Within a memory budget; past it, or for a blob asked for again,
-//! the blob alone is read.
+//! each fetched once, instead of one request per blob. A fetched run is cut into its
+//! blobs at once, and each blob's bytes are dropped when it is handed out, so memory
+//! holds only blobs fetched and not yet written (within a budget); past the budget, or
+//! for a blob asked for again, the blob alone is read.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::backend::FileType;
+use crate::backend::{Backend, FileType};
 use crate::error::Result;
 use crate::id::Id;
 use crate::repo::Repository;
@@ -16,19 +17,51 @@ use crate::repo::Repository;
 /// Blobs further apart than this start a new run: fetching the gap would cost more
 /// than another request.
 const MAX_GAP: u64 = 1 << 20;
-/// A run is at most this long (a pack is 16 MiB by default).
-const MAX_RUN: u64 = 32 << 20;
-/// Bytes of runs held in memory at once.
+/// A run is at most this long (a pack is 16 MiB by default): long enough that the
+/// request's latency is small beside its transfer, short enough that few of its blobs
+/// wait long in memory for their file.
+const MAX_RUN: u64 = 8 << 20;
+/// Bytes of fetched blobs not yet handed out, at most.
 const BUDGET: usize = 256 << 20;
 
 struct Run {
     pack: Id,
     start: u64,
     len: usize,
-    /// The fetched bytes, while blobs of the run are still to be handed out.
-    data: Mutex<Option<Arc<Vec<u8>>>>,
-    /// Blobs of the run not handed out yet.
-    left: AtomicUsize,
+    /// The run's blobs: id, offset in the pack, length.
+    blobs: Vec<(Id, u64, usize)>,
+    /// After the fetch: the bytes of each blob not handed out yet.
+    state: Mutex<RunState>,
+}
+
+#[derive(Default)]
+enum RunState {
+    #[default]
+    NotFetched,
+    Fetched(HashMap<Id, Vec<u8>>),
+}
+
+impl Run {
+    /// Fetches the run unless it is fetched already or would exceed the budget.
+    fn fill(&self, backend: &dyn Backend, resident: &AtomicUsize) -> Result<()> {
+        let mut state = self.state.lock().unwrap();
+        if !matches!(*state, RunState::NotFetched)
+            || resident.load(Ordering::SeqCst) + self.len > BUDGET
+        {
+            return Ok(());
+        }
+        // Under the run's lock: fetched once, whoever asks first.
+        let bytes =
+            backend.read_range(FileType::Pack, &self.pack.to_hex(), self.start, self.len)?;
+        let mut pieces = HashMap::with_capacity(self.blobs.len());
+        for (blob, off, len) in &self.blobs {
+            let from = (off - self.start) as usize;
+            pieces.insert(*blob, bytes[from..from + len].to_vec());
+            resident.fetch_add(*len, Ordering::SeqCst);
+        }
+        *state = RunState::Fetched(pieces);
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -66,8 +99,11 @@ impl PackRuns {
                         pack,
                         start,
                         len: (end - start) as usize,
-                        data: Mutex::new(None),
-                        left: AtomicUsize::new(group.len()),
+                        blobs: group
+                            .iter()
+                            .map(|b| (b.2, b.0, (b.1 - b.0) as usize))
+                            .collect(),
+                        state: Mutex::new(RunState::NotFetched),
                     });
                     for b in group.iter() {
                         runs.by_blob.insert(b.2, run.clone());
@@ -75,13 +111,17 @@ impl PackRuns {
                 }
                 group.clear();
             };
+            let mut group_end = 0;
             for b in blobs {
                 if let Some(first) = group.first() {
-                    let last_end = group.iter().map(|x| x.1).max().unwrap_or(first.0);
-                    if b.0 > last_end + MAX_GAP || b.1 - first.0 > MAX_RUN {
+                    if b.0 > group_end + MAX_GAP || b.1 - first.0 > MAX_RUN {
                         flush(&mut group);
                     }
                 }
+                if group.is_empty() {
+                    group_end = 0;
+                }
+                group_end = group_end.max(b.1);
                 group.push(b);
             }
             flush(&mut group);
@@ -94,43 +134,18 @@ impl PackRuns {
         let (Some(run), Some(loc)) = (self.by_blob.get(id), repo.index().get(id)) else {
             return repo.read_blob(id);
         };
-        let data = {
-            let mut slot = run.data.lock().unwrap();
-            match &*slot {
-                Some(d) => Some(d.clone()),
-                // Emptied (its blobs were all handed out: this one is asked again) or
-                // over budget: the blob alone.
-                None if run.left.load(Ordering::SeqCst) == 0
-                    || self.resident.load(Ordering::SeqCst) + run.len > BUDGET =>
-                {
-                    None
-                }
-                None => {
-                    // Fetched under the run's lock: once, whoever asks first.
-                    let bytes = repo.backend().read_range(
-                        FileType::Pack,
-                        &run.pack.to_hex(),
-                        run.start,
-                        run.len,
-                    )?;
-                    self.resident.fetch_add(run.len, Ordering::SeqCst);
-                    let d = Arc::new(bytes);
-                    *slot = Some(d.clone());
-                    Some(d)
-                }
-            }
+        run.fill(repo.backend(), &self.resident)?;
+        let sealed = match &mut *run.state.lock().unwrap() {
+            RunState::Fetched(pieces) => pieces.remove(id),
+            RunState::NotFetched => None,
         };
-        let Some(data) = data else {
+        // Not fetched (over budget), or handed out before (asked again): alone.
+        let Some(sealed) = sealed else {
             return repo.read_blob(id);
         };
-        if run.left.fetch_sub(1, Ordering::SeqCst) == 1 {
-            run.data.lock().unwrap().take();
-            self.resident.fetch_sub(run.len, Ordering::SeqCst);
-        }
-        let from = (loc.entry.offset as u64 - run.start) as usize;
-        let sealed = &data[from..from + loc.entry.length as usize];
+        self.resident.fetch_sub(sealed.len(), Ordering::SeqCst);
         // A blob that fails here is read alone, so the error names it as usual.
-        repo.open_sealed_blob(&loc.pack, &loc.entry, sealed)
+        repo.open_sealed_blob(&loc.pack, &loc.entry, &sealed)
             .or_else(|_| repo.read_blob(id))
     }
 }

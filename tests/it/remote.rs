@@ -99,3 +99,59 @@ fn sftp_runs_every_command() {
 fn webdav_runs_every_command() {
     cycle(Kind::Webdav);
 }
+
+/// Command lines of the running processes that mention `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = fs::read(entry.path().join("cmdline")) {
+            let line = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if line.contains(needle) {
+                found.push(line);
+            }
+        }
+    }
+    found
+}
+
+/// cairn over SFTP leaves no ssh process behind: each session's master connection
+/// (ControlPersist) is told to exit before cairn does, so a cron job run every hour
+/// does not pile up ssh processes and server connections.
+#[test]
+fn sftp_leaves_no_ssh_process_behind() {
+    let Some(r) = servers::remote(Kind::Sftp) else {
+        return;
+    };
+    let env = Env::on(r);
+    // This test's own folder for the ssh control sockets, so only its masters count.
+    let state = env.path("ssh-state");
+    fs::create_dir_all(&state).unwrap();
+    let src = source(&env);
+    for args in [
+        vec!["init".to_string()],
+        vec!["backup".to_string(), src.display().to_string()],
+        vec!["snapshots".to_string()],
+        vec!["test-storage".into(), "--size".into(), "64K".into()],
+    ] {
+        let out = env
+            .cmd()
+            .env("XDG_STATE_HOME", &state)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    let needle = state.display().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left = processes_mentioning(&needle);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ssh processes left behind: {left:#?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
