@@ -28,7 +28,7 @@ pub struct ProbeOptions {
 impl Default for ProbeOptions {
     fn default() -> Self {
         ProbeOptions {
-            large_size: 32 << 20,
+            large_size: 48 << 20,
             rounds: 3,
         }
     }

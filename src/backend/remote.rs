@@ -67,8 +67,9 @@ const ATOMIC_PUT: &[&str] = &[
     "s3", "gcs", "azblob", "b2", "memory", "gdrive", "dropbox", "oss", "obs", "cos",
 ];
 
-/// Files larger than this are uploaded in parts of `MULTIPART_CHUNK`.
-const MULTIPART_THRESHOLD: usize = 16 << 20;
+/// Files larger than this are uploaded in parts of `MULTIPART_CHUNK`; a pack of the
+/// default size (16 MiB and its header) goes up in one request, not five.
+const MULTIPART_THRESHOLD: usize = 32 << 20;
 const MULTIPART_CHUNK: usize = 8 << 20;
 
 pub struct OpendalBackend {

@@ -15,7 +15,7 @@ use cairn::{Error, Result};
 #[derive(Args)]
 pub struct TestStorageArgs {
     /// Size of the large probe object, for throughput (e.g. 4MiB, 100M, 1GiB).
-    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "48MiB", value_parser = parse_size)]
     size: usize,
     /// How many times the small object is written, stat'ed and read (latency).
     #[arg(long, value_name = "N", default_value_t = 3,

@@ -17,10 +17,10 @@ use crate::repo::Repository;
 /// Blobs further apart than this start a new run: fetching the gap would cost more
 /// than another request.
 const MAX_GAP: u64 = 1 << 20;
-/// A run is at most this long (a pack is 16 MiB by default): long enough that the
-/// request's latency is small beside its transfer, short enough that few of its blobs
-/// wait long in memory for their file.
-const MAX_RUN: u64 = 8 << 20;
+/// A run is at most this long: a whole pack of the default size (16 MiB) in one
+/// request; fetched blobs are dropped as they are written, so a long run costs memory
+/// only for blobs still waiting for their file.
+const MAX_RUN: u64 = 32 << 20;
 /// Bytes of fetched blobs not yet handed out, at most.
 const BUDGET: usize = 256 << 20;
 

@@ -167,7 +167,7 @@ fn conformance(b: Arc<dyn Backend>, what: &str) {
         }
     }
 
-    // A file over the multipart threshold (16 MiB), read back whole and in ranges.
+    // A file over the multipart threshold (32 MiB), read back whole and in ranges.
     let big = random_bytes(40 << 20, 7);
     let big_name = "fe".repeat(32);
     b.write(FileType::Pack, &big_name, &big).unwrap();
