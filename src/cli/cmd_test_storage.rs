@@ -157,20 +157,3 @@ fn parse_size(s: &str) -> std::result::Result<usize, String> {
     }
     Ok(v as usize)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes_parse_in_binary_units() {
-        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
-        assert_eq!(parse_size("64k"), Ok(64 << 10));
-        assert_eq!(parse_size("1G"), Ok(1 << 30));
-        assert_eq!(parse_size("5000"), Ok(5000));
-        assert!(parse_size("100").is_err());
-        assert!(parse_size("5T").is_err());
-        assert!(parse_size("2G").is_err());
-        assert!(parse_size("MiB").is_err());
-    }
-}

@@ -311,7 +311,15 @@ fn an_unreachable_server_and_a_wrong_secret_are_diagnosed() {
 #[test]
 fn a_bad_size_is_a_usage_error() {
     let env = Env::new();
-    let out = env.run(["test-storage", "--size", "12T"]);
-    assert_eq!(code(&out), 2, "{}", stderr(&out));
-    assert!(!env.repo.exists());
+    for bad in ["12T", "2G", "100", "MiB", "1.5M"] {
+        let out = env.run(["test-storage", "--size", bad]);
+        assert_eq!(code(&out), 2, "{bad}: {}", stderr(&out));
+        assert!(!env.repo.exists());
+    }
+    // Binary units, any case.
+    let out = env.run(["test-storage", "--json", "--size", "64k", "--rounds", "1"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let written = report["requests"]["bytes_written"].as_u64().unwrap();
+    assert!(written >= 64 << 10 && written < 128 << 10, "{report}");
 }
