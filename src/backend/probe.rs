@@ -1,9 +1,9 @@
 //! `test-storage`: before a destination is trusted with backups, write, read,
-//! range-read, list and delete two probe objects there and say what works, how fast,
+//! range-read, list and delete probe objects there and say what works, how fast,
 //! and, when something does not, which cairn command it will break.
 //!
 //! The probe objects live beside the repository's folders, named
-//! `cairn-probe-<random>-small` and `-large` (FileType::Probe): nothing of a
+//! `cairn-probe-<random>-small<N>` and `-large` (FileType::Probe): nothing of a
 //! repository is read, written or listed by name, so the probe is safe before and
 //! after `init`, and beside a running backup.
 

@@ -42,10 +42,10 @@ pub fn settle() {
     if !SFTP_USED.load(Ordering::Relaxed) {
         return;
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
     let metrics = RUNTIME.metrics();
     while metrics.num_alive_tasks() > 0 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -17,7 +17,8 @@ pub struct TestStorageArgs {
     /// Size of the large probe object, for throughput (e.g. 4MiB, 100M, 1GiB).
     #[arg(long, value_name = "SIZE", default_value = "48MiB", value_parser = parse_size)]
     size: usize,
-    /// How many times the small object is written, stat'ed and read (latency).
+    /// How many small objects are written, stat'ed and read, one after another
+    /// (latency).
     #[arg(long, value_name = "N", default_value_t = 3,
           value_parser = clap::value_parser!(u64).range(1..=1000))]
     rounds: u64,

@@ -266,8 +266,7 @@ impl Repository {
     /// Reads every index file into memory.
     pub fn load_index(&mut self) -> Result<()> {
         let (names, files) = self.read_index_files()?;
-        self.index = Index::from_files(&files);
-        self.index_files = names.into_iter().collect();
+        self.use_index_files(names, &files);
         Ok(())
     }
 
