@@ -323,3 +323,49 @@ fn a_bad_size_is_a_usage_error() {
     let written = report["requests"]["bytes_written"].as_u64().unwrap();
     assert!(((64 << 10)..(128 << 10)).contains(&written), "{report}");
 }
+
+/// Two probes and a backup at the same moment on one repository: each probe passes,
+/// the backup's snapshot is whole, and no probe object is left.
+#[test]
+fn probes_beside_a_running_backup_change_nothing() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..40u64 {
+        std::fs::write(src.join(format!("f{i}")), random_bytes(1 << 20, i)).unwrap();
+    }
+    let mut backup = env.cmd();
+    backup.args(["backup", src.to_str().unwrap()]);
+    let backup = backup.spawn().unwrap();
+    let probes: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = env.cmd();
+            c.args(["test-storage", "--json", "--size", "4MiB", "--rounds", "5"]);
+            c.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for p in probes {
+        let out = p.wait_with_output().unwrap();
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["ok"], true, "{report}");
+    }
+    let out = backup.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    env.ok(["check", "--read-data"]);
+    let snaps: serde_json::Value = serde_json::from_str(&env.ok(["snapshots", "--json"])).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 1);
+    let restored = env.path("restored");
+    env.restore("latest", &restored, &[]);
+    assert_same_tree(&src, &restored.join(src.strip_prefix("/").unwrap()));
+    let left: Vec<_> = std::fs::read_dir(&env.repo)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains("cairn-probe-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -104,3 +104,41 @@ fn a_no_change_backup_on_s3_makes_at_most_ten_requests() {
     }
     assert_eq!(totals[0], totals[1], "request count grew with the source");
 }
+
+/// A prune keeps the packs it deleted in the index, marked; the `check` after it (the
+/// cron line `forget --prune && check`) takes them for deleted without asking storage
+/// about each one, and still passes.
+#[test]
+fn a_check_after_prune_asks_nothing_about_the_packs_prune_deleted() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for round in 0..3u64 {
+        for i in 0..4u64 {
+            fs::write(
+                src.join(format!("f{i}")),
+                random_bytes(600_000, round * 10 + i),
+            )
+            .unwrap();
+        }
+        env.backup([&src]);
+    }
+    env.ok(["forget", "--keep-last", "1", "--prune"]);
+    for args in [
+        &["--json", "check"][..],
+        &["--json", "check", "--read-data"],
+    ] {
+        let out = env.ok(args);
+        let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert!(
+            report["deleted_packs"].as_u64().unwrap() > 0,
+            "the prune deleted no pack: {report}"
+        );
+        assert_eq!(report["requests"]["stat"], 0, "{args:?}: {report}");
+        assert!(
+            report["problems"].as_array().unwrap().is_empty(),
+            "{report}"
+        );
+    }
+}
