@@ -38,6 +38,9 @@ pub struct Tuning {
     pub timeout: Duration,
     /// Tries after the first for a transient failure (`-o retries=N`).
     pub retries: usize,
+    /// Large files go up in parts where the service can (`-o multipart=off` for a
+    /// store that lacks the multipart API: each file is then one upload).
+    pub multipart: bool,
 }
 
 impl Default for Tuning {
@@ -46,6 +49,7 @@ impl Default for Tuning {
             connections: 8,
             timeout: Duration::from_secs(60),
             retries: 6,
+            multipart: true,
         }
     }
 }
@@ -228,6 +232,17 @@ fn take_tuning(opts: &mut BTreeMap<String, String>) -> Result<Tuning> {
                 "-o timeout={v}: expected a duration like 30s or 2m"
             ))
         })?;
+    }
+    if let Some(v) = opts.remove("multipart") {
+        t.multipart = match v.as_str() {
+            "on" | "true" => true,
+            "off" | "false" => false,
+            _ => {
+                return Err(Error::Usage(format!(
+                    "-o multipart={v}: expected on or off"
+                )))
+            }
+        };
     }
     Ok(t)
 }
@@ -500,7 +515,13 @@ mod tests {
     fn tuning_options_are_cairns() {
         let r = remote(
             "opendal:memory",
-            &["connections=3", "timeout=2m", "retries=0", "root=/r"],
+            &[
+                "connections=3",
+                "timeout=2m",
+                "retries=0",
+                "multipart=off",
+                "root=/r",
+            ],
             &[],
         );
         assert_eq!(
@@ -508,7 +529,8 @@ mod tests {
             Tuning {
                 connections: 3,
                 timeout: Duration::from_secs(120),
-                retries: 0
+                retries: 0,
+                multipart: false,
             }
         );
         assert!(!r.config.contains_key("connections"));
@@ -518,6 +540,7 @@ mod tests {
             "timeout=0",
             "timeout=x",
             "retries=-1",
+            "multipart=yes please",
             "noequals",
         ] {
             assert!(

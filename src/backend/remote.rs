@@ -71,6 +71,7 @@ const ATOMIC_PUT: &[&str] = &[
 /// default size (16 MiB and its header) goes up in one request, not five.
 const MULTIPART_THRESHOLD: usize = 32 << 20;
 const MULTIPART_CHUNK: usize = 8 << 20;
+const BINARY: &str = "application/octet-stream";
 
 pub struct OpendalBackend {
     op: blocking::Operator,
@@ -113,7 +114,7 @@ impl OpendalBackend {
         if let Some(known) = known_settings(&scheme) {
             if let Some(k) = config.keys().find(|k| !known.contains(k)) {
                 return Err(Error::Usage(format!(
-                    "{display}: -o {k}: not a setting of {scheme}; it knows {} (and cairn's own connections, timeout, retries)",
+                    "{display}: -o {k}: not a setting of {scheme}; it knows {} (and cairn's own connections, timeout, retries, multipart)",
                     known.join(", ")
                 )));
             }
@@ -142,7 +143,7 @@ impl OpendalBackend {
             // Folders matter on file-like services only; on an object store they would
             // be 261 empty objects.
             can_create_dir: cap.create_dir && !ATOMIC_PUT.contains(&scheme.as_str()),
-            multipart: cap.write_can_multi,
+            multipart: cap.write_can_multi && tuning.multipart,
             display,
             scheme,
             diagnosis,
@@ -265,18 +266,30 @@ impl Backend for OpendalBackend {
         let p = ft.path(name);
         let bytes = opendal::Buffer::from(data.to_vec());
         if self.atomic_put {
-            let opts = if self.multipart && data.len() > MULTIPART_THRESHOLD {
-                WriteOptions {
-                    chunk: Some(MULTIPART_CHUNK),
-                    concurrent: 4,
-                    ..Default::default()
-                }
-            } else {
-                WriteOptions::default()
+            // The type the object stores default to, said outright: a store that
+            // records no type (gcp-storage-emulator) otherwise answers with a null the
+            // GCS client cannot parse.
+            let mut opts = WriteOptions {
+                content_type: Some(BINARY.into()),
+                ..Default::default()
             };
-            self.op
-                .write_options(&p, bytes, opts)
-                .map_err(|e| self.err("writing", &p, e))?;
+            if self.multipart && data.len() > MULTIPART_THRESHOLD {
+                opts.chunk = Some(MULTIPART_CHUNK);
+                opts.concurrent = 4;
+            }
+            let parts = opts.chunk.is_some();
+            self.op.write_options(&p, bytes, opts).map_err(|e| {
+                let unsupported = matches!(e.kind(), opendal::ErrorKind::Unsupported)
+                    || e.to_string().contains("status: 501");
+                let err = self.err("writing", &p, e);
+                if parts && unsupported {
+                    Error::Other(format!(
+                        "{err}; the store does not take multipart uploads: try -o multipart=off"
+                    ))
+                } else {
+                    err
+                }
+            })?;
             return Ok(());
         }
         let tmp = temp_name(&p);

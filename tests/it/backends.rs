@@ -235,3 +235,18 @@ fn sftp_keeps_the_contract() {
 fn webdav_keeps_the_contract() {
     on(Kind::Webdav);
 }
+
+#[test]
+fn azure_keeps_the_contract() {
+    on(Kind::Azure);
+}
+
+#[test]
+fn gcs_keeps_the_contract() {
+    on(Kind::Gcs);
+}
+
+#[test]
+fn ftp_keeps_the_contract() {
+    on(Kind::Ftp);
+}

@@ -162,6 +162,15 @@ fn passes_on_webdav_and_leaves_nothing() {
 }
 
 #[test]
+fn passes_on_azure_gcs_and_ftp_and_leaves_nothing() {
+    for kind in [Kind::Azure, Kind::Gcs, Kind::Ftp] {
+        if let Some(r) = servers::remote(kind) {
+            passes_and_cleans_up(r);
+        }
+    }
+}
+
+#[test]
 fn a_local_folder_that_does_not_exist_yet_passes_and_is_not_left_behind() {
     let env = Env::new();
     let (rc, report, err) = probe(&env, &[]);

@@ -100,6 +100,21 @@ fn webdav_runs_every_command() {
     cycle(Kind::Webdav);
 }
 
+#[test]
+fn azure_runs_every_command() {
+    cycle(Kind::Azure);
+}
+
+#[test]
+fn gcs_runs_every_command() {
+    cycle(Kind::Gcs);
+}
+
+#[test]
+fn ftp_runs_every_command() {
+    cycle(Kind::Ftp);
+}
+
 /// Command lines of the running processes that mention `needle`.
 fn processes_mentioning(needle: &str) -> Vec<String> {
     let mut found = Vec::new();

@@ -265,3 +265,37 @@ fn a_misspelt_option_or_unknown_service_is_a_usage_error() {
         "{text}"
     );
 }
+
+/// A store without the multipart API (the GCS emulator answers 501) fails a large
+/// upload with a line that names the way out, and `-o multipart=off` is that way: the
+/// same file goes up in one request and reads back whole.
+#[test]
+fn a_store_without_multipart_uploads_is_named_with_the_way_out() {
+    let Some(r) = servers::remote(Kind::Gcs) else {
+        return;
+    };
+    let env = Env::on(r.clone());
+    let with_parts: Vec<String> = r
+        .options
+        .iter()
+        .filter(|o| !o.starts_with("multipart="))
+        .cloned()
+        .chain(["retries=0".to_string()])
+        .collect();
+    let args = ["test-storage", "--size", "40MiB", "--rounds", "1"];
+    let (rc, all) = attempt(&env, &r.url, &with_parts, &args);
+    assert_eq!(rc, 1, "{all}");
+    assert!(error_line(&all).contains("try -o multipart=off"), "{all}");
+    let mut without = with_parts.clone();
+    without.push("multipart=off".into());
+    let (rc, all) = attempt(&env, &r.url, &without, &args);
+    assert_eq!(rc, 0, "{all}");
+    let mut bad = with_parts.clone();
+    bad.push("multipart=maybe".into());
+    let (rc, all) = attempt(&env, &r.url, &bad, &["snapshots"]);
+    assert_eq!(rc, 1, "{all}");
+    assert!(
+        error_line(&all).contains("multipart=maybe: expected on or off"),
+        "{all}"
+    );
+}

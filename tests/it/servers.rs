@@ -31,9 +31,30 @@ pub enum Kind {
     Moto,
     Sftp,
     Webdav,
+    /// Azurite: Azure Blob Storage; objects live in its own database.
+    Azure,
+    /// gcp-storage-emulator: Google Cloud Storage's JSON API, no credentials.
+    Gcs,
+    /// pyftpdlib: an FTP server with a user and password; plain files.
+    Ftp,
 }
 
-pub const ALL: [Kind; 4] = [Kind::S3, Kind::Moto, Kind::Sftp, Kind::Webdav];
+pub const ALL: [Kind; 7] = [
+    Kind::S3,
+    Kind::Moto,
+    Kind::Sftp,
+    Kind::Webdav,
+    Kind::Azure,
+    Kind::Gcs,
+    Kind::Ftp,
+];
+
+/// Azurite's well-known development account (documented by Microsoft, not a secret).
+pub const AZURE_ACCOUNT: &str = "devstoreaccount1";
+pub const AZURE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+pub const FTP_USER: &str = "cairn";
+pub const FTP_PASSWORD: &str = "cairn-ftp-secret-42";
 
 /// A fresh, empty place for one repository on a running server.
 #[derive(Clone, Debug)]
@@ -56,6 +77,10 @@ impl RemoteRepo {
             let key = match k.as_str() {
                 "AWS_ACCESS_KEY_ID" => "access_key_id",
                 "AWS_SECRET_ACCESS_KEY" => "secret_access_key",
+                "AZURE_STORAGE_ACCOUNT" => "account_name",
+                "AZURE_STORAGE_KEY" => "account_key",
+                "FTP_USER" => "user",
+                "FTP_PASSWORD" => "password",
                 _ => continue,
             };
             o.push(format!("{key}={v}"));
@@ -181,8 +206,56 @@ fn start(kind: Kind) -> Option<Server> {
                 restricted_ports: [0; 2],
             })
         }
+        Kind::Azure => {
+            let bin = program("azurite-blob", &[])?;
+            let root = scratch("azurite");
+            let mut c = Command::new(bin);
+            c.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+                .arg("--location")
+                .arg(&root)
+                .args(["--disableTelemetry", "--skipApiVersionCheck", "--silent"]);
+            (spawn_kept(c) && wait_for_port(port, "azurite")).then_some(Server {
+                port,
+                root,
+                key: None,
+                restricted_ports: [0; 2],
+            })
+        }
+        Kind::Gcs => {
+            let bin = program("gcp-storage-emulator", &[PY_SERVERS])?;
+            let mut c = Command::new(bin);
+            c.args(["start", "--in-memory", "--quiet", "--host", "127.0.0.1"])
+                .args(["--port", &port.to_string()]);
+            (spawn_kept(c) && wait_for_port(port, "gcp-storage-emulator")).then_some(Server {
+                port,
+                root: PathBuf::new(),
+                key: None,
+                restricted_ports: [0; 2],
+            })
+        }
+        Kind::Ftp => {
+            let python = program("python", &[PY_SERVERS])
+                .filter(|p| p.starts_with(PY_SERVERS))
+                .or_else(|| program("python3", &[]))?;
+            let root = scratch("ftp");
+            let mut c = Command::new(python);
+            c.args(["-m", "pyftpdlib", "-i", "127.0.0.1", "-w"])
+                .args(["-p", &port.to_string(), "-u", FTP_USER, "-P", FTP_PASSWORD])
+                .arg("-d")
+                .arg(&root);
+            (spawn_kept(c) && wait_for_port(port, "pyftpdlib")).then_some(Server {
+                port,
+                root,
+                key: None,
+                restricted_ports: [0; 2],
+            })
+        }
     }
 }
+
+/// The virtual environment `.ci/run` installs the Python servers into
+/// (gcp-storage-emulator, pyftpdlib).
+const PY_SERVERS: &str = "/opt/cairn-py/bin";
 
 fn sh(cmd: &mut Command) -> bool {
     cmd.stdout(Stdio::null())
@@ -279,11 +352,17 @@ fn server(kind: Kind) -> Option<&'static Server> {
     static MOTO: OnceLock<Option<Server>> = OnceLock::new();
     static SFTP: OnceLock<Option<Server>> = OnceLock::new();
     static WEBDAV: OnceLock<Option<Server>> = OnceLock::new();
+    static AZURE: OnceLock<Option<Server>> = OnceLock::new();
+    static GCS: OnceLock<Option<Server>> = OnceLock::new();
+    static FTP: OnceLock<Option<Server>> = OnceLock::new();
     let cell = match kind {
         Kind::S3 => &S3,
         Kind::Moto => &MOTO,
         Kind::Sftp => &SFTP,
         Kind::Webdav => &WEBDAV,
+        Kind::Azure => &AZURE,
+        Kind::Gcs => &GCS,
+        Kind::Ftp => &FTP,
     };
     cell.get_or_init(|| start(kind)).as_ref()
 }
@@ -294,6 +373,9 @@ fn what(kind: Kind) -> &'static str {
         Kind::Moto => "moto_server (pip install 'moto[server]')",
         Kind::Sftp => "sshd and ssh (apt-get install openssh-server)",
         Kind::Webdav => "rclone (apt-get install rclone)",
+        Kind::Azure => "azurite-blob (npm install -g azurite)",
+        Kind::Gcs => "gcp-storage-emulator (pip install gcp-storage-emulator, in /opt/cairn-py)",
+        Kind::Ftp => "pyftpdlib (pip install pyftpdlib, in /opt/cairn-py)",
     }
 }
 
@@ -356,6 +438,55 @@ pub fn remote(kind: Kind) -> Option<RemoteRepo> {
                 disk,
             }
         }
+        Kind::Azure => {
+            create_azure_container(s.port, &name);
+            RemoteRepo {
+                kind,
+                url: format!("azure:{name}/repo"),
+                options: vec![format!(
+                    "endpoint=http://127.0.0.1:{}/{AZURE_ACCOUNT}",
+                    s.port
+                )],
+                env: vec![
+                    ("AZURE_STORAGE_ACCOUNT".into(), AZURE_ACCOUNT.into()),
+                    ("AZURE_STORAGE_KEY".into(), AZURE_KEY.into()),
+                ],
+                disk: PathBuf::new(),
+            }
+        }
+        Kind::Gcs => {
+            create_gcs_bucket(s.port, &name);
+            RemoteRepo {
+                kind,
+                url: format!("gs:{name}/repo"),
+                // The emulator takes no credentials: anonymous, and no looking for
+                // a metadata server or a gcloud config.
+                options: vec![
+                    format!("endpoint=http://127.0.0.1:{}", s.port),
+                    "allow_anonymous=true".into(),
+                    "disable_vm_metadata=true".into(),
+                    "disable_config_load=true".into(),
+                    // The emulator has no XML multipart API (real GCS has):
+                    // `remote_errors::a_store_without_multipart_uploads_is_named_with_the_way_out`.
+                    "multipart=off".into(),
+                ],
+                env: vec![],
+                disk: PathBuf::new(),
+            }
+        }
+        Kind::Ftp => RemoteRepo {
+            kind,
+            url: "opendal:ftp".into(),
+            options: vec![
+                format!("endpoint=ftp://127.0.0.1:{}", s.port),
+                format!("root=/{name}"),
+            ],
+            env: vec![
+                ("FTP_USER".into(), FTP_USER.into()),
+                ("FTP_PASSWORD".into(), FTP_PASSWORD.into()),
+            ],
+            disk: s.root.join(&name),
+        },
     })
 }
 
@@ -394,14 +525,69 @@ pub fn s3_root() -> Option<&'static Path> {
 
 /// moto takes an unsigned `PUT /BUCKET`.
 fn create_bucket(port: u16, name: &str) {
+    let resp = http(
+        port,
+        &format!(
+            "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "moto: {resp}");
+}
+
+/// A Google Cloud Storage bucket on the emulator (its JSON API takes no credentials).
+fn create_gcs_bucket(port: u16, name: &str) {
+    let body = format!("{{\"name\":\"{name}\"}}");
+    let resp = http(
+        port,
+        &format!(
+            "POST /storage/v1/b?project=cairn HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    // The emulator answers in HTTP/1.0.
+    assert!(
+        resp.starts_with("HTTP/1.") && resp[8..].starts_with(" 200"),
+        "gcs emulator: {resp}"
+    );
+}
+
+/// An Azure container on Azurite, with a request signed by the account's Shared Key,
+/// as `az storage container create` would send it.
+fn create_azure_container(port: u16, name: &str) {
+    let script = r#"
+import base64, hmac, hashlib, sys, urllib.request, email.utils
+port, account, key, container = sys.argv[1:5]
+date = email.utils.formatdate(usegmt=True)
+version = "2021-08-06"
+to_sign = ("PUT" + "\n" * 12 + f"x-ms-date:{date}\nx-ms-version:{version}\n"
+           + f"/{account}/{account}/{container}\nrestype:container")
+sig = base64.b64encode(hmac.new(base64.b64decode(key), to_sign.encode(), hashlib.sha256).digest()).decode()
+req = urllib.request.Request(
+    f"http://127.0.0.1:{port}/{account}/{container}?restype=container", method="PUT",
+    headers={"x-ms-date": date, "x-ms-version": version, "Content-Length": "0",
+             "Authorization": f"SharedKey {account}:{sig}"})
+urllib.request.urlopen(req)
+"#;
+    let status = Command::new("python3")
+        .args([
+            "-c",
+            script,
+            &port.to_string(),
+            AZURE_ACCOUNT,
+            AZURE_KEY,
+            name,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "azurite: creating container {name}");
+}
+
+fn http(port: u16, request: &str) -> String {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    s.write_all(request.as_bytes()).unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "moto: {resp}");
+    resp
 }
