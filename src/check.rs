@@ -237,19 +237,22 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
                 }
             };
             for node in &tree.nodes {
-                let child = if path == "/" {
-                    format!("/{}", node.name_lossy())
-                } else {
-                    format!("{path}/{}", node.name_lossy())
+                // Built only where it is kept or shown: a tree walk meets every file.
+                let child = || {
+                    if path == "/" {
+                        format!("/{}", node.name_lossy())
+                    } else {
+                        format!("{path}/{}", node.name_lossy())
+                    }
                 };
                 match node.kind {
                     NodeKind::Dir => match node.subtree {
-                        Some(id) => stack.push((id, child)),
+                        Some(id) => stack.push((id, child())),
                         None => report_problem(
                             &mut found,
                             format!("tree {tree_id}"),
                             "directory without a subtree".into(),
-                            vec![format!("{short}:{child}")],
+                            vec![format!("{short}:{}", child())],
                         ),
                     },
                     NodeKind::File => {
@@ -259,7 +262,7 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
                                     &mut found,
                                     format!("blob {id}"),
                                     "blob is not in the index".into(),
-                                    vec![format!("{short}:{child}")],
+                                    vec![format!("{short}:{}", child())],
                                 );
                             }
                         }

@@ -10,6 +10,7 @@
 //! where an uncompressed length of 0 means the blob is stored raw.
 
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 
 use crate::crypto::{aad, SealingKey};
 use crate::error::{Error, Result};
@@ -80,7 +81,7 @@ impl PackEntry {
 /// uncompressed length to record (0 = raw).
 pub fn seal_blob(key: &SealingKey, level: i32, plain: &[u8]) -> (Vec<u8>, u32) {
     if level > 0 && plain.len() > 64 {
-        if let Ok(z) = zstd::bulk::compress(plain, level) {
+        if let Ok(z) = compress(plain, level) {
             // Keep the compressed form only when it saves at least 1/32.
             if z.len() < plain.len() - plain.len() / 32 {
                 return (key.seal(aad::BLOB, &z), plain.len() as u32);
@@ -105,7 +106,7 @@ pub fn open_blob(
         .map_err(|_| what("authentication failed"))?;
     let plain = if entry.uncompressed_length > 0 {
         let n = entry.uncompressed_length as usize;
-        let out = zstd::bulk::decompress(&plain, n).map_err(|_| what("does not decompress"))?;
+        let out = decompress(&plain, n).map_err(|_| what("does not decompress"))?;
         if out.len() != n {
             return Err(what("decompressed to the wrong length"));
         }
@@ -117,6 +118,35 @@ pub fn open_blob(
         return Err(what("content does not match its id"));
     }
     Ok(plain)
+}
+
+thread_local! {
+    // One zstd context per thread, kept: making one costs more than compressing or
+    // decompressing a small blob (a tree, a tiny file), and a backup, restore or check
+    // handles hundreds of thousands of them.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+fn compress(plain: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with_borrow_mut(|slot| {
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        slot.as_mut().unwrap().1.compress(plain)
+    })
+}
+
+/// At most `capacity` bytes: a blob that decompresses to more is an error.
+fn decompress(sealed: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with_borrow_mut(|slot| {
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        slot.as_mut().unwrap().decompress(sealed, capacity)
+    })
 }
 
 /// The largest sealed blob a pack takes: lengths are u32 and the in-memory index keeps
