@@ -24,6 +24,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+mod choose;
+
+pub use choose::packs_to_repack;
+
 use crate::backend::FileType;
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -442,6 +446,11 @@ fn plan(
     let mut marked_dead = Vec::new();
     let mut newly_unused = Vec::new();
     let mut repack = Vec::new();
+    // Partly used packs, repacked the most wasteful first until what stays unused is at
+    // most `max_unused` percent of the repository (restic's rule): a pack with a little
+    // waste is not downloaded and uploaded again for it.
+    let mut partly_used: Vec<(&IndexedPack, u64, u64)> = Vec::new();
+    let mut live_total = 0u64;
     // Small packs, by blob type: combined only when there are two or more of a type,
     // so a prune never rewrites the same lone small pack again and again.
     let mut small: [Vec<&IndexedPack>; 2] = Default::default();
@@ -461,15 +470,29 @@ fn plan(
             (None, true) => {
                 // Dead blobs' bytes against all blob bytes (the header is not waste).
                 let all: u64 = p.blobs.iter().map(|b| b.length as u64).sum();
-                let unused = all - live;
-                if unused as f64 > all as f64 * opts.max_unused / 100.0 {
-                    repack.push(p.id);
-                } else if size < pack_size / 8 {
+                live_total += live;
+                if size < pack_size / 8 {
                     small[p.blobs[0].ty.to_byte() as usize].push(p);
+                } else if all > live {
+                    partly_used.push((p, all - live, all));
                 } else {
                     next.push(p.clone());
                 }
             }
+        }
+    }
+    let chosen = packs_to_repack(
+        partly_used
+            .iter()
+            .map(|(p, unused, all)| (p.id, *unused, *all)),
+        live_total,
+        opts.max_unused,
+    );
+    for (p, _, _) in partly_used {
+        if chosen.contains(&p.id) {
+            repack.push(p.id);
+        } else {
+            next.push(p.clone());
         }
     }
     for group in small {
