@@ -471,10 +471,11 @@ fn plan(
                 // Dead blobs' bytes against all blob bytes (the header is not waste).
                 let all: u64 = p.blobs.iter().map(|b| b.length as u64).sum();
                 live_total += live;
-                if size < pack_size / 8 {
-                    small[p.blobs[0].ty.to_byte() as usize].push(p);
-                } else if all > live {
+                if all > live {
+                    // Small or not: its waste counts against the limit.
                     partly_used.push((p, all - live, all));
+                } else if size < pack_size / 8 {
+                    small[p.blobs[0].ty.to_byte() as usize].push(p);
                 } else {
                     next.push(p.clone());
                 }
@@ -491,6 +492,8 @@ fn plan(
     for (p, _, _) in partly_used {
         if chosen.contains(&p.id) {
             repack.push(p.id);
+        } else if stored[&p.id] < pack_size / 8 {
+            small[p.blobs[0].ty.to_byte() as usize].push(p);
         } else {
             next.push(p.clone());
         }

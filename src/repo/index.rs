@@ -224,6 +224,8 @@ impl Index {
     }
 
     fn index_starts(&mut self) {
+        // Positions are u32: four billion blobs would be 128 GiB of index in memory.
+        assert!(self.slots.len() < u32::MAX as usize, "index too large");
         let mut starts = vec![0u32; BUCKETS + 1];
         for s in &self.slots {
             starts[bucket(&s.id_prefix) + 1] += 1;
