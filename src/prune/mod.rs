@@ -451,11 +451,12 @@ fn plan(
     // waste is not downloaded and uploaded again for it.
     let mut partly_used: Vec<(&IndexedPack, u64, u64)> = Vec::new();
     let mut live_total = 0u64;
+    // Live packs not repacked for their waste: kept, or combined if small.
+    let mut kept: Vec<&IndexedPack> = Vec::new();
     // Small packs, by blob type: combined only when there are two or more of a type,
     // so a prune never rewrites the same lone small pack again and again.
     let mut small: [Vec<&IndexedPack>; 2] = Default::default();
     for p in order {
-        let size = stored[&p.id];
         let live = live_bytes(p);
         match (p.marked, live > 0) {
             (Some(_), true) => {
@@ -474,10 +475,8 @@ fn plan(
                 if all > live {
                     // Small or not: its waste counts against the limit.
                     partly_used.push((p, all - live, all));
-                } else if size < pack_size / 8 {
-                    small[p.blobs[0].ty.to_byte() as usize].push(p);
                 } else {
-                    next.push(p.clone());
+                    kept.push(p);
                 }
             }
         }
@@ -492,7 +491,12 @@ fn plan(
     for (p, _, _) in partly_used {
         if chosen.contains(&p.id) {
             repack.push(p.id);
-        } else if stored[&p.id] < pack_size / 8 {
+        } else {
+            kept.push(p);
+        }
+    }
+    for p in kept {
+        if stored[&p.id] < pack_size / 8 {
             small[p.blobs[0].ty.to_byte() as usize].push(p);
         } else {
             next.push(p.clone());

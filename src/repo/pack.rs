@@ -284,6 +284,42 @@ mod tests {
         (bytes, entries)
     }
 
+    /// The zstd contexts are kept per thread: a blob that fails to decompress (its
+    /// recorded length too short, or its compressed bytes garbage) leaves nothing
+    /// behind that spoils the next blob, and switching levels compresses right.
+    #[test]
+    fn a_failed_blob_does_not_spoil_the_next_on_the_same_thread() {
+        let key = SealingKey::new(&[5; 32]);
+        let idk = IdKey::new([6; 32]);
+        let plain = b"cairn ".repeat(10_000);
+        let (sealed, ul) = seal_blob(&key, 3, &plain);
+        assert!(ul > 0, "compressible data is stored compressed");
+        let entry = PackEntry {
+            ty: BlobType::Data,
+            id: idk.blob_id(&plain),
+            offset: 0,
+            length: sealed.len() as u32,
+            uncompressed_length: ul,
+        };
+        let short = PackEntry {
+            uncompressed_length: ul - 1,
+            ..entry
+        };
+        assert!(open_blob(&key, &idk, &short, &sealed, "p").is_err());
+        let garbage = key.seal(aad::BLOB, &[0xAB; 500]);
+        assert!(open_blob(&key, &idk, &entry, &garbage, "p").is_err());
+        assert_eq!(open_blob(&key, &idk, &entry, &sealed, "p").unwrap(), plain);
+        for level in [1, 19, 3] {
+            let (sealed, ul) = seal_blob(&key, level, &plain);
+            let e = PackEntry {
+                length: sealed.len() as u32,
+                uncompressed_length: ul,
+                ..entry
+            };
+            assert_eq!(open_blob(&key, &idk, &e, &sealed, "p").unwrap(), plain);
+        }
+    }
+
     proptest! {
         #[test]
         fn round_trip_and_any_flipped_byte_detected(

@@ -170,23 +170,13 @@ fn start(kind: Kind) -> Option<Server> {
             c.args(["--host", "127.0.0.1", "--port", &port.to_string()])
                 .args(["--access-key", S3_KEY, "--secret-key", S3_SECRET])
                 .arg(&root);
-            (spawn_kept(c) && wait_for_port(port, "s3s-fs")).then_some(Server {
-                port,
-                root,
-                key: None,
-                restricted_ports: [0; 2],
-            })
+            plain_server(c, port, "s3s-fs", root)
         }
         Kind::Moto => {
             let bin = program("moto_server", &["/opt/moto/bin"])?;
             let mut c = Command::new(bin);
             c.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-            (spawn_kept(c) && wait_for_port(port, "moto")).then_some(Server {
-                port,
-                root: PathBuf::new(),
-                key: None,
-                restricted_ports: [0; 2],
-            })
+            plain_server(c, port, "moto", PathBuf::new())
         }
         Kind::Sftp => start_sshd(port),
         Kind::Webdav => {
@@ -199,12 +189,7 @@ fn start(kind: Kind) -> Option<Server> {
                 "--config",
                 "/dev/null",
             ]);
-            (spawn_kept(c) && wait_for_port(port, "rclone")).then_some(Server {
-                port,
-                root,
-                key: None,
-                restricted_ports: [0; 2],
-            })
+            plain_server(c, port, "rclone", root)
         }
         Kind::Azure => {
             let bin = program("azurite-blob", &[])?;
@@ -214,24 +199,14 @@ fn start(kind: Kind) -> Option<Server> {
                 .arg("--location")
                 .arg(&root)
                 .args(["--disableTelemetry", "--skipApiVersionCheck", "--silent"]);
-            (spawn_kept(c) && wait_for_port(port, "azurite")).then_some(Server {
-                port,
-                root,
-                key: None,
-                restricted_ports: [0; 2],
-            })
+            plain_server(c, port, "azurite", root)
         }
         Kind::Gcs => {
             let bin = program("gcp-storage-emulator", &[PY_SERVERS])?;
             let mut c = Command::new(bin);
             c.args(["start", "--in-memory", "--quiet", "--host", "127.0.0.1"])
                 .args(["--port", &port.to_string()]);
-            (spawn_kept(c) && wait_for_port(port, "gcp-storage-emulator")).then_some(Server {
-                port,
-                root: PathBuf::new(),
-                key: None,
-                restricted_ports: [0; 2],
-            })
+            plain_server(c, port, "gcp-storage-emulator", PathBuf::new())
         }
         Kind::Ftp => {
             let python = program("python", &[PY_SERVERS])
@@ -243,12 +218,7 @@ fn start(kind: Kind) -> Option<Server> {
                 .args(["-p", &port.to_string(), "-u", FTP_USER, "-P", FTP_PASSWORD])
                 .arg("-d")
                 .arg(&root);
-            (spawn_kept(c) && wait_for_port(port, "pyftpdlib")).then_some(Server {
-                port,
-                root,
-                key: None,
-                restricted_ports: [0; 2],
-            })
+            plain_server(c, port, "pyftpdlib", root)
         }
     }
 }
@@ -256,6 +226,16 @@ fn start(kind: Kind) -> Option<Server> {
 /// The virtual environment `.ci/run` installs the Python servers into
 /// (gcp-storage-emulator, pyftpdlib).
 const PY_SERVERS: &str = "/opt/cairn-py/bin";
+
+/// Starts `c` and waits for it on `port`: a server with no keys and no restricted ports.
+fn plain_server(c: Command, port: u16, what: &str, root: PathBuf) -> Option<Server> {
+    (spawn_kept(c) && wait_for_port(port, what)).then_some(Server {
+        port,
+        root,
+        key: None,
+        restricted_ports: [0; 2],
+    })
+}
 
 fn sh(cmd: &mut Command) -> bool {
     cmd.stdout(Stdio::null())
