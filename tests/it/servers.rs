@@ -209,9 +209,14 @@ fn start(kind: Kind) -> Option<Server> {
             plain_server(c, port, "gcp-storage-emulator", PathBuf::new())
         }
         Kind::Ftp => {
-            let python = program("python", &[PY_SERVERS])
-                .filter(|p| p.starts_with(PY_SERVERS))
-                .or_else(|| program("python3", &[]))?;
+            // The venv's python first: a `python` earlier on PATH (a pyenv shim, the
+            // system's) does not have pyftpdlib.
+            let venv = Path::new(PY_SERVERS).join("python");
+            let python = if venv.is_file() {
+                venv
+            } else {
+                program("python3", &[])?
+            };
             let root = scratch("ftp");
             let mut c = Command::new(python);
             c.args(["-m", "pyftpdlib", "-i", "127.0.0.1", "-w"])
