@@ -21,6 +21,9 @@ pub struct RequestCounts {
     stat: AtomicU64,
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
+    /// Requests under way now, and the most there ever were at once.
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
     /// Print every request on stderr as it is made (`-vv`).
     trace: std::sync::atomic::AtomicBool,
 }
@@ -37,6 +40,8 @@ pub struct RequestSummary {
     pub total: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
+    /// The most requests that were under way at once.
+    pub peak_in_flight: u64,
 }
 
 impl RequestCounts {
@@ -56,6 +61,7 @@ impl RequestCounts {
             total: 0,
             bytes_read: get(&self.bytes_read),
             bytes_written: get(&self.bytes_written),
+            peak_in_flight: get(&self.peak_in_flight),
         };
         s.total = s.list + s.read + s.read_range + s.write + s.delete + s.stat;
         s
@@ -66,7 +72,7 @@ impl std::fmt::Display for RequestSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} requests (list {}, read {}, ranged read {}, write {}, delete {}, stat {}); {} bytes read, {} written",
+            "{} requests (list {}, read {}, ranged read {}, write {}, delete {}, stat {}; at most {} at once); {} bytes read, {} written",
             self.total,
             self.list,
             self.read,
@@ -74,6 +80,7 @@ impl std::fmt::Display for RequestSummary {
             self.write,
             self.delete,
             self.stat,
+            self.peak_in_flight,
             self.bytes_read,
             self.bytes_written
         )
@@ -93,6 +100,23 @@ impl CountingBackend {
 
 fn bump(a: &AtomicU64, n: u64) {
     a.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A request under way, counted in `in_flight` until it is dropped.
+struct InFlight<'a>(&'a RequestCounts);
+
+impl RequestCounts {
+    fn start(&self) -> InFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(self)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl CountingBackend {
@@ -119,6 +143,7 @@ impl Backend for CountingBackend {
     }
     fn read(&self, ft: FileType, name: &str) -> Result<Vec<u8>> {
         bump(&self.counts.read, 1);
+        let _flight = self.counts.start();
         self.trace("read", ft, name);
         let r = self.inner.read(ft, name);
         if let Ok(b) = &r {
@@ -128,6 +153,7 @@ impl Backend for CountingBackend {
     }
     fn read_range(&self, ft: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         bump(&self.counts.read_range, 1);
+        let _flight = self.counts.start();
         self.trace("ranged read", ft, name);
         let r = self.inner.read_range(ft, name, offset, len);
         if let Ok(b) = &r {
@@ -137,12 +163,14 @@ impl Backend for CountingBackend {
     }
     fn write(&self, ft: FileType, name: &str, data: &[u8]) -> Result<()> {
         bump(&self.counts.write, 1);
+        let _flight = self.counts.start();
         self.trace("write", ft, name);
         bump(&self.counts.bytes_written, data.len() as u64);
         self.inner.write(ft, name, data)
     }
     fn list(&self, ft: FileType) -> Result<Vec<(String, u64)>> {
         self.trace("list", ft, "");
+        let _flight = self.counts.start();
         let r = self.inner.list(ft);
         // An object store lists 1000 names per request (S3's page).
         let pages = r.as_ref().map_or(1, |v| v.len().div_ceil(1000).max(1));
@@ -151,11 +179,13 @@ impl Backend for CountingBackend {
     }
     fn delete(&self, ft: FileType, name: &str) -> Result<()> {
         bump(&self.counts.delete, 1);
+        let _flight = self.counts.start();
         self.trace("delete", ft, name);
         self.inner.delete(ft, name)
     }
     fn size(&self, ft: FileType, name: &str) -> Result<u64> {
         bump(&self.counts.stat, 1);
+        let _flight = self.counts.start();
         self.trace("stat", ft, name);
         self.inner.size(ft, name)
     }

@@ -15,6 +15,7 @@ use nix::sys::stat::{fstat, mknodat, FileStat, Mode, SFlag};
 use nix::unistd::{linkat, symlinkat, unlinkat, UnlinkatFlags};
 
 use super::dirfd::{self, DirFd};
+use super::shared::Content;
 use super::{meta, Dir, Overwrite, Restorer};
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -151,6 +152,9 @@ impl Restorer<'_> {
         name: &OsStr,
         path: &Path,
     ) -> Result<()> {
+        // Whatever this file does not read (it is kept, linked or fails) is released
+        // when `content` is dropped, so no prefetched bytes wait for it.
+        let mut content = self.shared.content(self.repo, &node.content);
         let existing = self.lstat(dir, name, path)?;
         if let Some(p) = &self.opts.progress {
             p.add(1, node.size);
@@ -200,7 +204,7 @@ impl Restorer<'_> {
                 s.bytes_written += node.size;
             });
         } else {
-            self.write_file(node, dir.fd()?, name, path, existing.as_ref())?;
+            self.write_file(node, &mut content, dir.fd()?, name, path, existing.as_ref())?;
             self.count(|s| s.files_restored += 1);
         }
         if let (Some((k, true)), Some(dir_fd)) = (group, &dir.fd) {
@@ -254,6 +258,7 @@ impl Restorer<'_> {
     fn write_file(
         &self,
         node: &Node,
+        content: &mut Content,
         dir: RawFd,
         name: &OsStr,
         path: &Path,
@@ -264,7 +269,7 @@ impl Restorer<'_> {
         let mut f = File::from(dirfd::open_at(dir, &tmp, flags, 0o600).map_err(io(path))?);
         let r = dirfd::lock(f.as_raw_fd(), false)
             .map_err(io(path))
-            .and_then(|()| self.fill(node, &mut f, path))
+            .and_then(|()| self.fill(node, content, &mut f, path))
             .and_then(|()| dirfd::move_into(dir, &tmp, dir, name, existing).map_err(io(path)));
         if r.is_err() {
             let _ = unlinkat(Some(dir), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
@@ -273,10 +278,10 @@ impl Restorer<'_> {
     }
 
     /// Writes the verified content, checks it back with `--verify`, then the metadata.
-    fn fill(&self, node: &Node, f: &mut File, path: &Path) -> Result<()> {
+    fn fill(&self, node: &Node, content: &mut Content, f: &mut File, path: &Path) -> Result<()> {
         let mut written = 0u64;
-        for id in &node.content {
-            let data = self.shared.get(self.repo, id)?;
+        while let Some(data) = content.next_blob() {
+            let data = data?;
             write_sparse(f, &data).map_err(|e| Error::io_path(path, e))?;
             written += data.len() as u64;
         }

@@ -171,6 +171,11 @@ pub fn restore(
     };
     let target = &opts.target;
     let target_existed = target.is_dir();
+    // Prefetching runs ahead of the writers only when nearly every file will be
+    // written: into a target with content, `--overwrite` may keep most files, and
+    // fetching their blobs ahead would download what is never written.
+    let prefetch =
+        !opts.dry_run && (opts.overwrite == Overwrite::Always || target_is_empty(target));
     // The target path itself may be followed (it is the user's choice); nothing below
     // it is.
     let open_target = || {
@@ -209,7 +214,20 @@ pub fn restore(
         .stack_size(64 << 20)
         .build()
         .map_err(|e| Error::Other(format!("starting writer threads: {e}")))?;
-    pool.install(|| r.restore_root(node, path, root, target_existed))?;
+    let prefetchers = if prefetch {
+        r.shared.prefetchers(repo)
+    } else {
+        0
+    };
+    std::thread::scope(|s| {
+        for _ in 0..prefetchers {
+            s.spawn(|| r.shared.prefetch(repo));
+        }
+        // Stops the prefetchers however the restore ends (a panic too), so the scope
+        // can join them.
+        let _stop = StopPrefetch(&r.shared);
+        pool.install(|| r.restore_root(node, path, root, target_existed))
+    })?;
     let copies = r.link_copies.load(Ordering::Relaxed);
     if copies > 0 {
         report(format!(
@@ -220,6 +238,14 @@ pub fn restore(
     let mut summary = r.summary.into_inner().unwrap();
     summary.replaced_paths = r.plan.into_inner().unwrap();
     Ok(summary)
+}
+
+struct StopPrefetch<'a>(&'a shared::SharedBlobs);
+
+impl Drop for StopPrefetch<'_> {
+    fn drop(&mut self) {
+        self.0.stop_prefetch();
+    }
 }
 
 /// How many hard-link groups may wait for their next member at once: each holds its

@@ -4,10 +4,16 @@
 //! blobs at once, and each blob's bytes are dropped when it is handed out, so memory
 //! holds only blobs fetched and not yet written (within a budget); past the budget, or
 //! for a blob asked for again, the blob alone is read.
+//!
+//! Runs are ordered by when the restore first needs them, and a few prefetchers fetch
+//! them in that order ahead of the writers (within a smaller budget), so several
+//! requests are in flight while files are written: a remote restore waits on
+//! bandwidth, not on one request's latency after another.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::backend::{Backend, FileType};
 use crate::error::Result;
@@ -21,8 +27,13 @@ const MAX_GAP: u64 = 1 << 20;
 /// request; fetched blobs are dropped as they are written, so a long run costs memory
 /// only for blobs still waiting for their file.
 const MAX_RUN: u64 = 32 << 20;
-/// Bytes of fetched blobs not yet handed out, at most.
+/// Bytes of fetched blobs not yet handed out (and of fetches in flight), at most.
 const BUDGET: usize = 256 << 20;
+/// The part of the budget prefetchers may fill: the writers' own fetches always find
+/// room, so a prefetcher running ahead never turns their reads into one per blob.
+const PREFETCH_BUDGET: usize = 128 << 20;
+/// Prefetchers at most (each holds one request in flight).
+const PREFETCHERS: usize = 4;
 
 struct Run {
     pack: Id,
@@ -30,68 +41,93 @@ struct Run {
     len: usize,
     /// The run's blobs: id, offset in the pack, length.
     blobs: Vec<(Id, u64, usize)>,
-    /// After the fetch: the bytes of each blob not handed out yet.
     state: Mutex<RunState>,
 }
 
 #[derive(Default)]
-enum RunState {
-    #[default]
-    NotFetched,
-    Fetched(HashMap<Id, Vec<u8>>),
+struct RunState {
+    fetched: bool,
+    /// After the fetch: the bytes of each blob not handed out yet.
+    pieces: HashMap<Id, Vec<u8>>,
+    /// Blobs no file will ask for any more (their file was kept, linked or failed).
+    released: HashSet<Id>,
 }
 
 impl Run {
-    /// Fetches the run unless it is fetched already or would exceed the budget.
-    fn fill(&self, backend: &dyn Backend, resident: &AtomicUsize) -> Result<()> {
+    /// Fetches the run unless it is fetched already, nothing in it is still wanted, or
+    /// it would take the bytes in use past `limit`. `reserved`: the caller counted the
+    /// run in `inflight` already.
+    fn fill(&self, runs: &PackRuns, backend: &dyn Backend, limit: usize, reserved: bool) {
         let mut state = self.state.lock().unwrap();
-        if !matches!(*state, RunState::NotFetched)
-            || resident.load(Ordering::SeqCst) + self.len > BUDGET
-        {
-            return Ok(());
+        let unreserve = || {
+            if reserved {
+                runs.inflight.fetch_sub(self.len, Ordering::SeqCst);
+            }
+        };
+        if state.fetched || state.released.len() == self.blobs.len() {
+            state.fetched = true;
+            return unreserve();
         }
-        // Under the run's lock: fetched once, whoever asks first.
-        let bytes =
-            backend.read_range(FileType::Pack, &self.pack.to_hex(), self.start, self.len)?;
-        let mut pieces = HashMap::with_capacity(self.blobs.len());
-        for (blob, off, len) in &self.blobs {
-            let from = (off - self.start) as usize;
-            pieces.insert(*blob, bytes[from..from + len].to_vec());
-            resident.fetch_add(*len, Ordering::SeqCst);
+        let own = if reserved { 0 } else { self.len };
+        if runs.in_use() + own > limit {
+            return unreserve();
         }
-        *state = RunState::Fetched(pieces);
-        Ok(())
+        // Under the run's lock: fetched once, whoever asks first. A failed fetch leaves
+        // the run unfetched; the writer then reads the blob alone and reports the error.
+        let fetched = backend.read_range(FileType::Pack, &self.pack.to_hex(), self.start, self.len);
+        if let Ok(bytes) = fetched {
+            for (blob, off, len) in &self.blobs {
+                if state.released.contains(blob) {
+                    continue;
+                }
+                let from = (off - self.start) as usize;
+                state.pieces.insert(*blob, bytes[from..from + len].to_vec());
+                runs.resident.fetch_add(*len, Ordering::SeqCst);
+            }
+            state.fetched = true;
+        }
+        unreserve();
     }
 }
 
 #[derive(Default)]
 pub struct PackRuns {
     by_blob: HashMap<Id, Arc<Run>>,
+    /// Every run, in the order the restore first needs it.
+    order: Vec<Arc<Run>>,
+    /// The next run of `order` a prefetcher takes.
+    next: AtomicUsize,
     resident: AtomicUsize,
+    /// Bytes of prefetches under way.
+    inflight: AtomicUsize,
+    stop: AtomicBool,
 }
 
 impl PackRuns {
-    /// Plans the runs for `blobs` (each once), or none when the storage is local.
-    pub fn plan(repo: &Repository, blobs: impl Iterator<Item = Id>) -> PackRuns {
+    /// Plans the runs for `blobs` (each once, in the order the restore first needs
+    /// them), or none when the storage is local.
+    pub fn plan(repo: &Repository, blobs: &[Id]) -> PackRuns {
         let mut runs = PackRuns::default();
         if !repo.backend().is_remote() {
             return runs;
         }
-        let mut by_pack: HashMap<Id, Vec<(u64, u64, Id)>> = HashMap::new();
-        for id in blobs {
-            if let Some(loc) = repo.index().get(&id) {
+        // Per pack: (offset, end, id, rank in need order).
+        let mut by_pack: HashMap<Id, Vec<(u64, u64, Id, usize)>> = HashMap::new();
+        for (rank, id) in blobs.iter().enumerate() {
+            if let Some(loc) = repo.index().get(id) {
                 let (off, len) = (loc.entry.offset as u64, loc.entry.length as u64);
                 by_pack
                     .entry(loc.pack)
                     .or_default()
-                    .push((off, off + len, id));
+                    .push((off, off + len, *id, rank));
             }
         }
+        let mut ranked: Vec<(usize, Arc<Run>)> = Vec::new();
         for (pack, mut blobs) in by_pack {
             blobs.sort_unstable();
             blobs.dedup_by(|a, b| a.2 == b.2);
-            let mut group: Vec<(u64, u64, Id)> = Vec::new();
-            let mut flush = |group: &mut Vec<(u64, u64, Id)>| {
+            let mut group: Vec<(u64, u64, Id, usize)> = Vec::new();
+            let mut flush = |group: &mut Vec<(u64, u64, Id, usize)>| {
                 if group.len() > 1 {
                     let start = group[0].0;
                     let end = group.iter().map(|b| b.1).max().unwrap_or(start);
@@ -103,11 +139,13 @@ impl PackRuns {
                             .iter()
                             .map(|b| (b.2, b.0, (b.1 - b.0) as usize))
                             .collect(),
-                        state: Mutex::new(RunState::NotFetched),
+                        state: Mutex::default(),
                     });
                     for b in group.iter() {
                         runs.by_blob.insert(b.2, run.clone());
                     }
+                    let first = group.iter().map(|b| b.3).min().unwrap_or(0);
+                    ranked.push((first, run));
                 }
                 group.clear();
             };
@@ -126,7 +164,52 @@ impl PackRuns {
             }
             flush(&mut group);
         }
+        ranked.sort_unstable_by_key(|r| r.0);
+        runs.order = ranked.into_iter().map(|r| r.1).collect();
         runs
+    }
+
+    fn in_use(&self) -> usize {
+        self.resident.load(Ordering::SeqCst) + self.inflight.load(Ordering::SeqCst)
+    }
+
+    /// How many prefetchers are worth starting (none on local storage).
+    pub fn prefetchers(&self, repo: &Repository) -> usize {
+        if self.order.is_empty() {
+            return 0;
+        }
+        repo.backend()
+            .connections()
+            .min(PREFETCHERS)
+            .min(self.order.len())
+    }
+
+    /// One prefetcher: fetches runs in need order while the prefetch budget has room,
+    /// until every run is taken or `stop` is called.
+    pub fn prefetch(&self, backend: &dyn Backend) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::SeqCst);
+            let Some(run) = self.order.get(i) else { return };
+            // Reserve first, then look: concurrent prefetchers never overshoot.
+            loop {
+                if self.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let before = self.inflight.fetch_add(run.len, Ordering::SeqCst);
+                let used = before + self.resident.load(Ordering::SeqCst);
+                if used + run.len <= PREFETCH_BUDGET || used == 0 {
+                    break;
+                }
+                self.inflight.fetch_sub(run.len, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            run.fill(self, backend, usize::MAX, true);
+        }
+    }
+
+    /// Ends the prefetchers after the run each is fetching.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
     }
 
     /// The blob's content, from its run when it has one.
@@ -134,12 +217,9 @@ impl PackRuns {
         let (Some(run), Some(loc)) = (self.by_blob.get(id), repo.index().get(id)) else {
             return repo.read_blob(id);
         };
-        run.fill(repo.backend(), &self.resident)?;
-        let sealed = match &mut *run.state.lock().unwrap() {
-            RunState::Fetched(pieces) => pieces.remove(id),
-            RunState::NotFetched => None,
-        };
-        // Not fetched (over budget), or handed out before (asked again): alone.
+        run.fill(self, repo.backend(), BUDGET, false);
+        let sealed = run.state.lock().unwrap().pieces.remove(id);
+        // Not fetched (over budget, failed), or handed out before (asked again): alone.
         let Some(sealed) = sealed else {
             return repo.read_blob(id);
         };
@@ -147,5 +227,18 @@ impl PackRuns {
         // A blob that fails here is read alone, so the error names it as usual.
         repo.open_sealed_blob(&loc.pack, &loc.entry, &sealed)
             .or_else(|_| repo.read_blob(id))
+    }
+
+    /// No file will ask for the blob any more: its bytes, fetched or still to come, are
+    /// not kept for it.
+    pub fn release(&self, id: &Id) {
+        let Some(run) = self.by_blob.get(id) else {
+            return;
+        };
+        let mut state = run.state.lock().unwrap();
+        state.released.insert(*id);
+        if let Some(sealed) = state.pieces.remove(id) {
+            self.resident.fetch_sub(sealed.len(), Ordering::SeqCst);
+        }
     }
 }

@@ -142,3 +142,61 @@ fn a_check_after_prune_asks_nothing_about_the_packs_prune_deleted() {
         );
     }
 }
+
+/// A remote restore reads each pack's needed blobs in a few large ranged reads, fetched
+/// ahead of the writers with several requests under way at once (bound by bandwidth,
+/// not one request's latency after another), and asks again for nothing. Restoring into
+/// a target that has the files already prefetches nothing (`--overwrite if-changed`
+/// keeps them): no pack is read.
+#[test]
+fn a_remote_restore_reads_packs_in_few_requests_several_at_once() {
+    let Some(remote) = crate::servers::remote(crate::servers::Kind::S3) else {
+        return;
+    };
+    let env = Env::on(remote);
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("small")).unwrap();
+    fs::write(src.join("big"), random_bytes(56 << 20, 5)).unwrap();
+    for i in 0..40 {
+        fs::write(
+            src.join("small").join(format!("f{i}")),
+            random_bytes(5000 + i * 100, i as u64),
+        )
+        .unwrap();
+    }
+    env.backup([&src]);
+    let target = env.path("t");
+    let out = env.ok([
+        "--json",
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    let r = summary_line(&out)["requests"].clone();
+    // 56 MiB of data fill four 16 MiB packs: one ranged read each, at most.
+    let ranged = r["read_range"].as_u64().unwrap();
+    assert!((1..=4).contains(&ranged), "{ranged} ranged reads: {r}");
+    assert!(
+        r["peak_in_flight"].as_u64().unwrap() >= 2,
+        "one request at a time: {r}"
+    );
+    let restored = target.join(src.strip_prefix("/").unwrap());
+    assert_same_tree_but_atime(&src, &restored);
+
+    // Again into the same target: every file is equal and kept, nothing is fetched.
+    let out = env.ok([
+        "--json",
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    let r = summary_line(&out)["requests"].clone();
+    assert_eq!(
+        r["read_range"], 0,
+        "a restore that keeps every file read packs: {r}"
+    );
+    assert_same_tree_but_atime(&src, &restored);
+}
