@@ -10,7 +10,9 @@ pub mod check;
 pub mod chunker;
 pub mod copy;
 pub mod crypto;
+pub mod diff;
 pub mod error;
+pub mod find;
 pub mod forget;
 pub mod fsmeta;
 #[doc(hidden)]
@@ -22,6 +24,8 @@ pub mod prune;
 pub mod repo;
 pub mod restorer;
 pub mod selector;
+pub mod tag;
+pub mod versions;
 
 pub use error::{Error, Result};
 pub use repo::Repository;

@@ -33,7 +33,7 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
-fn node_json(n: &Node, path: &str) -> Value {
+pub(super) fn node_json(n: &Node, path: &str) -> Value {
     let mut v = json!({
         "name": n.name_lossy(),
         "type": n.kind.name(),

@@ -138,6 +138,10 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<i32> {
         for (id, s) in items {
             let size = s.summary.as_ref().map_or(0, |x| x.total_bytes_processed);
             let copied = match &s.original {
+                // Rewritten here (`tag`): the id it was first saved under.
+                Some(o) if o.repository == repo.config.id => {
+                    format!("  (originally {})", o.snapshot.short())
+                }
                 Some(o) => format!(
                     "  (copy of {} from repository {})",
                     o.snapshot.short(),

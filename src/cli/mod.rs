@@ -5,6 +5,8 @@ mod cmd_backup;
 mod cmd_cat;
 mod cmd_check;
 mod cmd_copy;
+mod cmd_diff;
+mod cmd_find;
 mod cmd_forget;
 mod cmd_init;
 mod cmd_key;
@@ -13,8 +15,10 @@ mod cmd_prune;
 mod cmd_repair;
 mod cmd_restore;
 mod cmd_snapshots;
+mod cmd_tag;
 mod cmd_test_storage;
 mod cmd_unlock;
+mod cmd_versions;
 mod output;
 mod password;
 mod progress;
@@ -126,6 +130,14 @@ enum Command {
     Check(cmd_check::CheckArgs),
     /// Remove snapshots by a retention policy.
     Forget(cmd_forget::ForgetArgs),
+    /// What changed between two snapshots, or a snapshot and a directory.
+    Diff(cmd_diff::DiffArgs),
+    /// Find paths matching patterns across snapshots.
+    Find(cmd_find::FindArgs),
+    /// The distinct versions of one path across snapshots.
+    Versions(cmd_versions::VersionsArgs),
+    /// Add, remove or set snapshot tags.
+    Tag(cmd_tag::TagArgs),
     /// Remove data that no snapshot needs.
     Prune(cmd_prune::PruneArgs),
     /// Rebuild repository metadata.
@@ -441,6 +453,10 @@ pub fn run() -> i32 {
         Command::Unlock(a) => cmd_unlock::run(&ctx, a),
         Command::Check(a) => cmd_check::run(&ctx, a),
         Command::Forget(a) => cmd_forget::run(&ctx, a),
+        Command::Tag(a) => cmd_tag::run(&ctx, a),
+        Command::Diff(a) => cmd_diff::run(&ctx, a),
+        Command::Find(a) => cmd_find::run(&ctx, a),
+        Command::Versions(a) => cmd_versions::run(&ctx, a),
         Command::Prune(a) => cmd_prune::run(&ctx, a),
         Command::Repair(a) => cmd_repair::run(&ctx, a),
         Command::Copy(a) => cmd_copy::run(&ctx, a),

@@ -56,6 +56,15 @@ pub struct PackEntry {
 }
 
 impl PackEntry {
+    /// The blob's plaintext length: what it restores to.
+    pub fn plaintext_len(&self) -> u64 {
+        if self.uncompressed_length > 0 {
+            self.uncompressed_length as u64
+        } else {
+            (self.length as usize).saturating_sub(crate::crypto::OVERHEAD) as u64
+        }
+    }
+
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.push(self.ty.to_byte());
         out.extend_from_slice(&self.id.0);

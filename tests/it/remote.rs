@@ -37,6 +37,18 @@ fn cycle(kind: Kind) {
         "{kind:?}: {ls}"
     );
     env.ok(["cat", "config"]);
+    // Browse and compare (issue 9): the same answers as on local storage.
+    let d = env.ok(["diff", &first, &second]);
+    assert!(
+        d.contains(&format!("+    {}/sub/new.txt", src.display())),
+        "{kind:?}: {d}"
+    );
+    let f = env.ok(["find", "*.txt"]);
+    assert!(f.contains("3 matches in 2 snapshots"), "{kind:?}: {f}");
+    let v = env.ok(["versions", src.join("sub/new.txt").to_str().unwrap()]);
+    assert!(v.contains("1 versions"), "{kind:?}: {v}");
+    let t = env.ok(["--json", "tag", &first, "--add", "remote"]);
+    assert_eq!(summary_line(&t)["changed_snapshots"], 1, "{kind:?}: {t}");
 
     let target = env.path("restored");
     env.restore(&second, &target, &[]);
