@@ -5,7 +5,7 @@
 //! mtime, ctime and inode); otherwise it is read, chunked and hashed with the
 //! repository's keys, so a touched but equal file is a metadata change, not a content one.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
@@ -76,6 +76,8 @@ struct Walk<'a> {
     new_blobs: HashSet<Id>,
     /// Bytes of live files added (their blobs are not computed).
     live_added_bytes: u64,
+    /// Lengths of the chunks of live files read (they are not in the index).
+    live_chunks: HashMap<Id, u64>,
 }
 
 /// Compares `old` (a snapshot tree) with `new` (a snapshot tree or a live directory),
@@ -100,10 +102,14 @@ pub fn diff(
         old_blobs: HashSet::new(),
         new_blobs: HashSet::new(),
         live_added_bytes: 0,
+        live_chunks: HashMap::new(),
     };
     let root = PathBuf::from(if root.is_empty() { "/" } else { root });
     w.dirs(&Side::Tree(old), new, &root, 0)?;
-    let size = |id: &Id| repo.index().get(id).map_or(0, |l| l.entry.plaintext_len());
+    let size = |id: &Id| match repo.index().get(id) {
+        Some(l) => l.entry.plaintext_len(),
+        None => w.live_chunks.get(id).copied().unwrap_or(0),
+    };
     let mut stats = std::mem::take(&mut w.stats);
     for id in w.new_blobs.difference(&w.old_blobs) {
         stats.added.data_blobs += 1;
@@ -119,27 +125,44 @@ pub fn diff(
 
 impl Walk<'_> {
     /// The entries of one side's directory, sorted by name; unsafe names of a hostile
-    /// repository are left out (restore refuses them too).
-    fn entries(&mut self, side: &Side) -> Result<Vec<Node>> {
+    /// repository are left out (restore refuses them too). None: a live directory that
+    /// cannot be read (a warning; it is not compared).
+    fn entries(&mut self, side: &Side) -> Result<Option<Vec<Node>>> {
         match side {
-            Side::Tree(id) => Ok(self
-                .repo
-                .load_tree(id)?
-                .nodes
-                .into_iter()
-                .filter(|n| is_safe_name(&n.name))
-                .collect()),
+            Side::Tree(id) => Ok(Some(
+                self.repo
+                    .load_tree(id)?
+                    .nodes
+                    .into_iter()
+                    .filter(|n| is_safe_name(&n.name))
+                    .collect(),
+            )),
             Side::Live(dir) => {
                 let mut out = Vec::new();
-                let rd = std::fs::read_dir(dir).map_err(|e| Error::io_path(dir, e))?;
+                let rd = match std::fs::read_dir(dir) {
+                    Ok(rd) => rd,
+                    Err(e) => {
+                        (self.warn)(format!("{}: {e}; not compared", dir.display()));
+                        return Ok(None);
+                    }
+                };
                 for entry in rd {
-                    let entry = entry.map_err(|e| Error::io_path(dir, e))?;
+                    let entry = match entry {
+                        Ok(e) => e,
+                        Err(e) => {
+                            (self.warn)(format!("{}: {e}", dir.display()));
+                            continue;
+                        }
+                    };
                     let path = entry.path();
                     let meta = match std::fs::symlink_metadata(&path) {
                         Ok(m) => m,
                         // Gone since the listing: not there.
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                        Err(e) => return Err(Error::io_path(&path, e)),
+                        Err(e) => {
+                            (self.warn)(format!("{}: {e}", path.display()));
+                            continue;
+                        }
                     };
                     let name = entry.file_name().as_bytes().to_vec();
                     let (node, warning) =
@@ -150,15 +173,16 @@ impl Walk<'_> {
                     out.push(node);
                 }
                 out.sort_by(|a, b| a.name.cmp(&b.name));
-                Ok(out)
+                Ok(Some(out))
             }
         }
     }
 
     fn dirs(&mut self, old: &Side, new: &Side, path: &Path, depth: usize) -> Result<()> {
         too_deep(path, depth)?;
-        let a = self.entries(old)?;
-        let b = self.entries(new)?;
+        let (Some(a), Some(b)) = (self.entries(old)?, self.entries(new)?) else {
+            return Ok(());
+        };
         let (mut i, mut j) = (0, 0);
         while i < a.len() || j < b.len() {
             let order = match (a.get(i), b.get(j)) {
@@ -218,7 +242,7 @@ impl Walk<'_> {
         self.count_whole(node, parent, added);
         if node.kind == NodeKind::Dir {
             if let Some(side) = Self::child(parent, node) {
-                let entries = self.entries(&side)?;
+                let entries = self.entries(&side)?.unwrap_or_default();
                 for n in &entries {
                     let p = path.join(OsStr::from_bytes(&n.name));
                     self.whole(n, &side, &p, added, depth + 1)?;
@@ -331,7 +355,7 @@ impl Walk<'_> {
         self.count_whole(node, parent, added);
         if node.kind == NodeKind::Dir {
             if let Some(side) = Self::child(parent, node) {
-                for n in &self.entries(&side)? {
+                for n in &self.entries(&side)?.unwrap_or_default() {
                     self.whole_quiet(n, &side, added, depth + 1)?;
                 }
             }
@@ -381,7 +405,11 @@ impl Walk<'_> {
         let mut ids = Vec::new();
         for chunk in params.chunks(file, seed) {
             match chunk {
-                Ok(c) => ids.push(self.repo.key.id_key.blob_id(&c)),
+                Ok(c) => {
+                    let id = self.repo.key.id_key.blob_id(&c);
+                    self.live_chunks.insert(id, c.len() as u64);
+                    ids.push(id);
+                }
                 Err(e) => {
                     (self.warn)(format!("{}: {e}", path.display()));
                     return None;

@@ -24,6 +24,7 @@ pub mod prune;
 pub mod repo;
 pub mod restorer;
 pub mod selector;
+pub mod stats;
 pub mod tag;
 pub mod versions;
 

@@ -87,7 +87,9 @@ pub struct Retagged {
 }
 
 /// Gives snapshot `id` (`snap`) its new tags: writes the new snapshot file, reads it
-/// back, proves the caller's lock still alive, then removes the old file.
+/// back from the storage, proves the caller's lock still alive, then removes the old
+/// file. The caller holds an exclusive lock: two tag runs, or a tag and a forget, at
+/// once could leave the same snapshot twice, and `forget --keep-last` would count both.
 pub fn retag(repo: &Repository, id: Id, snap: &Snapshot, change: &TagChange) -> Result<Retagged> {
     let tags = change.apply(&snap.tags);
     if tags == snap.tags {
@@ -102,12 +104,20 @@ pub fn retag(repo: &Repository, id: Id, snap: &Snapshot, change: &TagChange) -> 
     new.original = Some(snap.origin(repo.config.id, id));
     repo.ensure_locks_alive()?;
     let new_id = repo.save_snapshot(&new)?;
-    // Read back: the old file goes only once the new one is known to be whole.
-    if repo.load_snapshot(&new_id.to_hex())? != new {
-        return Err(Error::integrity(
-            FileType::Snapshot.path(&new_id.to_hex()),
-            "read back different from what was written; the old snapshot is kept",
-        ));
+    // Read back from the storage (not the cache): the old file goes only once the new
+    // one is known to be whole there. A bad new file is removed (its name is new: the
+    // sealing nonce is random), the old one kept.
+    let name = new_id.to_hex();
+    match repo.load_snapshot_from_storage(&name) {
+        Ok(back) if back == new => {}
+        Ok(_) | Err(Error::Integrity { .. }) => {
+            let _ = repo.backend().delete(FileType::Snapshot, &name);
+            return Err(Error::integrity(
+                FileType::Snapshot.path(&name),
+                "read back different from what was written; removed it, the old snapshot is kept",
+            ));
+        }
+        Err(e) => return Err(e),
     }
     repo.ensure_locks_alive()?;
     repo.backend().delete(FileType::Snapshot, &id.to_hex())?;

@@ -84,6 +84,7 @@ pub fn versions(
 
 fn content_id(repo: &Repository, node: &Node) -> Id {
     let key = &repo.key.id_key;
+    let kind = node.kind.name().as_bytes();
     match node.kind {
         NodeKind::Dir => node.subtree.unwrap_or_else(|| key.blob_id(b"")),
         NodeKind::File => {
@@ -93,9 +94,12 @@ fn content_id(repo: &Repository, node: &Node) -> Id {
             }
             key.blob_id(&all)
         }
+        // A link's target, a device's number, and the kind: a fifo is not a socket.
         _ => {
-            let mut all = node.link_target.clone();
+            let mut all = kind.to_vec();
+            all.push(0);
             all.extend_from_slice(&node.rdev.to_le_bytes());
+            all.extend_from_slice(&node.link_target);
             key.blob_id(&all)
         }
     }

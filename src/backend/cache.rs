@@ -73,6 +73,11 @@ impl CachedBackend {
     }
 
     /// Fetches a whole pack into the cache (tree packs: small, read again and again).
+    /// The storage behind the cache.
+    pub fn inner(&self) -> &Arc<dyn Backend> {
+        &self.inner
+    }
+
     pub fn cache_pack(&self, name: &str) -> Result<()> {
         if self.verified_packs.lock().unwrap().contains(name) {
             return Ok(());

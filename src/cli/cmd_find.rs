@@ -40,10 +40,39 @@ pub fn run(ctx: &Ctx, a: FindArgs) -> Result<i32> {
     if chosen.is_empty() {
         return Err(Error::Usage("no snapshot matches".into()));
     }
-    let mut finder = Finder::new(&repo, &a.patterns, a.ignore_case)?;
+    // Deep trees recurse deeply: a large stack, as restore's writers have.
+    let (out, total, trees_read) = std::thread::scope(|sc| {
+        std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn_scoped(sc, || search(ctx, &repo, &a, &chosen))
+            .map_err(|e| Error::Other(format!("starting find: {e}")))?
+            .join()
+            .map_err(|_| Error::Other("find stopped unexpectedly".into()))?
+    })?;
+    if ctx.json() {
+        output::print_json(&out);
+    } else {
+        ctx.say(format!(
+            "{total} matches in {} snapshots ({} directories read)",
+            chosen.len(),
+            trees_read
+        ));
+    }
+    Ok(0)
+}
+
+/// Searches `chosen` in order, printing text as it goes; the JSON documents, the number
+/// of matches and of directories read.
+fn search(
+    ctx: &Ctx,
+    repo: &cairn::Repository,
+    a: &FindArgs,
+    chosen: &[(cairn::id::Id, cairn::repo::snapshot::Snapshot)],
+) -> Result<(Vec<serde_json::Value>, u64, u64)> {
+    let mut finder = Finder::new(repo, &a.patterns, a.ignore_case)?;
     let mut out = Vec::new();
     let mut total = 0u64;
-    for (id, snap) in &chosen {
+    for (id, snap) in chosen {
         let mut matches = Vec::new();
         let mut hits = 0u64;
         let mut header = false;
@@ -88,14 +117,5 @@ pub fn run(ctx: &Ctx, a: FindArgs) -> Result<i32> {
             }));
         }
     }
-    if ctx.json() {
-        output::print_json(&out);
-    } else {
-        ctx.say(format!(
-            "{total} matches in {} snapshots ({} directories read)",
-            chosen.len(),
-            finder.trees_read
-        ));
-    }
-    Ok(0)
+    Ok((out, total, finder.trees_read))
 }

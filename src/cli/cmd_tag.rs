@@ -29,8 +29,9 @@ pub struct TagArgs {
 pub fn run(ctx: &Ctx, a: TagArgs) -> Result<i32> {
     let change = TagChange::parse(&a.set, &a.add, &a.remove)?;
     let repo = ctx.open()?;
-    // Shared, as forget's: a snapshot file is replaced, no data is deleted.
-    let _lock = ctx.lock(&repo, LockKind::Shared, false)?;
+    // Exclusive: a second tag or a forget at the same moment could leave the same
+    // snapshot twice (see cairn::tag::retag). Tagging is quick.
+    let _lock = ctx.lock(&repo, LockKind::Exclusive, false)?;
     let set = super::snapshots_warned(&repo)?;
     let filter = a.filter.filter();
     let mut chosen = Vec::new();

@@ -23,14 +23,28 @@ pub fn run(ctx: &Ctx, a: VersionsArgs) -> Result<i32> {
         .filter(|(_, s)| filter.matches(s))
         .cloned()
         .collect();
-    let path = if a.path.starts_with('/') {
-        a.path.clone()
-    } else {
-        // Relative paths name what was backed up from here, as `backup` stores them.
-        std::env::current_dir()
-            .map(|d| d.join(&a.path).display().to_string())
-            .unwrap_or_else(|_| a.path.clone())
-    };
+    // A relative path names what was backed up from here, as `backup` stores it;
+    // `.` and `..` are resolved by name (the file may be gone from this machine).
+    let joined = std::env::current_dir()
+        .map(|d| d.join(&a.path))
+        .unwrap_or_else(|_| std::path::PathBuf::from(&a.path));
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+    for c in joined.components() {
+        match c {
+            std::path::Component::Normal(n) => parts.push(n),
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    let path = parts.iter().fold(String::from("/"), |mut p, n| {
+        if !p.ends_with('/') {
+            p.push('/');
+        }
+        p.push_str(&n.to_string_lossy());
+        p
+    });
     let list = versions(&repo, &chosen, &path)?;
     if ctx.json() {
         output::print_json(&list);

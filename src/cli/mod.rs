@@ -15,6 +15,7 @@ mod cmd_prune;
 mod cmd_repair;
 mod cmd_restore;
 mod cmd_snapshots;
+mod cmd_stats;
 mod cmd_tag;
 mod cmd_test_storage;
 mod cmd_unlock;
@@ -136,6 +137,8 @@ enum Command {
     Find(cmd_find::FindArgs),
     /// The distinct versions of one path across snapshots.
     Versions(cmd_versions::VersionsArgs),
+    /// Sizes, deduplication and compression of snapshots or the repository.
+    Stats(cmd_stats::StatsArgs),
     /// Add, remove or set snapshot tags.
     Tag(cmd_tag::TagArgs),
     /// Remove data that no snapshot needs.
@@ -455,6 +458,7 @@ pub fn run() -> i32 {
         Command::Forget(a) => cmd_forget::run(&ctx, a),
         Command::Tag(a) => cmd_tag::run(&ctx, a),
         Command::Diff(a) => cmd_diff::run(&ctx, a),
+        Command::Stats(a) => cmd_stats::run(&ctx, a),
         Command::Find(a) => cmd_find::run(&ctx, a),
         Command::Versions(a) => cmd_versions::run(&ctx, a),
         Command::Prune(a) => cmd_prune::run(&ctx, a),

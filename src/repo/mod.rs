@@ -223,6 +223,16 @@ impl Repository {
         read_verified(&*self.backend, ft, name)
     }
 
+    /// Reads a snapshot from the storage itself, past the local cache: to prove a file
+    /// just written is whole where it matters.
+    pub fn load_snapshot_from_storage(&self, name: &str) -> Result<Snapshot> {
+        let bytes = match &self.cache {
+            Some(c) => read_verified(&**c.inner(), FileType::Snapshot, name)?,
+            None => self.read_file(FileType::Snapshot, name)?,
+        };
+        Snapshot::decode(&bytes, &self.key.sealing, &FileType::Snapshot.path(name))
+    }
+
     /// Writes a content-addressed file others will act on, only while this process's
     /// locks are alive (`lock::store_while_held`); returns its id.
     pub fn write_file_while_held(&self, ft: FileType, bytes: &[u8]) -> Result<Id> {

@@ -218,7 +218,13 @@ impl PackRuns {
             return repo.read_blob(id);
         };
         run.fill(self, repo.backend(), BUDGET, false);
-        let sealed = run.state.lock().unwrap().pieces.remove(id);
+        let sealed = {
+            let mut state = run.state.lock().unwrap();
+            // Taken now, whichever way: a later fetch of the run must not keep its bytes
+            // for a file that will never ask again.
+            state.released.insert(*id);
+            state.pieces.remove(id)
+        };
         // Not fetched (over budget, failed), or handed out before (asked again): alone.
         let Some(sealed) = sealed else {
             return repo.read_blob(id);

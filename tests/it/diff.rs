@@ -161,6 +161,9 @@ fn a_snapshot_against_a_live_directory_reads_only_what_may_have_changed() {
     assert_eq!(got, expected, "{out}");
     assert_eq!(stats["changed_files"], 1);
     assert_eq!(stats["target_dir"], src.to_str().unwrap());
+    // same-size is one chunk, read and hashed: its bytes count as added, with sub/new's.
+    assert_eq!(stats["added"]["bytes"], 40_003, "{stats}");
+    assert_eq!(stats["removed"]["bytes"], 40_001, "{stats}");
 
     // A snapshot's directory against a copy elsewhere: restored trees compare equal.
     let target = env.path("t");

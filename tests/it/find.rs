@@ -132,6 +132,17 @@ fn versions_lists_each_distinct_content_once_with_its_first_and_last_snapshot() 
     );
     assert!(fs::read(target.join("f")).unwrap() == good);
 
+    // Relative to the current directory, `.` and `..` resolved by name.
+    let out = env
+        .cmd()
+        .current_dir(src.join("."))
+        .args(["--json", "versions", "../src/./f"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let rel: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rel.as_array().unwrap().len(), 2, "{rel}");
+
     // A directory has versions too (its tree id); a path in no snapshot is an error.
     let out = env.ok(["--json", "versions", src.to_str().unwrap()]);
     assert!(json(&out).as_array().unwrap().len() >= 3, "{out}");

@@ -39,6 +39,7 @@ mod restore_safety;
 mod selection;
 mod sources;
 mod stalls;
+mod stats;
 mod stress;
 mod swaps;
 mod tag;

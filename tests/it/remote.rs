@@ -47,6 +47,9 @@ fn cycle(kind: Kind) {
     assert!(f.contains("3 matches in 2 snapshots"), "{kind:?}: {f}");
     let v = env.ok(["versions", src.join("sub/new.txt").to_str().unwrap()]);
     assert!(v.contains("1 versions"), "{kind:?}: {v}");
+    let st: serde_json::Value = serde_json::from_str(env.ok(["--json", "stats"]).trim()).unwrap();
+    assert_eq!(st["restore_files"], 5, "{kind:?}: {st}");
+    assert!(st["repository_size"].as_u64().unwrap() > st["stored_size"].as_u64().unwrap());
     let t = env.ok(["--json", "tag", &first, "--add", "remote"]);
     assert_eq!(summary_line(&t)["changed_snapshots"], 1, "{kind:?}: {t}");
 

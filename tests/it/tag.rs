@@ -130,9 +130,9 @@ fn bad_tag_requests_are_usage_errors_and_change_nothing() {
     assert_eq!(tags(&list[0]), ["t"]);
 }
 
-/// A failure at either step of the rewrite leaves the snapshot readable: a failed
-/// write leaves the old file alone, a failed delete leaves both (the same snapshot
-/// twice), never neither.
+/// A failure at any step of the rewrite leaves the snapshot readable: a failed write,
+/// or a new file that reads back damaged, leaves the old file alone and no broken new
+/// one; a failed delete leaves both (the same snapshot twice), never neither.
 #[test]
 fn a_failed_write_or_delete_never_loses_the_snapshot() {
     let env = Env::new();
@@ -142,17 +142,31 @@ fn a_failed_write_or_delete_never_loses_the_snapshot() {
     fs::write(src.join("a"), random_bytes(10_000, 3)).unwrap();
     env.backup(["--tag", "old", src.to_str().unwrap()]);
     let change = TagChange::parse(&[], &["new".into()], &["old".into()]).unwrap();
-    for (op, fault, expect_both) in [
-        (Op::Write, Fault::Fail, false),
-        (Op::Write, Fault::Truncate, false),
-        (Op::Delete, Fault::Fail, true),
+    // The reads before the read-back: opening the repository and listing snapshots.
+    let reads_before = {
+        let counter = Arc::new(FaultyBackend::new(
+            Arc::new(LocalBackend::new(env.repo.clone())),
+            Op::Read,
+            0,
+            Fault::Fail,
+        ));
+        let repo = Repository::open(counter.clone(), PASSWORD.as_bytes()).unwrap();
+        repo.snapshots().unwrap();
+        counter.count(Op::Read)
+    };
+    for (op, nth, fault, expect_both) in [
+        (Op::Write, 1, Fault::Fail, false),
+        (Op::Write, 1, Fault::Truncate, false),
+        // The new file reads back cut short (a store that lost bytes silently).
+        (Op::Read, reads_before + 1, Fault::Truncate, false),
+        (Op::Delete, 1, Fault::Fail, true),
     ] {
         let work = env.path(&format!("repo-{op:?}-{fault:?}"));
         cp_a(&env.repo, &work);
         let faulty = Arc::new(FaultyBackend::new(
             Arc::new(LocalBackend::new(work.clone())),
             op,
-            1,
+            nth,
             fault,
         ));
         let repo = Repository::open(faulty, PASSWORD.as_bytes()).unwrap();
@@ -174,5 +188,10 @@ fn a_failed_write_or_delete_never_loses_the_snapshot() {
             assert_eq!(found, [vec!["old".to_string()]], "{op:?} {fault:?}");
         }
         assert!(set.list.iter().all(|(_, s)| s.tree == snap.tree));
+        assert!(
+            set.unreadable.is_empty(),
+            "{op:?} {fault:?} left {:?}",
+            set.unreadable
+        );
     }
 }

@@ -1,0 +1,133 @@
+//! `cairn stats [SNAPSHOT…] [--mode MODE]`
+
+use clap::Args;
+use serde_json::json;
+
+use super::{output, Ctx, FilterArgs};
+use cairn::backend::FileType;
+use cairn::stats::{stats, Mode};
+use cairn::{Error, Result};
+
+#[derive(Args)]
+pub struct StatsArgs {
+    /// Snapshots to count (ids, latest, @TIME); none: every snapshot the filters pass,
+    /// and the repository's size on its storage.
+    snapshots: Vec<String>,
+    /// restore-size, files-by-contents, raw-data or blobs-per-file (restic's).
+    #[arg(long, default_value = "restore-size")]
+    mode: String,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+pub fn run(ctx: &Ctx, a: StatsArgs) -> Result<i32> {
+    let mode: Mode = a.mode.parse()?;
+    let (repo, _lock) = ctx.open_locked(cairn::repo::lock::LockKind::Shared, true)?;
+    let set = super::snapshots_warned(&repo)?;
+    let filter = a.filter.filter();
+    let mut roots = Vec::new();
+    let mut ids = Vec::new();
+    for sel in &a.snapshots {
+        let (id, snap) = cairn::selector::select_in(&set, sel, &filter)?;
+        if !ids.contains(id) {
+            ids.push(*id);
+            roots.push(snap.tree);
+        }
+    }
+    if a.snapshots.is_empty() {
+        for (id, snap) in set.iter().filter(|(_, s)| filter.matches(s)) {
+            ids.push(*id);
+            roots.push(snap.tree);
+        }
+    }
+    if roots.is_empty() && !a.snapshots.is_empty() {
+        return Err(Error::Usage("no snapshot matches".into()));
+    }
+    // Deep trees recurse deeply: a large stack, as restore's writers have.
+    let s = std::thread::scope(|sc| {
+        std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn_scoped(sc, || stats(&repo, &roots, mode))
+            .map_err(|e| Error::Other(format!("starting stats: {e}")))?
+            .join()
+            .map_err(|_| Error::Other("stats stopped unexpectedly".into()))?
+    })?;
+    // The whole repository on its storage, when no snapshot was named.
+    let mut storage = None;
+    if a.snapshots.is_empty() {
+        let (mut files, mut bytes) = (0u64, 0u64);
+        for ft in [
+            FileType::Config,
+            FileType::Key,
+            FileType::Lock,
+            FileType::Snapshot,
+            FileType::Index,
+            FileType::Pack,
+        ] {
+            let list = if ft == FileType::Config {
+                vec![("config".to_string(), repo.backend().size(ft, "config")?)]
+            } else {
+                repo.backend().list(ft)?
+            };
+            files += list.len() as u64;
+            bytes += list.iter().map(|(_, n)| n).sum::<u64>();
+        }
+        storage = Some((files, bytes));
+    }
+    if s.missing_blobs > 0 {
+        eprintln!(
+            "warning: {} data blobs the snapshots need are not in the index: run `cairn check`",
+            s.missing_blobs
+        );
+    }
+    if ctx.json() {
+        let mut v = serde_json::to_value(&s).expect("serializable");
+        if let Some((files, bytes)) = storage {
+            v["repository_files"] = json!(files);
+            v["repository_size"] = json!(bytes);
+        }
+        output::print_json(&v);
+        return Ok(0);
+    }
+    ctx.say(format!(
+        "Stats in {} mode over {} snapshots:",
+        s.mode, s.snapshots_count
+    ));
+    ctx.say(format!("  Total file count:    {}", s.total_file_count));
+    ctx.say(format!(
+        "  Total size:          {}",
+        output::bytes(s.total_size)
+    ));
+    ctx.say(format!(
+        "  Restore size:        {} in {} files",
+        output::bytes(s.restore_size),
+        s.restore_files
+    ));
+    ctx.say(format!(
+        "  Unique files:        {} ({})",
+        s.unique_files,
+        output::bytes(s.unique_files_size)
+    ));
+    ctx.say(format!(
+        "  Unique data:         {} in {} blobs",
+        output::bytes(s.total_uncompressed_size),
+        s.total_blob_count
+    ));
+    ctx.say(format!(
+        "  Stored:              {} in {} packs; {} trees",
+        output::bytes(s.stored_size),
+        s.packs,
+        s.tree_blobs
+    ));
+    ctx.say(format!(
+        "  Deduplication:       {:.2}x   Compression: {:.2}x",
+        s.dedup_ratio, s.compression_ratio
+    ));
+    if let Some((files, bytes)) = storage {
+        ctx.say(format!(
+            "  Repository on storage: {} in {files} files",
+            output::bytes(bytes)
+        ));
+    }
+    Ok(0)
+}
