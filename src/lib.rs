@@ -11,6 +11,7 @@ pub mod chunker;
 pub mod copy;
 pub mod crypto;
 pub mod diff;
+pub mod dump;
 pub mod error;
 pub mod find;
 pub mod forget;

@@ -6,6 +6,7 @@ mod cmd_cat;
 mod cmd_check;
 mod cmd_copy;
 mod cmd_diff;
+mod cmd_dump;
 mod cmd_find;
 mod cmd_forget;
 mod cmd_init;
@@ -137,6 +138,8 @@ enum Command {
     Find(cmd_find::FindArgs),
     /// The distinct versions of one path across snapshots.
     Versions(cmd_versions::VersionsArgs),
+    /// Write a file, or a directory as a tar or zip stream, to stdout.
+    Dump(cmd_dump::DumpArgs),
     /// Sizes, deduplication and compression of snapshots or the repository.
     Stats(cmd_stats::StatsArgs),
     /// Add, remove or set snapshot tags.
@@ -459,6 +462,7 @@ pub fn run() -> i32 {
         Command::Tag(a) => cmd_tag::run(&ctx, a),
         Command::Diff(a) => cmd_diff::run(&ctx, a),
         Command::Stats(a) => cmd_stats::run(&ctx, a),
+        Command::Dump(a) => cmd_dump::run(&ctx, a),
         Command::Find(a) => cmd_find::run(&ctx, a),
         Command::Versions(a) => cmd_versions::run(&ctx, a),
         Command::Prune(a) => cmd_prune::run(&ctx, a),

@@ -16,6 +16,7 @@ mod crash;
 mod damaged_snapshot;
 mod dedup;
 mod diff;
+mod dump;
 mod faults;
 mod fidelity;
 mod find;

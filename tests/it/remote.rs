@@ -50,6 +50,15 @@ fn cycle(kind: Kind) {
     let st: serde_json::Value = serde_json::from_str(env.ok(["--json", "stats"]).trim()).unwrap();
     assert_eq!(st["restore_files"], 5, "{kind:?}: {st}");
     assert!(st["repository_size"].as_u64().unwrap() > st["stored_size"].as_u64().unwrap());
+    let dumped = env
+        .cmd()
+        .args(["dump", &second, src.join("big.bin").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        dumped.stdout == fs::read(src.join("big.bin")).unwrap(),
+        "{kind:?}: dump"
+    );
     let t = env.ok(["--json", "tag", &first, "--add", "remote"]);
     assert_eq!(summary_line(&t)["changed_snapshots"], 1, "{kind:?}: {t}");
 

@@ -1,0 +1,137 @@
+//! `cairn dump SNAPSHOT PATH [--archive tar|zip] [--target FILE]`
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::{pick, Ctx, FilterArgs};
+use cairn::dump::{dump_archive, dump_file, Archive, DumpSummary};
+use cairn::repo::tree::NodeKind;
+use cairn::restorer::find_node;
+use cairn::{Error, Result};
+
+#[derive(Args)]
+pub struct DumpArgs {
+    /// Snapshot: id, latest or @TIME.
+    snapshot: String,
+    /// An absolute path in the snapshot (`/` for all of it).
+    path: String,
+    /// A directory becomes this archive (tar keeps owners, hard links and special
+    /// files; zip does not).
+    #[arg(long, value_name = "tar|zip")]
+    archive: Option<String>,
+    /// Write to FILE (a new file) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    target: Option<PathBuf>,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+pub fn run(ctx: &Ctx, a: DumpArgs) -> Result<i32> {
+    let archive: Option<Archive> = a.archive.as_deref().map(str::parse).transpose()?;
+    let (repo, _lock) = ctx.open_locked(cairn::repo::lock::LockKind::Shared, true)?;
+    let (_, snap) = pick(&repo, &a.snapshot, &a.filter)?;
+    let path = if a.path.starts_with('/') {
+        a.path.clone()
+    } else {
+        format!("/{}", a.path)
+    };
+    let node = find_node(&repo, snap.tree, &path)?;
+    if !matches!(node.kind, NodeKind::File | NodeKind::Dir) {
+        return Err(Error::Usage(format!(
+            "{path} is a {} in the snapshot: dump writes files and directories",
+            node.kind.name()
+        )));
+    }
+    // A new file only: an existing one is never overwritten (or truncated on error).
+    let mut file = match &a.target {
+        Some(t) => Some(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(t)
+                .map_err(|e| Error::Usage(format!("--target {}: {e}", t.display())))?,
+        ),
+        None => None,
+    };
+    // Deep trees recurse deeply: the dump runs on a large stack, as restore's writers
+    // do, and opens its output there.
+    let result = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn_scoped(s, || {
+                let stdout = std::io::stdout();
+                let mut out: Box<dyn Write> = match file.as_mut() {
+                    Some(f) => Box::new(std::io::BufWriter::with_capacity(1 << 20, f)),
+                    None => Box::new(std::io::BufWriter::with_capacity(1 << 20, stdout.lock())),
+                };
+                let summary = write(&repo, &node, &path, archive, &mut *out)?;
+                out.flush()
+                    .map_err(|e| Error::Other(format!("writing the dump: {e}")))?;
+                Ok(summary)
+            })
+            .map_err(|e| Error::Other(format!("starting the dump: {e}")))?
+            .join()
+            .map_err(|_| Error::Other("the dump stopped unexpectedly".into()))?
+    });
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            if let (Some(t), Some(_)) = (&a.target, file) {
+                let _ = std::fs::remove_file(t);
+            }
+            return Err(e);
+        }
+    };
+    if let Some(f) = &file {
+        f.sync_all()
+            .map_err(|e| Error::Other(format!("writing the dump: {e}")))?;
+    }
+    if a.target.is_some() || ctx.g.verbose > 0 {
+        eprintln!(
+            "cairn: dumped {} files ({}), {} directories, {} other entries, {} hard links{}",
+            summary.files,
+            super::output::bytes(summary.bytes),
+            summary.dirs,
+            summary.others,
+            summary.links,
+            if summary.skipped > 0 {
+                format!("; {} left out", summary.skipped)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(if summary.skipped > 0 { 3 } else { 0 })
+}
+
+fn write(
+    repo: &cairn::Repository,
+    node: &cairn::repo::tree::Node,
+    path: &str,
+    archive: Option<Archive>,
+    out: &mut dyn Write,
+) -> Result<DumpSummary> {
+    match (node.kind, archive) {
+        (NodeKind::File, None) => {
+            let bytes = dump_file(repo, node, out)?;
+            Ok(DumpSummary {
+                files: 1,
+                bytes,
+                ..Default::default()
+            })
+        }
+        (kind, archive) => {
+            // A directory: tar unless asked otherwise; a file only when asked.
+            let archive = archive.unwrap_or(Archive::Tar);
+            let top = if kind == NodeKind::Dir && path == "/" {
+                PathBuf::new()
+            } else {
+                PathBuf::from(Path::new(path).file_name().unwrap_or_default())
+            };
+            let mut warn = |w: String| eprintln!("warning: {w}");
+            dump_archive(repo, node, &top, archive, out, &mut warn)
+        }
+    }
+}
