@@ -19,6 +19,7 @@ pub mod fsmeta;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod id;
+pub mod mount;
 pub mod pattern;
 pub mod progress;
 pub mod prune;

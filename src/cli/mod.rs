@@ -12,6 +12,7 @@ mod cmd_forget;
 mod cmd_init;
 mod cmd_key;
 mod cmd_ls;
+mod cmd_mount;
 mod cmd_prune;
 mod cmd_repair;
 mod cmd_restore;
@@ -138,6 +139,8 @@ enum Command {
     Find(cmd_find::FindArgs),
     /// The distinct versions of one path across snapshots.
     Versions(cmd_versions::VersionsArgs),
+    /// Browse snapshots in a read-only FUSE mount.
+    Mount(cmd_mount::MountArgs),
     /// Write a file, or a directory as a tar or zip stream, to stdout.
     Dump(cmd_dump::DumpArgs),
     /// Sizes, deduplication and compression of snapshots or the repository.
@@ -463,6 +466,7 @@ pub fn run() -> i32 {
         Command::Diff(a) => cmd_diff::run(&ctx, a),
         Command::Stats(a) => cmd_stats::run(&ctx, a),
         Command::Dump(a) => cmd_dump::run(&ctx, a),
+        Command::Mount(a) => cmd_mount::run(&ctx, a),
         Command::Find(a) => cmd_find::run(&ctx, a),
         Command::Versions(a) => cmd_versions::run(&ctx, a),
         Command::Prune(a) => cmd_prune::run(&ctx, a),

@@ -27,6 +27,7 @@ mod interleave;
 mod kdf;
 mod locking;
 mod maintenance;
+mod mount;
 mod permissions;
 mod probe;
 mod remote;
