@@ -110,17 +110,38 @@ impl Read for ContentReader<'_> {
 }
 
 /// Turns a writer's I/O error back into cairn's error (an integrity error from a
-/// `ContentReader` stays one).
+/// `ContentReader` stays one; an OS error keeps its cause).
 fn from_io(e: io::Error) -> Error {
-    match e.get_ref().and_then(|i| i.downcast_ref::<Error>()) {
-        Some(Error::Integrity { file, detail }) => Error::integrity(file.clone(), detail.clone()),
-        _ => match e.into_inner() {
-            Some(inner) => match inner.downcast::<Error>() {
-                Ok(err) => *err,
-                Err(other) => Error::Other(format!("writing the dump: {other}")),
-            },
-            None => Error::Other("writing the dump failed".into()),
-        },
+    if e.get_ref().is_some_and(|i| i.is::<Error>()) {
+        let inner = e.into_inner().expect("checked");
+        return match inner.downcast::<Error>() {
+            Ok(err) => *err,
+            Err(other) => Error::Other(format!("writing the dump: {other}")),
+        };
+    }
+    Error::Other(format!("writing the dump: {e}"))
+}
+
+/// The archive's output: once the dump has failed, nothing more is written, so the
+/// archive writers' own finishing (on drop) cannot close a broken stream as if it were
+/// whole: a reader sees a truncated archive and fails.
+struct Guarded<'a> {
+    inner: &'a mut dyn Write,
+    failed: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl Write for Guarded<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.failed.get() {
+            return Err(io::Error::other("the dump failed"));
+        }
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if self.failed.get() {
+            return Err(io::Error::other("the dump failed"));
+        }
+        self.inner.flush()
     }
 }
 
@@ -140,6 +161,24 @@ pub fn dump_archive(
     out: &mut dyn Write,
     warn: &mut dyn FnMut(String),
 ) -> Result<DumpSummary> {
+    let failed = std::rc::Rc::new(std::cell::Cell::new(false));
+    let mut guarded = Guarded {
+        inner: out,
+        failed: failed.clone(),
+    };
+    write_archive(repo, node, top, archive, &mut guarded, warn)
+}
+
+fn write_archive(
+    repo: &Repository,
+    node: &Node,
+    top: &Path,
+    archive: Archive,
+    out: &mut Guarded,
+    warn: &mut dyn FnMut(String),
+) -> Result<DumpSummary> {
+    let failed_flag = out.failed.clone();
+    let out: &mut dyn Write = out;
     let mut sink: Box<dyn Sink + '_> = match archive {
         Archive::Tar => Box::new(TarSink {
             tar: tar::Builder::new(out),
@@ -149,15 +188,21 @@ pub fn dump_archive(
             zip: Some(zip::ZipWriter::new_stream(out)),
         }),
     };
+    let failed = failed_flag;
     let mut d = Dumper {
         repo,
         summary: DumpSummary::default(),
         warn,
     };
-    if node.kind == NodeKind::Dir && top.as_os_str().is_empty() {
-        d.children(node, top, &mut *sink, 0)?;
+    let r = if node.kind == NodeKind::Dir && top.as_os_str().is_empty() {
+        d.children(node, top, &mut *sink, 0)
     } else {
-        d.entry(node, top, &mut *sink, 0)?;
+        d.entry(node, top, &mut *sink, 0)
+    };
+    if let Err(e) = r {
+        // Before the writer is dropped: its finishing must not reach the output.
+        failed.set(true);
+        return Err(e);
     }
     sink.finish()?;
     Ok(d.summary)
@@ -392,7 +437,7 @@ fn zip_options(node: &Node) -> zip::write::SimpleFileOptions {
         .compression_method(zip::CompressionMethod::Deflated)
         .unix_permissions(node.mode)
         .last_modified_time(time)
-        .large_file(node.size >= u32::MAX as u64)
+        .large_file(node.size >= (u32::MAX as u64) / 2)
 }
 
 fn zip_err(e: zip::result::ZipError) -> Error {

@@ -75,19 +75,27 @@ pub fn run(ctx: &Ctx, a: DumpArgs) -> Result<i32> {
             .join()
             .map_err(|_| Error::Other("the dump stopped unexpectedly".into()))?
     });
+    let result = result.and_then(|s| match &file {
+        Some(f) => f
+            .sync_all()
+            .map(|()| s)
+            .map_err(|e| Error::Other(format!("writing the dump: {e}"))),
+        None => Ok(s),
+    });
     let summary = match result {
         Ok(s) => s,
         Err(e) => {
+            // Nothing half-written stays under the name asked for.
             if let (Some(t), Some(_)) = (&a.target, file) {
                 let _ = std::fs::remove_file(t);
+            }
+            // The reader went away (`dump … | head`): not worth more than its exit.
+            if a.target.is_none() && e.to_string().contains("Broken pipe") {
+                return Ok(1);
             }
             return Err(e);
         }
     };
-    if let Some(f) = &file {
-        f.sync_all()
-            .map_err(|e| Error::Other(format!("writing the dump: {e}")))?;
-    }
     if a.target.is_some() || ctx.g.verbose > 0 {
         eprintln!(
             "cairn: dumped {} files ({}), {} directories, {} other entries, {} hard links{}",

@@ -16,7 +16,7 @@ pub struct MountArgs {
     /// An empty directory to mount the repository on.
     mountpoint: PathBuf,
     /// MiB of file data kept in memory for readers (random reads, readahead).
-    #[arg(long, value_name = "MiB", default_value_t = 256)]
+    #[arg(long, value_name = "MiB", default_value_t = 128)]
     blob_cache: u64,
 }
 
@@ -64,7 +64,6 @@ pub fn run(ctx: &Ctx, a: MountArgs) -> Result<i32> {
             MountOption::RO,
             MountOption::FSName("cairn".into()),
             MountOption::Subtype("cairn".into()),
-            MountOption::DefaultPermissions,
         ];
         if auto_unmount {
             options.push(MountOption::AutoUnmount);
@@ -115,24 +114,28 @@ pub fn run(ctx: &Ctx, a: MountArgs) -> Result<i32> {
         mp.display(),
         mp.display()
     );
+    // Until unmounted from outside, or a signal: then unmount. A mount in use is
+    // detached and cairn exits: its session would only end when the kernel lets go of
+    // the detached mount, which it does not do while cairn holds the device open.
     loop {
-        if STOP.load(Ordering::SeqCst) {
-            // Unmounted here rather than by the session: with auto-unmount it only lets
-            // go of fusermount3's socket, which leaves the mount in place while we live.
-            // Busy and detached: the session lives until its last user leaves, which
-            // may be waiting for us; exiting ends it (their reads then fail).
-            if unmount(mp)? {
-                let _ = session.join();
-            }
+        if session.guard.is_finished() {
             break;
         }
-        if session.guard.is_finished() {
-            // Unmounted from outside (fusermount3 -u).
-            let _ = session.join();
+        if STOP.load(Ordering::SeqCst) {
+            if !unmount(mp)? {
+                eprintln!(
+                    "cairn: {} was in use: detached; open files there now fail",
+                    mp.display()
+                );
+                return Ok(0);
+            }
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    session
+        .join()
+        .map_err(|e| Error::Other(format!("the mount ended with an error: {e}")))?;
     ctx.say(format!("unmounted {}", mp.display()));
     Ok(0)
 }
@@ -145,10 +148,6 @@ fn unmount(mp: &std::path::Path) -> Result<bool> {
     match umount2(mp, MntFlags::empty()) {
         Ok(()) => Ok(true),
         Err(nix::errno::Errno::EBUSY) => {
-            eprintln!(
-                "cairn: {} is in use: detached, it goes when the last user leaves",
-                mp.display()
-            );
             umount2(mp, MntFlags::MNT_DETACH)
                 .map_err(|e| Error::Other(format!("unmounting {}: {e}", mp.display())))?;
             Ok(false)

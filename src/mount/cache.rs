@@ -10,12 +10,19 @@ use crate::id::Id;
 use crate::repo::tree::Tree;
 use crate::repo::Repository;
 
-/// Decoded trees kept at most (a tree of 200 000 entries is one of them).
-const TREES: usize = 256;
+/// Decoded trees kept, by their estimated size in memory.
+const TREE_BYTES: usize = 256 << 20;
+/// Readahead fetches queued at most.
+const PENDING: usize = 32;
 
 type Slot = Arc<OnceLock<std::result::Result<Arc<Vec<u8>>, String>>>;
-/// Decoded trees by id, and their ids oldest first (evicted first).
-type TreeMap = (HashMap<Id, Arc<Tree>>, VecDeque<Id>);
+/// Decoded trees by id with their estimated bytes, least recently used first.
+#[derive(Default)]
+struct TreeMap {
+    trees: HashMap<Id, (Arc<Tree>, usize)>,
+    order: VecDeque<Id>,
+    bytes: usize,
+}
 
 pub struct Caches {
     trees: Mutex<TreeMap>,
@@ -23,6 +30,7 @@ pub struct Caches {
     /// Bytes of blobs the cache may hold.
     limit: usize,
     readahead: rayon::ThreadPool,
+    pending: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -45,21 +53,39 @@ impl Caches {
             blobs: Mutex::default(),
             limit,
             readahead,
+            pending: Default::default(),
         })
     }
 
     pub fn tree(&self, repo: &RwLock<Repository>, id: &Id) -> Result<Arc<Tree>> {
-        if let Some(t) = self.trees.lock().unwrap().0.get(id) {
-            return Ok(t.clone());
+        {
+            let mut m = self.trees.lock().unwrap();
+            if let Some((t, _)) = m.trees.get(id) {
+                let t = t.clone();
+                // Used: to the back of the eviction order.
+                if let Some(pos) = m.order.iter().rposition(|x| x == id) {
+                    m.order.remove(pos);
+                }
+                m.order.push_back(*id);
+                return Ok(t);
+            }
         }
         let tree = Arc::new(repo.read().unwrap().load_tree(id)?);
-        let mut trees = self.trees.lock().unwrap();
-        if trees.0.insert(*id, tree.clone()).is_none() {
-            trees.1.push_back(*id);
+        let size = tree
+            .nodes
+            .iter()
+            .map(|n| 160 + n.name.len() + n.content.len() * 32 + n.link_target.len())
+            .sum::<usize>();
+        let mut m = self.trees.lock().unwrap();
+        if m.trees.insert(*id, (tree.clone(), size)).is_none() {
+            m.order.push_back(*id);
+            m.bytes += size;
         }
-        while trees.1.len() > TREES {
-            if let Some(old) = trees.1.pop_front() {
-                trees.0.remove(&old);
+        while m.bytes > TREE_BYTES && m.order.len() > 1 {
+            if let Some(old) = m.order.pop_front() {
+                if let Some((_, n)) = m.trees.remove(&old) {
+                    m.bytes -= n;
+                }
             }
         }
         Ok(tree)
@@ -109,14 +135,24 @@ impl Caches {
 
     /// Fetches blobs in the background (sequential readers' next blobs).
     pub fn prefetch(self: &Arc<Self>, repo: &Arc<RwLock<Repository>>, ids: Vec<Id>) {
+        use std::sync::atomic::Ordering;
         for id in ids {
-            let cached = self.blobs.lock().unwrap().slots.contains_key(&id);
-            if cached {
-                continue;
+            // Registered now, so the next read's readahead does not queue it again.
+            {
+                let mut map = self.blobs.lock().unwrap();
+                if map.slots.contains_key(&id) {
+                    continue;
+                }
+                if self.pending.load(Ordering::SeqCst) >= PENDING {
+                    return;
+                }
+                map.slots.insert(id, Slot::default());
             }
+            self.pending.fetch_add(1, Ordering::SeqCst);
             let (me, repo) = (self.clone(), repo.clone());
             self.readahead.spawn(move || {
                 let _ = me.blob(&repo, &id);
+                me.pending.fetch_sub(1, Ordering::SeqCst);
             });
         }
     }

@@ -1,5 +1,6 @@
-//! The mount's inode table. Numbers are handed out on first sight and kept for the
-//! mount's life (the repository does not change under a snapshot): an entry of a
+//! The mount's inode table. Numbers are handed out on lookup and dropped when the kernel
+//! forgets them (its lookup count reaches zero), so the table holds what the kernel
+//! holds, not everything ever listed: `readdir` hands out no inodes. An entry of a
 //! snapshot's tree is remembered as (its directory's tree, its index there), so its
 //! node is read from the tree cache when asked for, never copied into the table.
 
@@ -47,45 +48,76 @@ pub enum Inode {
 enum Key {
     Name(Vec<u8>),
     Index(u32),
-    /// A hard-link group of one snapshot (under its root folder): (device, inode).
-    Link(u64, u64),
+    /// A hard-link group of one snapshot (under its root folder): device, inode and a
+    /// hash of the content (members that differ are not one file).
+    Link(u64, u64, u64),
 }
 
-#[derive(Default)]
+struct Slot {
+    inode: Inode,
+    /// The kernel's lookup count.
+    lookups: u64,
+    /// The keys that lead here, removed with the inode.
+    keys: Vec<(u64, Key)>,
+}
+
 struct Table {
-    inodes: Vec<Inode>,
+    slots: HashMap<u64, Slot>,
     by_parent: HashMap<(u64, Key), u64>,
+    next: u64,
 }
 
 pub struct Inodes(RwLock<Table>);
 
 impl Inodes {
     pub fn new() -> Inodes {
-        let t = Table {
-            inodes: vec![Inode::Virtual(Virtual::Root)],
+        let mut slots = HashMap::new();
+        slots.insert(
+            ROOT,
+            Slot {
+                inode: Inode::Virtual(Virtual::Root),
+                lookups: 1,
+                keys: Vec::new(),
+            },
+        );
+        Inodes(RwLock::new(Table {
+            slots,
             by_parent: HashMap::new(),
-        };
-        Inodes(RwLock::new(t))
+            next: ROOT + 1,
+        }))
     }
 
     pub fn get(&self, ino: u64) -> Option<Inode> {
-        let t = self.0.read().unwrap();
-        ino.checked_sub(ROOT)
-            .and_then(|i| t.inodes.get(i as usize))
-            .cloned()
+        self.0
+            .read()
+            .unwrap()
+            .slots
+            .get(&ino)
+            .map(|s| s.inode.clone())
     }
 
-    fn intern(&self, parent: u64, key: Key, make: impl FnOnce() -> Inode) -> u64 {
-        if let Some(&ino) = self.0.read().unwrap().by_parent.get(&(parent, key.clone())) {
-            return ino;
-        }
+    /// The inode at `key` under `parent` (made if new), counted as looked up once.
+    fn lookup(&self, parent: u64, key: Key, make: impl FnOnce() -> Inode) -> u64 {
         let mut t = self.0.write().unwrap();
-        if let Some(&ino) = t.by_parent.get(&(parent, key.clone())) {
-            return ino;
-        }
-        t.inodes.push(make());
-        let ino = t.inodes.len() as u64 - 1 + ROOT;
-        t.by_parent.insert((parent, key), ino);
+        let k = (parent, key);
+        let ino = match t.by_parent.get(&k) {
+            Some(&ino) => ino,
+            None => {
+                let ino = t.next;
+                t.next += 1;
+                t.slots.insert(
+                    ino,
+                    Slot {
+                        inode: make(),
+                        lookups: 0,
+                        keys: vec![k.clone()],
+                    },
+                );
+                t.by_parent.insert(k, ino);
+                ino
+            }
+        };
+        t.slots.get_mut(&ino).expect("just found").lookups += 1;
         ino
     }
 
@@ -105,37 +137,56 @@ impl Inodes {
             }
             _ => {}
         }
-        self.intern(parent, Key::Name(key), || what)
+        self.lookup(parent, Key::Name(key), || what)
     }
 
     /// The inode of entry `index` of directory `parent`, whose tree is `tree`, in the
-    /// snapshot under `root`. Members of one hard-link group (`link`: device and inode
-    /// in the snapshot) share one inode, as they did on the source.
+    /// snapshot under `root`. Members of one hard-link group (`link`: device, inode and
+    /// content hash in the snapshot) share one inode, as they did on the source.
     pub fn entry(
         &self,
         parent: u64,
         tree: Id,
         index: u32,
         root: u64,
-        link: Option<(u64, u64)>,
+        link: Option<(u64, u64, u64)>,
     ) -> u64 {
         let make = || Inode::Entry { tree, index, root };
-        let Some((dev, ino)) = link else {
-            return self.intern(parent, Key::Index(index), make);
+        let Some((dev, ino, content)) = link else {
+            return self.lookup(parent, Key::Index(index), make);
         };
-        if let Some(&found) = self
-            .0
-            .read()
-            .unwrap()
-            .by_parent
-            .get(&(parent, Key::Index(index)))
-        {
-            return found;
+        let by_index = (parent, Key::Index(index));
+        if self.0.read().unwrap().by_parent.contains_key(&by_index) {
+            return self.lookup(parent, Key::Index(index), make);
         }
-        let shared = self.intern(root, Key::Link(dev, ino), make);
+        let shared = self.lookup(root, Key::Link(dev, ino, content), make);
         let mut t = self.0.write().unwrap();
-        *t.by_parent
-            .entry((parent, Key::Index(index)))
-            .or_insert(shared)
+        if !t.by_parent.contains_key(&by_index) {
+            t.by_parent.insert(by_index.clone(), shared);
+            if let Some(s) = t.slots.get_mut(&shared) {
+                s.keys.push(by_index);
+            }
+        }
+        shared
+    }
+
+    /// The kernel dropped `n` references; at zero the inode and its keys go.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT {
+            return;
+        }
+        let mut t = self.0.write().unwrap();
+        let Some(s) = t.slots.get_mut(&ino) else {
+            return;
+        };
+        s.lookups = s.lookups.saturating_sub(n);
+        if s.lookups == 0 {
+            let s = t.slots.remove(&ino).expect("present");
+            for k in s.keys {
+                if t.by_parent.get(&k) == Some(&ino) {
+                    t.by_parent.remove(&k);
+                }
+            }
+        }
     }
 }

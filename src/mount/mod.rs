@@ -133,11 +133,11 @@ impl CairnFs {
                 let new = list
                     .iter()
                     .any(|(id, _)| !l.snapshots.iter().any(|(x, _)| x == id));
-                if new {
-                    // The new snapshots' data may be in index files written since.
-                    let _ = self.repo.write().unwrap().refresh_index();
+                // The new snapshots' data may be in index files written since: they are
+                // shown only once the index is loaded (else tried again next time).
+                if !new || self.repo.write().unwrap().refresh_index().is_ok() {
+                    l.snapshots = list;
                 }
-                l.snapshots = list;
             }
             l.at = Instant::now();
         }
@@ -331,7 +331,7 @@ impl CairnFs {
             .binary_search_by(|n| n.name.as_slice().cmp(name.as_bytes()))
             .map_err(|_| Errno::ENOENT)?;
         let n = &t.nodes[index];
-        if !is_safe_name(&n.name) {
+        if !listable(&n.name) {
             return Err(Errno::ENOENT);
         }
         Ok(self.inodes.entry(
@@ -362,9 +362,28 @@ fn root_of(ino: u64, inode: &Inode) -> u64 {
     }
 }
 
-/// A file's hard-link group in its snapshot, if it has other names.
-fn link_of(n: &Node) -> Option<(u64, u64)> {
-    (n.kind == NodeKind::File && n.links > 1).then_some((n.device, n.inode))
+/// A file's hard-link group in its snapshot, if it has other names: device, inode and
+/// a hash of its content.
+fn link_of(n: &Node) -> Option<(u64, u64, u64)> {
+    use std::hash::{Hash, Hasher};
+    if n.kind != NodeKind::File || n.links <= 1 {
+        return None;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    n.content.hash(&mut h);
+    n.size.hash(&mut h);
+    Some((n.device, n.inode, h.finish()))
+}
+
+/// A name the mount shows: safe, and one the kernel takes (at most 255 bytes).
+fn listable(name: &[u8]) -> bool {
+    is_safe_name(name) && name.len() <= 255
+}
+
+/// The inode number a listing gives entry `i` of folder `parent` (only shown by
+/// `ls -i` on the listing; `stat` gets the real one from the lookup).
+fn dir_ino(parent: u64, i: usize) -> INodeNo {
+    INodeNo((1 << 62) | ((parent << 24) ^ i as u64))
 }
 
 /// Replies with an xattr value or list, or its size when `size` is 0.
@@ -384,6 +403,10 @@ impl fuser::Filesystem for CairnFs {
             Ok((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.inodes.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -427,6 +450,11 @@ impl fuser::Filesystem for CairnFs {
             }
         }
         starts.push(at);
+        // Blobs that do not add up to the size the snapshot gives: damaged (a reader
+        // would get a short or long file without an error).
+        if at != n.size {
+            return reply.error(Errno::EIO);
+        }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let file = OpenFile {
             blobs: n.content,
@@ -464,8 +492,8 @@ impl fuser::Filesystem for CairnFs {
         let mut i = first;
         while i < file.blobs.len() && file.starts[i] < end {
             let data = match self.caches.blob(&self.repo, &file.blobs[i]) {
-                Ok(d) => d,
-                Err(_) => return reply.error(Errno::EIO),
+                Ok(d) if d.len() as u64 == file.starts[i + 1] - file.starts[i] => d,
+                _ => return reply.error(Errno::EIO),
             };
             let from = offset.saturating_sub(file.starts[i]) as usize;
             let to = ((end - file.starts[i]) as usize).min(data.len());
@@ -475,7 +503,7 @@ impl fuser::Filesystem for CairnFs {
             i += 1;
         }
         // Sequential: fetch the next blobs while this answer is used.
-        if file.last_end.swap(end, Ordering::Relaxed) == offset || offset == 0 {
+        if file.last_end.swap(end, Ordering::Relaxed) == offset && offset > 0 {
             let next: Vec<Id> = file
                 .blobs
                 .iter()
@@ -534,8 +562,12 @@ impl fuser::Filesystem for CairnFs {
                     Inode::Link(_) => FileType::Symlink,
                     _ => FileType::Directory,
                 };
-                let child = self.inodes.named(ino.0, &name, what);
-                if reply.add(INodeNo(child), i as u64 + 3, kind, OsStr::from_bytes(&name)) {
+                if reply.add(
+                    dir_ino(ino.0, i),
+                    i as u64 + 3,
+                    kind,
+                    OsStr::from_bytes(&name),
+                ) {
                     break;
                 }
             }
@@ -549,14 +581,13 @@ impl fuser::Filesystem for CairnFs {
             Err(_) => return reply.error(Errno::EIO),
         };
         for (i, n) in t.nodes.iter().enumerate().skip(skip) {
-            if !is_safe_name(&n.name) {
+            if !listable(&n.name) {
                 continue;
             }
-            let child =
-                self.inodes
-                    .entry(ino.0, tree, i as u32, root_of(ino.0, &inode), link_of(n));
+            // No inode is handed out for a listing (the kernel looks up what it uses):
+            // a folder of 200 000 entries costs its tree, not 200 000 table entries.
             if reply.add(
-                INodeNo(child),
+                dir_ino(ino.0, i),
                 i as u64 + 3,
                 kind_of(n.kind),
                 OsStr::from_bytes(&n.name),
