@@ -3,7 +3,7 @@
 # cat of the largest file, tar c of a subtree, ls -l of a 200 000-entry folder.
 # Each tool's mount is fresh (page cache dropped) for every step; the mount process's
 # peak RSS (VmHWM) is read after each step.
-# Usage: benches/mount_bench.sh CORPUS CAIRN [WORK]   (root; fuse3; restic on PATH)
+# Usage: [TOOLS="restic cairn"] benches/mount_bench.sh CORPUS CAIRN [WORK]   (root; fuse3; restic)
 set -u
 CORPUS=$1 CAIRN=$2 WORK=${3:-/tmp/mb}
 export CAIRN_PASSWORD=benchpw RESTIC_PASSWORD=benchpw
@@ -48,7 +48,7 @@ step() { # tool name command...
   umount -l "$mp" 2>/dev/null
   printf "%-7s %-22s rc=%d %7.2f s %7d MiB\n" $tool "$name" $rc $(echo "$t1 - $t0" | bc) $((rss / 1024))
 }
-for tool in restic cairn; do
+for tool in ${TOOLS:-restic cairn}; do
   step $tool "ls -lR snapshot" "ls -lR . | wc -l"
   step $tool "cat largest file" "cat .$LARGEST > /dev/null"
   step $tool "tar c subtree" "tar cf - .$SUBTREE | wc -c"

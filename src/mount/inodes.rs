@@ -57,8 +57,10 @@ struct Slot {
     inode: Inode,
     /// The kernel's lookup count.
     lookups: u64,
-    /// The keys that lead here, removed with the inode.
-    keys: Vec<(u64, Key)>,
+    /// The key that made it, and others that lead here too (hard links; empty, so
+    /// unallocated, for nearly every inode): removed with the inode.
+    key: (u64, Key),
+    more: Vec<(u64, Key)>,
 }
 
 struct Table {
@@ -77,7 +79,8 @@ impl Inodes {
             Slot {
                 inode: Inode::Virtual(Virtual::Root),
                 lookups: 1,
-                keys: Vec::new(),
+                key: (0, Key::Index(0)),
+                more: Vec::new(),
             },
         );
         Inodes(RwLock::new(Table {
@@ -110,7 +113,8 @@ impl Inodes {
                     Slot {
                         inode: make(),
                         lookups: 0,
-                        keys: vec![k.clone()],
+                        key: k.clone(),
+                        more: Vec::new(),
                     },
                 );
                 t.by_parent.insert(k, ino);
@@ -164,7 +168,7 @@ impl Inodes {
         if !t.by_parent.contains_key(&by_index) {
             t.by_parent.insert(by_index.clone(), shared);
             if let Some(s) = t.slots.get_mut(&shared) {
-                s.keys.push(by_index);
+                s.more.push(by_index);
             }
         }
         shared
@@ -182,7 +186,7 @@ impl Inodes {
         s.lookups = s.lookups.saturating_sub(n);
         if s.lookups == 0 {
             let s = t.slots.remove(&ino).expect("present");
-            for k in s.keys {
+            for k in std::iter::once(s.key).chain(s.more) {
                 if t.by_parent.get(&k) == Some(&ino) {
                     t.by_parent.remove(&k);
                 }
