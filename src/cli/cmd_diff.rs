@@ -68,29 +68,22 @@ pub fn run(ctx: &Ctx, a: DiffArgs) -> Result<i32> {
     // Deep trees recurse deeply: a large stack, as restore's writers have.
     let json = ctx.json();
     let quiet = ctx.g.quiet;
-    let stats = std::thread::scope(|s| {
-        std::thread::Builder::new()
-            .stack_size(256 << 20)
-            .spawn_scoped(s, || {
-                let mut report = |c: cairn::diff::Change| {
-                    if json {
-                        // One line per path: the request counts go on the last line only.
-                        let line = json!({
-                            "message_type": "change",
-                            "path": c.path,
-                            "modifier": c.modifier,
-                        });
-                        println!("{line}");
-                    } else if !quiet {
-                        println!("{}    {}", c.modifier, c.path);
-                    }
-                };
-                let mut warn = |w: String| eprintln!("warning: {w}");
-                diff(&repo, old, &new, &root, a.metadata, &mut report, &mut warn)
-            })
-            .map_err(|e| Error::Other(format!("starting the diff: {e}")))?
-            .join()
-            .map_err(|_| Error::Other("the diff stopped unexpectedly".into()))?
+    let stats = super::on_large_stack("the diff", || {
+        let mut report = |c: cairn::diff::Change| {
+            if json {
+                // One line per path: the request counts go on the last line only.
+                let line = json!({
+                    "message_type": "change",
+                    "path": c.path,
+                    "modifier": c.modifier,
+                });
+                println!("{line}");
+            } else if !quiet {
+                println!("{}    {}", c.modifier, c.path);
+            }
+        };
+        let mut warn = |w: String| eprintln!("warning: {w}");
+        diff(&repo, old, &new, &root, a.metadata, &mut report, &mut warn)
     })?;
     if json {
         let mut v = json!({

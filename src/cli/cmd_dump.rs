@@ -57,23 +57,16 @@ pub fn run(ctx: &Ctx, a: DumpArgs) -> Result<i32> {
     };
     // Deep trees recurse deeply: the dump runs on a large stack, as restore's writers
     // do, and opens its output there.
-    let result = std::thread::scope(|s| {
-        std::thread::Builder::new()
-            .stack_size(256 << 20)
-            .spawn_scoped(s, || {
-                let stdout = std::io::stdout();
-                let mut out: Box<dyn Write> = match file.as_mut() {
-                    Some(f) => Box::new(std::io::BufWriter::with_capacity(1 << 20, f)),
-                    None => Box::new(std::io::BufWriter::with_capacity(1 << 20, stdout.lock())),
-                };
-                let summary = write(&repo, &node, &path, archive, &mut *out)?;
-                out.flush()
-                    .map_err(|e| Error::Other(format!("writing the dump: {e}")))?;
-                Ok(summary)
-            })
-            .map_err(|e| Error::Other(format!("starting the dump: {e}")))?
-            .join()
-            .map_err(|_| Error::Other("the dump stopped unexpectedly".into()))?
+    let result = super::on_large_stack("the dump", || {
+        let stdout = std::io::stdout();
+        let mut out: Box<dyn Write> = match file.as_mut() {
+            Some(f) => Box::new(std::io::BufWriter::with_capacity(1 << 20, f)),
+            None => Box::new(std::io::BufWriter::with_capacity(1 << 20, stdout.lock())),
+        };
+        let summary = write(&repo, &node, &path, archive, &mut *out)?;
+        out.flush()
+            .map_err(|e| Error::Other(format!("writing the dump: {e}")))?;
+        Ok(summary)
     });
     let result = result.and_then(|s| match &file {
         Some(f) => f

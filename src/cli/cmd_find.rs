@@ -40,15 +40,8 @@ pub fn run(ctx: &Ctx, a: FindArgs) -> Result<i32> {
     if chosen.is_empty() {
         return Err(Error::Usage("no snapshot matches".into()));
     }
-    // Deep trees recurse deeply: a large stack, as restore's writers have.
-    let (out, total, trees_read) = std::thread::scope(|sc| {
-        std::thread::Builder::new()
-            .stack_size(256 << 20)
-            .spawn_scoped(sc, || search(ctx, &repo, &a, &chosen))
-            .map_err(|e| Error::Other(format!("starting find: {e}")))?
-            .join()
-            .map_err(|_| Error::Other("find stopped unexpectedly".into()))?
-    })?;
+    let (out, total, trees_read) =
+        super::on_large_stack("find", || search(ctx, &repo, &a, &chosen))?;
     if ctx.json() {
         output::print_json(&out);
     } else {

@@ -43,15 +43,7 @@ pub fn run(ctx: &Ctx, a: StatsArgs) -> Result<i32> {
     if roots.is_empty() && !a.snapshots.is_empty() {
         return Err(Error::Usage("no snapshot matches".into()));
     }
-    // Deep trees recurse deeply: a large stack, as restore's writers have.
-    let s = std::thread::scope(|sc| {
-        std::thread::Builder::new()
-            .stack_size(256 << 20)
-            .spawn_scoped(sc, || stats(&repo, &roots, mode))
-            .map_err(|e| Error::Other(format!("starting stats: {e}")))?
-            .join()
-            .map_err(|_| Error::Other("stats stopped unexpectedly".into()))?
-    })?;
+    let s = super::on_large_stack("stats", || stats(&repo, &roots, mode))?;
     // The whole repository on its storage, when no snapshot was named.
     let mut storage = None;
     if a.snapshots.is_empty() {

@@ -389,6 +389,20 @@ pub fn pick(
     cairn::selector::select_in(&all, selector, &filter.filter()).cloned()
 }
 
+/// Runs `f` on a thread with a large stack and waits for it: tree walks recurse once per
+/// folder level, and a hostile or just very deep tree must not overflow the main
+/// thread's 8 MiB (restore's writers have the same).
+pub fn on_large_stack<T: Send>(what: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn_scoped(s, f)
+            .map_err(|e| Error::Other(format!("starting {what}: {e}")))?
+            .join()
+            .map_err(|_| Error::Other(format!("{what} stopped unexpectedly")))?
+    })
+}
+
 /// The repository's snapshots; each unreadable one is a `warning:` line on stderr.
 pub fn snapshots_warned(repo: &Repository) -> Result<cairn::repo::snapshot::SnapshotSet> {
     let set = repo.snapshots()?;

@@ -152,11 +152,25 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
         dry_run: opts.dry_run,
         ..Default::default()
     };
-    let (old_index_names, files) = repo.read_index_files()?;
-    repo.set_index(crate::repo::index::Index::from_files(&files));
-    let mut snapshot_names = names(repo, FileType::Snapshot)?;
-    snapshot_names.sort();
-    let used = used_blobs(repo, &snapshot_names)?;
+    // Index first, then snapshots: a backup that ends in between shows a snapshot whose
+    // trees are in an index file read too early. That is no damage: read both again
+    // (a few times) rather than refuse. Never the other order: packs of a snapshot
+    // listed too early would look unused.
+    let mut tries = 0;
+    let (old_index_names, files, snapshot_names, used) = loop {
+        tries += 1;
+        let (old_index_names, files) = repo.read_index_files()?;
+        repo.set_index(crate::repo::index::Index::from_files(&files));
+        let mut snapshot_names = names(repo, FileType::Snapshot)?;
+        snapshot_names.sort();
+        match used_blobs(repo, &snapshot_names) {
+            Ok(used) => break (old_index_names, files, snapshot_names, used),
+            Err(e) if tries < 5 && e.to_string().contains("is not in the index") => {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            Err(e) => return Err(e),
+        }
+    };
     report.snapshots = snapshot_names.len() as u64;
     report.blobs_used = used.len() as u64;
     let mut plan = plan(repo, opts, files, &used, &mut report)?;
