@@ -232,3 +232,44 @@ fn a_snapshot_on_s3_mounts_and_reads_like_its_source() {
     assert_same_tree_but_atime(&src, &m.mp.join("ids").join(&id).join(rel));
     assert_same_tree_but_atime(&src, &m.mp.join("snapshots/latest").join(rel));
 }
+
+/// A folder of 200 000 entries lists completely and the mount's memory stays bounded:
+/// entries stream from the tree by offset and listings hand out no inodes.
+#[test]
+fn a_folder_of_200000_entries_lists_whole_in_bounded_memory() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    let wide = src.join("wide");
+    fs::create_dir_all(&wide).unwrap();
+    for i in 0..200_000 {
+        fs::File::create(wide.join(format!("f{i:06}"))).unwrap();
+    }
+    env.backup([&src]);
+    let m = mount(&env);
+    let dir =
+        m.mp.join("snapshots/latest")
+            .join(wide.strip_prefix("/").unwrap());
+    let mut names = std::collections::HashSet::new();
+    for e in fs::read_dir(&dir).unwrap() {
+        assert!(names.insert(e.unwrap().file_name()), "a name listed twice");
+    }
+    assert_eq!(names.len(), 200_000);
+    let status = fs::read_to_string(format!("/proc/{}/status", m.child.id())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    eprintln!("listing 200 000 entries: peak {} MiB", peak_kib / 1024);
+    assert!(
+        peak_kib < 200 * 1024,
+        "listing 200 000 entries peaked at {} MiB",
+        peak_kib / 1024
+    );
+}
