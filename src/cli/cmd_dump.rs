@@ -44,14 +44,28 @@ pub fn run(ctx: &Ctx, a: DumpArgs) -> Result<i32> {
             node.kind.name()
         )));
     }
-    // A new file only: an existing one is never overwritten (or truncated on error).
-    let mut file = match &a.target {
-        Some(t) => Some(
+    // A new file only: an existing one is never overwritten. The dump is written under
+    // a temporary name beside it and linked to the name asked for once whole, so a
+    // killed or failed dump never leaves a partial file under that name.
+    if let Some(t) = &a.target {
+        if std::fs::symlink_metadata(t).is_ok() {
+            return Err(Error::Usage(format!(
+                "--target {}: exists; dump writes a new file only",
+                t.display()
+            )));
+        }
+    }
+    let partial = a.target.as_ref().map(|t| {
+        let name = t.file_name().unwrap_or_default().to_string_lossy();
+        t.with_file_name(format!(".{name}.cairn-dump-{}", std::process::id()))
+    });
+    let mut file = match &partial {
+        Some(p) => Some(
             std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .open(t)
-                .map_err(|e| Error::Usage(format!("--target {}: {e}", t.display())))?,
+                .open(p)
+                .map_err(|e| Error::Usage(format!("--target {}: {e}", p.display())))?,
         ),
         None => None,
     };
@@ -75,13 +89,20 @@ pub fn run(ctx: &Ctx, a: DumpArgs) -> Result<i32> {
             .map_err(|e| Error::Other(format!("writing the dump: {e}"))),
         None => Ok(s),
     });
+    // Whole: linked to the name asked for (which fails if something appeared there
+    // meanwhile), and the temporary name removed either way.
+    let result = result.and_then(|s| match (&partial, &a.target) {
+        (Some(p), Some(t)) => std::fs::hard_link(p, t)
+            .map(|()| s)
+            .map_err(|e| Error::Other(format!("--target {}: {e}", t.display()))),
+        _ => Ok(s),
+    });
+    if let Some(p) = &partial {
+        let _ = std::fs::remove_file(p);
+    }
     let summary = match result {
         Ok(s) => s,
         Err(e) => {
-            // Nothing half-written stays under the name asked for.
-            if let (Some(t), Some(_)) = (&a.target, file) {
-                let _ = std::fs::remove_file(t);
-            }
             // The reader went away (`dump … | head`): not worth more than its exit.
             if a.target.is_none() && e.to_string().contains("Broken pipe") {
                 return Ok(1);

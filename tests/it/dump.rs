@@ -42,6 +42,13 @@ fn a_file_is_written_as_its_bytes_to_stdout_or_a_new_file() {
         target.to_str().unwrap(),
     ]);
     assert!(fs::read(&target).unwrap() == fs::read(&big).unwrap());
+    // Written under a temporary name, linked into place: none is left behind.
+    let leftovers: Vec<_> = fs::read_dir(env.path(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("cairn-dump"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     // An existing file is never overwritten.
     let out = env.run([
         "dump",
