@@ -14,14 +14,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::fsmeta::{self, OwnerNames};
 use crate::id::Id;
-use crate::repo::tree::{is_safe_name, Node, NodeKind};
+use crate::repo::tree::{check_depth, is_safe_name, Node, NodeKind};
 use crate::repo::Repository;
-
-/// Deeper than this is a hostile tree, not a directory.
-const MAX_DEPTH: usize = 8192;
 
 /// One side of a comparison.
 #[derive(Clone, Debug)]
@@ -179,7 +176,7 @@ impl Walk<'_> {
     }
 
     fn dirs(&mut self, old: &Side, new: &Side, path: &Path, depth: usize) -> Result<()> {
-        too_deep(path, depth)?;
+        check_depth(path.display(), depth)?;
         let (Some(a), Some(b)) = (self.entries(old)?, self.entries(new)?) else {
             return Ok(());
         };
@@ -237,7 +234,7 @@ impl Walk<'_> {
         added: bool,
         depth: usize,
     ) -> Result<()> {
-        too_deep(path, depth)?;
+        check_depth(path.display(), depth)?;
         self.emit(path, node.kind, if added { "+" } else { "-" });
         self.count_whole(node, parent, added);
         if node.kind == NodeKind::Dir {
@@ -351,7 +348,7 @@ impl Walk<'_> {
 
     /// Counts an entry (and what is below it) for a kind change, without listing.
     fn whole_quiet(&mut self, node: &Node, parent: &Side, added: bool, depth: usize) -> Result<()> {
-        too_deep(Path::new(OsStr::from_bytes(&node.name)), depth)?;
+        check_depth(node.name_lossy(), depth)?;
         self.count_whole(node, parent, added);
         if node.kind == NodeKind::Dir {
             if let Some(side) = Self::child(parent, node) {
@@ -430,14 +427,4 @@ fn same_metadata(a: &Node, b: &Node) -> bool {
         && a.group == b.group
         && a.mtime == b.mtime
         && a.xattrs == b.xattrs
-}
-
-fn too_deep(path: &Path, depth: usize) -> Result<()> {
-    if depth > MAX_DEPTH {
-        return Err(Error::integrity(
-            path.display().to_string(),
-            format!("more than {MAX_DEPTH} directories deep"),
-        ));
-    }
-    Ok(())
 }

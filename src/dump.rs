@@ -14,11 +14,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::repo::tree::{is_safe_name, Node, NodeKind};
+use crate::repo::tree::{check_depth, is_safe_name, Node, NodeKind};
 use crate::repo::Repository;
-
-/// Deeper than this is a hostile tree.
-const MAX_DEPTH: usize = 8192;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Archive {
@@ -245,12 +242,7 @@ impl Dumper<'_, '_> {
     }
 
     fn entry(&mut self, node: &Node, path: &Path, sink: &mut dyn Sink, depth: usize) -> Result<()> {
-        if depth > MAX_DEPTH {
-            return Err(Error::integrity(
-                path.display().to_string(),
-                format!("more than {MAX_DEPTH} directories deep"),
-            ));
-        }
+        check_depth(path.display(), depth)?;
         match node.kind {
             NodeKind::Dir => {
                 sink.dir(node, path)?;

@@ -12,11 +12,8 @@ use std::rc::Rc;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::pattern::PatternSet;
-use crate::repo::tree::{is_safe_name, Node, NodeKind};
+use crate::repo::tree::{check_depth, is_safe_name, Node, NodeKind};
 use crate::repo::Repository;
-
-/// Deeper than this is a hostile tree.
-const MAX_DEPTH: usize = 8192;
 
 /// What is below one directory that matches: its matching entries, and its
 /// subdirectories with matches below them.
@@ -63,12 +60,7 @@ impl<'a> Finder<'a> {
 
     /// What matches below the directory with tree `tree` at `path`.
     fn hits(&mut self, tree: Id, path: &Path, depth: usize) -> Result<Option<Rc<Hits>>> {
-        if depth > MAX_DEPTH {
-            return Err(Error::integrity(
-                path.display().to_string(),
-                format!("more than {MAX_DEPTH} directories deep"),
-            ));
-        }
+        check_depth(path.display(), depth)?;
         let key = (tree, path.to_path_buf());
         if let Some(h) = self.seen.get(&key) {
             return Ok(h.clone());

@@ -87,6 +87,30 @@ pub fn select_in<'a>(
     }
 }
 
+/// The snapshots a command over several works on: each of `selectors` once, in the
+/// order given; with none, every readable snapshot `filter` passes (oldest first).
+pub fn select_many(
+    set: &SnapshotSet,
+    selectors: &[String],
+    filter: &SnapshotFilter,
+) -> Result<Vec<(Id, Snapshot)>> {
+    if selectors.is_empty() {
+        return Ok(set
+            .iter()
+            .filter(|(_, s)| filter.matches(s))
+            .cloned()
+            .collect());
+    }
+    let mut chosen: Vec<(Id, Snapshot)> = Vec::new();
+    for sel in selectors {
+        let hit = select_in(set, sel, filter)?;
+        if !chosen.iter().any(|(id, _)| *id == hit.0) {
+            chosen.push(hit.clone());
+        }
+    }
+    Ok(chosen)
+}
+
 /// Picks one snapshot out of `all` (oldest first, as `Repository::snapshots` returns).
 pub fn select<'a>(
     all: &'a [(Id, Snapshot)],
@@ -204,6 +228,43 @@ mod tests {
         assert!(parse_time("2026-11-20").is_ok());
         assert!(parse_time("yesterday").is_err());
         assert!(parse_time("2026-13-01").is_err());
+    }
+
+    #[test]
+    fn several_are_each_taken_once_in_order_or_all_the_filter_passes() {
+        let snap = |host: &str, t: &str| Snapshot {
+            version: 1,
+            time: DateTime::parse_from_rfc3339(t).unwrap(),
+            tree: Id([0; 32]),
+            paths: vec!["/data".into()],
+            hostname: host.into(),
+            username: String::new(),
+            uid: 0,
+            gid: 0,
+            tags: Vec::new(),
+            parent: None,
+            program_version: String::new(),
+            summary: None,
+            original: None,
+        };
+        let set = SnapshotSet {
+            list: vec![
+                (Id([1; 32]), snap("a", "2026-01-01T00:00:00Z")),
+                (Id([2; 32]), snap("b", "2026-01-02T00:00:00Z")),
+                (Id([3; 32]), snap("a", "2026-01-03T00:00:00Z")),
+            ],
+            unreadable: Vec::new(),
+        };
+        let ids = |v: Vec<(Id, Snapshot)>| v.into_iter().map(|(id, _)| id.0[0]).collect::<Vec<_>>();
+        let none = SnapshotFilter::default();
+        let named = ["0303".to_string(), "latest".into(), "0101".into()];
+        assert_eq!(ids(select_many(&set, &named, &none).unwrap()), [3, 1]);
+        let host_a = SnapshotFilter {
+            hosts: vec!["a".into()],
+            ..Default::default()
+        };
+        assert_eq!(ids(select_many(&set, &[], &host_a).unwrap()), [1, 3]);
+        assert!(select_many(&set, &["0909".to_string()], &none).is_err());
     }
 
     #[test]

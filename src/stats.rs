@@ -9,11 +9,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::repo::tree::NodeKind;
+use crate::repo::tree::{check_depth, NodeKind};
 use crate::repo::Repository;
-
-/// Deeper than this is a hostile tree.
-const MAX_DEPTH: usize = 8192;
 
 /// restic's `--mode`: which count and size `total_file_count` and `total_size` give.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -158,12 +155,7 @@ impl Walk<'_> {
         if let Some(t) = self.trees.get(&id) {
             return Ok(*t);
         }
-        if depth > MAX_DEPTH {
-            return Err(Error::integrity(
-                format!("tree {}", id.short()),
-                format!("more than {MAX_DEPTH} directories deep"),
-            ));
-        }
+        check_depth(format_args!("tree {}", id.short()), depth)?;
         let mut t = TreeTotals::default();
         for node in self.repo.load_tree(&id)?.nodes {
             match node.kind {
@@ -177,11 +169,7 @@ impl Walk<'_> {
                 NodeKind::File => {
                     t.files += 1;
                     t.size += node.size;
-                    let mut all = Vec::with_capacity(node.content.len() * 32);
-                    for b in &node.content {
-                        all.extend_from_slice(&b.0);
-                    }
-                    let content = self.repo.key.id_key.blob_id(&all);
+                    let content = node.content_key(&self.repo.key.id_key);
                     if let std::collections::hash_map::Entry::Vacant(e) =
                         self.contents.entry(content)
                     {

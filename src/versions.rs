@@ -87,13 +87,7 @@ fn content_id(repo: &Repository, node: &Node) -> Id {
     let kind = node.kind.name().as_bytes();
     match node.kind {
         NodeKind::Dir => node.subtree.unwrap_or_else(|| key.blob_id(b"")),
-        NodeKind::File => {
-            let mut all = Vec::with_capacity(node.content.len() * 32);
-            for id in &node.content {
-                all.extend_from_slice(&id.0);
-            }
-            key.blob_id(&all)
-        }
+        NodeKind::File => node.content_key(key),
         // A link's target, a device's number, and the kind: a fifo is not a socket.
         _ => {
             let mut all = kind.to_vec();

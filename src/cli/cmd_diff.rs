@@ -3,7 +3,7 @@
 use clap::Args;
 use serde_json::json;
 
-use super::{output, pick, Ctx, FilterArgs};
+use super::{output, Ctx, FilterArgs};
 use cairn::diff::{diff, Counts, Side};
 use cairn::id::Id;
 use cairn::repo::tree::NodeKind;
@@ -41,7 +41,10 @@ fn dir_tree(repo: &Repository, tree: Id, path: &str) -> Result<Id> {
 pub fn run(ctx: &Ctx, a: DiffArgs) -> Result<i32> {
     let (repo, _lock) = ctx.open_locked(cairn::repo::lock::LockKind::Shared, true)?;
     let (from_sel, from_path) = split_subpath(&a.from);
-    let (from_id, from_snap) = pick(&repo, from_sel, &a.filter)?;
+    // One listing for both sides: an unreadable snapshot is reported once.
+    let set = super::snapshots_warned(&repo)?;
+    let filter = a.filter.filter();
+    let (from_id, from_snap) = cairn::selector::select_in(&set, from_sel, &filter)?.clone();
     // `/x`, `./x`, `../x`, `.`: a directory; `SNAP:/path`: a snapshot; else a
     // directory only when it has a `/` (`dir/sub`).
     let is_dir = a.to.starts_with('/')
@@ -59,7 +62,7 @@ pub fn run(ctx: &Ctx, a: DiffArgs) -> Result<i32> {
         (root, Side::Live(dir.clone()), json!({"target_dir": dir}))
     } else {
         let (to_sel, to_path) = split_subpath(&a.to);
-        let (to_id, to_snap) = pick(&repo, to_sel, &a.filter)?;
+        let (to_id, to_snap) = cairn::selector::select_in(&set, to_sel, &filter)?.clone();
         let root = to_path.unwrap_or("/").to_string();
         let new = Side::Tree(dir_tree(&repo, to_snap.tree, &root)?);
         (root, new, json!({"target_snapshot": to_id}))

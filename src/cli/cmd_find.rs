@@ -26,17 +26,7 @@ pub struct FindArgs {
 pub fn run(ctx: &Ctx, a: FindArgs) -> Result<i32> {
     let (repo, _lock) = ctx.open_locked(cairn::repo::lock::LockKind::Shared, true)?;
     let set = super::snapshots_warned(&repo)?;
-    let filter = a.filter.filter();
-    let mut chosen = Vec::new();
-    for sel in &a.snapshots {
-        let hit = cairn::selector::select_in(&set, sel, &filter)?;
-        if !chosen.iter().any(|(id, _)| *id == hit.0) {
-            chosen.push(hit.clone());
-        }
-    }
-    if a.snapshots.is_empty() {
-        chosen.extend(set.iter().filter(|(_, s)| filter.matches(s)).cloned());
-    }
+    let chosen = cairn::selector::select_many(&set, &a.snapshots, &a.filter.filter())?;
     if chosen.is_empty() {
         return Err(Error::Usage("no snapshot matches".into()));
     }

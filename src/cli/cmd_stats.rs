@@ -6,7 +6,7 @@ use serde_json::json;
 use super::{output, Ctx, FilterArgs};
 use cairn::backend::FileType;
 use cairn::stats::{stats, Mode};
-use cairn::{Error, Result};
+use cairn::Result;
 
 #[derive(Args)]
 pub struct StatsArgs {
@@ -24,25 +24,8 @@ pub fn run(ctx: &Ctx, a: StatsArgs) -> Result<i32> {
     let mode: Mode = a.mode.parse()?;
     let (repo, _lock) = ctx.open_locked(cairn::repo::lock::LockKind::Shared, true)?;
     let set = super::snapshots_warned(&repo)?;
-    let filter = a.filter.filter();
-    let mut roots = Vec::new();
-    let mut ids = Vec::new();
-    for sel in &a.snapshots {
-        let (id, snap) = cairn::selector::select_in(&set, sel, &filter)?;
-        if !ids.contains(id) {
-            ids.push(*id);
-            roots.push(snap.tree);
-        }
-    }
-    if a.snapshots.is_empty() {
-        for (id, snap) in set.iter().filter(|(_, s)| filter.matches(s)) {
-            ids.push(*id);
-            roots.push(snap.tree);
-        }
-    }
-    if roots.is_empty() && !a.snapshots.is_empty() {
-        return Err(Error::Usage("no snapshot matches".into()));
-    }
+    let chosen = cairn::selector::select_many(&set, &a.snapshots, &a.filter.filter())?;
+    let roots: Vec<_> = chosen.iter().map(|(_, snap)| snap.tree).collect();
     let s = super::on_large_stack("stats", || stats(&repo, &roots, mode))?;
     // The whole repository on its storage, when no snapshot was named.
     let mut storage = None;

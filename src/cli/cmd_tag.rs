@@ -33,17 +33,7 @@ pub fn run(ctx: &Ctx, a: TagArgs) -> Result<i32> {
     // snapshot twice (see cairn::tag::retag). Tagging is quick.
     let _lock = ctx.lock(&repo, LockKind::Exclusive, false)?;
     let set = super::snapshots_warned(&repo)?;
-    let filter = a.filter.filter();
-    let mut chosen = Vec::new();
-    if a.snapshots.is_empty() {
-        chosen.extend(set.iter().filter(|(_, s)| filter.matches(s)).cloned());
-    }
-    for sel in &a.snapshots {
-        let hit = cairn::selector::select_in(&set, sel, &filter)?;
-        if !chosen.iter().any(|(id, _)| *id == hit.0) {
-            chosen.push(hit.clone());
-        }
-    }
+    let chosen = cairn::selector::select_many(&set, &a.snapshots, &a.filter.filter())?;
     if chosen.is_empty() {
         return Err(Error::Usage("no snapshot matches".into()));
     }

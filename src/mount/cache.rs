@@ -21,9 +21,29 @@ type Slot = Arc<OnceLock<std::result::Result<Arc<Vec<u8>>, String>>>;
 /// Decoded trees by id with their estimated bytes, least recently used first.
 #[derive(Default)]
 struct TreeMap {
-    trees: HashMap<Id, (Arc<Tree>, usize)>,
-    order: VecDeque<Id>,
+    /// Tree, estimated bytes, and the stamp of its last use.
+    trees: HashMap<Id, (Arc<Tree>, usize, u64)>,
+    /// One record per use, oldest first; a record whose stamp is no longer its tree's
+    /// is an earlier use, skipped. A use costs O(1), not a search of the order.
+    order: VecDeque<(Id, u64)>,
     bytes: usize,
+    clock: u64,
+}
+
+impl TreeMap {
+    fn touch(&mut self, id: &Id) {
+        self.clock += 1;
+        if let Some(e) = self.trees.get_mut(id) {
+            e.2 = self.clock;
+        }
+        self.order.push_back((*id, self.clock));
+        // Stale records are dropped once they outnumber the live ones.
+        if self.order.len() > 2 * self.trees.len() + 64 {
+            let trees = &self.trees;
+            self.order
+                .retain(|(id, stamp)| trees.get(id).is_some_and(|e| e.2 == *stamp));
+        }
+    }
 }
 
 pub struct Caches {
@@ -62,13 +82,9 @@ impl Caches {
     pub fn tree(&self, repo: &RwLock<Repository>, id: &Id) -> Result<Arc<Tree>> {
         {
             let mut m = self.trees.lock().unwrap();
-            if let Some((t, _)) = m.trees.get(id) {
+            if let Some((t, _, _)) = m.trees.get(id) {
                 let t = t.clone();
-                // Used: to the back of the eviction order.
-                if let Some(pos) = m.order.iter().rposition(|x| x == id) {
-                    m.order.remove(pos);
-                }
-                m.order.push_back(*id);
+                m.touch(id);
                 return Ok(t);
             }
         }
@@ -80,15 +96,18 @@ impl Caches {
             .map(|n| 440 + n.name.len() + n.content.len() * 32 + n.link_target.len())
             .sum::<usize>();
         let mut m = self.trees.lock().unwrap();
-        if m.trees.insert(*id, (tree.clone(), size)).is_none() {
-            m.order.push_back(*id);
+        if m.trees.insert(*id, (tree.clone(), size, 0)).is_none() {
             m.bytes += size;
         }
-        while m.bytes > TREE_BYTES && m.order.len() > 1 {
-            if let Some(old) = m.order.pop_front() {
-                if let Some((_, n)) = m.trees.remove(&old) {
-                    m.bytes -= n;
-                }
+        m.touch(id);
+        // Least recently used out; the tree just used always stays.
+        while m.bytes > TREE_BYTES && m.trees.len() > 1 {
+            let Some((old, stamp)) = m.order.pop_front() else {
+                break;
+            };
+            if m.trees.get(&old).is_some_and(|e| e.2 == stamp) {
+                let (_, n, _) = m.trees.remove(&old).expect("present");
+                m.bytes -= n;
             }
         }
         Ok(tree)

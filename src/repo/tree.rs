@@ -9,9 +9,24 @@ use bincode::Options;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::id::Id;
+use crate::id::{Id, IdKey};
 
 pub const TREE_VERSION: u8 = 1;
+
+/// Folders nested deeper than this are a hostile tree, not a file system's: walks
+/// that recurse (diff, find, stats, dump) stop there with an integrity error.
+pub const MAX_DEPTH: usize = 8192;
+
+/// The error for a walk that went deeper than `MAX_DEPTH` at `what`.
+pub fn check_depth(what: impl std::fmt::Display, depth: usize) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(Error::integrity(
+            what.to_string(),
+            format!("more than {MAX_DEPTH} directories deep"),
+        ));
+    }
+    Ok(())
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -114,6 +129,15 @@ impl Node {
 
     pub fn name_lossy(&self) -> String {
         String::from_utf8_lossy(&self.name).into_owned()
+    }
+
+    /// A keyed hash of a file's blob list: equal exactly for files of equal content.
+    pub fn content_key(&self, key: &IdKey) -> Id {
+        let mut all = Vec::with_capacity(self.content.len() * 32);
+        for id in &self.content {
+            all.extend_from_slice(&id.0);
+        }
+        key.blob_id(&all)
     }
 }
 
