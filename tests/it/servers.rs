@@ -112,7 +112,7 @@ fn free_port() -> u16 {
 }
 
 fn wait_for_port(port: u16, what: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return true;
@@ -123,9 +123,11 @@ fn wait_for_port(port: u16, what: &str) -> bool {
     false
 }
 
-/// Spawns `cmd` from a thread that outlives every test, killed with the process.
-fn spawn_kept(mut cmd: Command) -> bool {
+/// Spawns `cmd` from a thread that outlives every test, killed with the process. Its
+/// output goes to `log` (shown when the server does not come up), else nowhere.
+fn spawn_kept(mut cmd: Command, log: Option<&Path>) -> bool {
     let (tx, rx) = std::sync::mpsc::channel();
+    let out = log.and_then(|p| std::fs::File::create(p).ok());
     std::thread::spawn(move || {
         unsafe {
             cmd.pre_exec(|| {
@@ -133,15 +135,32 @@ fn spawn_kept(mut cmd: Command) -> bool {
                 Ok(())
             });
         }
-        match cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn() {
+        let (stdout, stderr) = match out.and_then(|f| Some((f.try_clone().ok()?, f))) {
+            Some((a, b)) => (Stdio::from(a), Stdio::from(b)),
+            None => (Stdio::null(), Stdio::null()),
+        };
+        match cmd.stdout(stdout).stderr(stderr).spawn() {
             Ok(mut child) => {
                 tx.send(true).unwrap();
                 let _ = child.wait();
             }
-            Err(_) => tx.send(false).unwrap(),
+            Err(e) => {
+                eprintln!("cannot start {:?}: {e}", cmd.get_program());
+                tx.send(false).unwrap()
+            }
         }
     });
     rx.recv().unwrap()
+}
+
+/// npm's global bin folder, where `npm install -g` puts programs (not always on PATH).
+fn npm_bin() -> String {
+    Command::new("npm")
+        .args(["prefix", "-g"])
+        .output()
+        .ok()
+        .map(|o| format!("{}/bin", String::from_utf8_lossy(&o.stdout).trim()))
+        .unwrap_or_default()
 }
 
 fn program(name: &str, extra: &[&str]) -> Option<PathBuf> {
@@ -192,7 +211,7 @@ fn start(kind: Kind) -> Option<Server> {
             plain_server(c, port, "rclone", root)
         }
         Kind::Azure => {
-            let bin = program("azurite-blob", &[])?;
+            let bin = program("azurite-blob", &[&npm_bin()])?;
             let root = scratch("azurite");
             let mut c = Command::new(bin);
             c.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
@@ -234,7 +253,17 @@ const PY_SERVERS: &str = "/opt/cairn-py/bin";
 
 /// Starts `c` and waits for it on `port`: a server with no keys and no restricted ports.
 fn plain_server(c: Command, port: u16, what: &str, root: PathBuf) -> Option<Server> {
-    (spawn_kept(c) && wait_for_port(port, what)).then_some(Server {
+    let log = scratch("logs").join(format!("{what}.log"));
+    let up = spawn_kept(c, Some(&log)) && wait_for_port(port, what);
+    if !up {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        eprintln!("{what} printed (last lines):");
+        for l in tail.iter().rev() {
+            eprintln!("  {l}");
+        }
+    }
+    up.then_some(Server {
         port,
         root,
         key: None,
@@ -286,7 +315,7 @@ fn start_sshd(port: u16) -> Option<Server> {
     std::fs::create_dir_all("/run/sshd").ok()?;
     let mut c = Command::new(&sshd);
     c.args(["-D", "-e", "-f"]).arg(dir.join("sshd_config"));
-    if !(spawn_kept(c) && wait_for_port(port, "sshd")) {
+    if !(spawn_kept(c, None) && wait_for_port(port, "sshd")) {
         return None;
     }
     let mut known = Vec::new();
