@@ -20,6 +20,7 @@ pub mod fsmeta;
 pub mod fuzz_targets;
 pub mod id;
 pub mod mount;
+pub mod ops;
 pub mod pattern;
 pub mod progress;
 pub mod prune;

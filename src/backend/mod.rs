@@ -21,7 +21,7 @@ pub use counting::{CountingBackend, RequestCounts, RequestSummary};
 pub use faulty::{Fault, FaultyBackend, Op};
 pub use local::LocalBackend;
 pub use pausing::PausingBackend;
-pub use remote::{settle, OpendalBackend};
+pub use remote::{http_post, settle, OpendalBackend};
 
 use crate::error::Result;
 
@@ -101,6 +101,11 @@ pub fn store(backend: &dyn Backend, ft: FileType, name: &str, data: &[u8]) -> Re
     backend.write(ft, name, data).inspect_err(|_| {
         let _ = backend.delete(ft, name);
     })
+}
+
+/// Checks a repository URL and its options without connecting (`config check`).
+pub fn check_location(url: &str, options: &[String]) -> Result<()> {
+    location::parse(url, options, &|_| None).map(|_| ())
 }
 
 /// Builds the backend for a repository URL with its `-o KEY=VALUE` options (CLI.md);

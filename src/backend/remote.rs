@@ -418,3 +418,39 @@ fn truncated(display: &str, path: &str, offset: u64, len: usize) -> Error {
 pub fn open(remote: Remote) -> Result<Arc<dyn Backend>> {
     Ok(Arc::new(OpendalBackend::new(remote)?))
 }
+
+/// One plain HTTP POST (notifications: webhooks, pings) over the backends' own HTTP
+/// client and runtime; returns the status code. Not a storage request: not counted.
+pub fn http_post(
+    url: &str,
+    content_type: &str,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> std::result::Result<u16, String> {
+    install_defaults();
+    RUNTIME.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| format!("{e}"))?;
+        let resp = client
+            .post(url)
+            .header("content-type", content_type)
+            .header("user-agent", concat!("cairn/", env!("CARGO_PKG_VERSION")))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                // reqwest's error names the URL, which may carry a token: say only
+                // what kind of failure it was.
+                if e.is_timeout() {
+                    "timed out".to_string()
+                } else if e.is_connect() {
+                    "could not connect".to_string()
+                } else {
+                    "request failed".to_string()
+                }
+            })?;
+        Ok(resp.status().as_u16())
+    })
+}

@@ -132,6 +132,17 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<i32> {
     display.finish();
     let result = result?;
     let s = result.snapshot.summary.clone().unwrap_or_default();
+    if let Ok(mut f) = super::FACTS.lock() {
+        *f = Some(cairn::ops::history::Outcome {
+            snapshot: result.snapshot_id.map(|id| id.to_string()),
+            files: Some(s.total_files_processed),
+            files_new: Some(s.files_new),
+            files_changed: Some(s.files_changed),
+            bytes_read: Some(s.bytes_read),
+            bytes_added: Some(s.data_added),
+            ..Default::default()
+        });
+    }
     if json {
         output::print_json(&json!({
             "message_type": "summary",

@@ -15,6 +15,13 @@ pub struct KeyArgs {
     action: KeyAction,
 }
 
+impl KeyArgs {
+    /// `key list` changes nothing (the history leaves it out).
+    pub fn is_list(&self) -> bool {
+        matches!(self.action, KeyAction::List)
+    }
+}
+
 #[derive(Subcommand)]
 enum KeyAction {
     /// List the keys (passwords) of the repository.

@@ -4,11 +4,15 @@
 mod cmd_backup;
 mod cmd_cat;
 mod cmd_check;
+mod cmd_config;
 mod cmd_copy;
+mod cmd_daemon;
 mod cmd_diff;
 mod cmd_dump;
 mod cmd_find;
 mod cmd_forget;
+mod cmd_health;
+mod cmd_history;
 mod cmd_init;
 mod cmd_key;
 mod cmd_ls;
@@ -16,6 +20,8 @@ mod cmd_mount;
 mod cmd_prune;
 mod cmd_repair;
 mod cmd_restore;
+mod cmd_run;
+mod cmd_schedule;
 mod cmd_snapshots;
 mod cmd_stats;
 mod cmd_tag;
@@ -24,12 +30,14 @@ mod cmd_unlock;
 mod cmd_versions;
 mod output;
 mod password;
+mod profile;
 mod progress;
+mod signals;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use cairn::crypto::KdfParams;
 use cairn::repo::lock::{LockGuard, LockKind};
@@ -101,6 +109,19 @@ pub struct GlobalArgs {
         default_value = "5m"
     )]
     retry_lock: String,
+    /// The config file of profiles (default: ~/.config/cairn/cairn.toml, else
+    /// /etc/cairn/cairn.toml).
+    #[arg(long, env = "CAIRN_CONFIG", global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Use this profile of the config file: its repository, and its flags for backup,
+    /// forget, prune, check and copy (flags on the command line win); for history and
+    /// health, the profile to report on.
+    #[arg(long, global = true, value_name = "NAME")]
+    profile: Option<String>,
+    /// The run history database (default: <data dir>/cairn/history.sqlite; "off" for
+    /// none).
+    #[arg(long, env = "CAIRN_HISTORY", global = true, value_name = "FILE")]
+    history: Option<String>,
     /// Argon2id memory (KiB) for keys created by init / key add / key passwd.
     #[arg(long, env = "CAIRN_KDF_MEMORY_KIB", global = true, value_name = "KIB",
           value_parser = clap::value_parser!(u32).range(8..=cairn::crypto::KDF_MAX_MEMORY_KIB as i64))]
@@ -157,6 +178,18 @@ enum Command {
     /// objects there (no password needed).
     #[command(name = "test-storage", visible_alias = "probe")]
     TestStorage(cmd_test_storage::TestStorageArgs),
+    /// Run a profile: backup, forget, prune, check and copy as the config file says.
+    Run(cmd_run::RunArgs),
+    /// Run the profiles' schedules in the foreground (SIGHUP reloads, SIGTERM stops).
+    Daemon(cmd_daemon::DaemonArgs),
+    /// systemd timers (or crontab lines) for profiles, and their next run times.
+    Schedule(cmd_schedule::ScheduleArgs),
+    /// Check the config file.
+    Config(cmd_config::ConfigArgs),
+    /// Past runs and repository-changing commands, from the local history.
+    History(cmd_history::HistoryArgs),
+    /// Exit 14 when the newest snapshot is too old or the profile's last run failed.
+    Health(cmd_health::HealthArgs),
 }
 
 /// `--host`, `--tag`, `--path` for commands that pick snapshots.
@@ -231,6 +264,38 @@ impl Ctx {
             );
         }
         p
+    }
+
+    /// The run history database: --history / CAIRN_HISTORY ("off": none), else the
+    /// config file's `history`, else the data directory's.
+    pub fn history_path(&self, cfg: Option<&cairn::ops::profile::Config>) -> Option<PathBuf> {
+        match self.g.history.as_deref() {
+            Some("off") => None,
+            Some(p) => Some(PathBuf::from(p)),
+            None => cfg
+                .and_then(|c| c.history.clone())
+                .or_else(cairn::ops::history::default_path),
+        }
+    }
+
+    /// The flags a profile run hands on to each of its steps.
+    pub fn step_args(&self) -> Vec<String> {
+        let g = &self.g;
+        let mut a = Vec::new();
+        for _ in 0..g.verbose {
+            a.push("-v".to_string());
+        }
+        if g.quiet || g.json {
+            a.push("-q".into());
+        }
+        if let Some(d) = &g.cache_dir {
+            a.extend(["--cache-dir".into(), d.display().to_string()]);
+        }
+        if g.no_cache {
+            a.push("--no-cache".into());
+        }
+        a.extend(["--retry-lock".into(), g.retry_lock.clone()]);
+        a
     }
 
     /// The repository URL, and whether it is the default one (neither -r nor env).
@@ -461,10 +526,110 @@ fn exit_code(e: &Error) -> i32 {
     }
 }
 
+/// What a command found worth keeping in the history (a backup's snapshot and sizes).
+pub static FACTS: Mutex<Option<cairn::ops::history::Outcome>> = Mutex::new(None);
+
+/// Parses the command line; `--profile` fills in the profile's repository and flags.
+fn parse() -> std::result::Result<Cli, i32> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let m = Cli::command()
+        .try_get_matches_from(&args)
+        .unwrap_or_else(|e| e.exit());
+    let cli = Cli::from_arg_matches(&m).unwrap_or_else(|e| e.exit());
+    if cli.global.profile.is_none() {
+        return Ok(cli);
+    }
+    let args = match profile::apply(args, &m, &cli.global) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("cairn: error: {e}");
+            return Err(exit_code(&e));
+        }
+    };
+    Ok(Cli::parse_from(args))
+}
+
+/// The history's name of a command that changes a repository (or, for `check`, that a
+/// profile's check plan needs to know about); None: not recorded.
+fn recorded_name(c: &Command) -> Option<&'static str> {
+    Some(match c {
+        Command::Init(_) => "init",
+        Command::Backup(_) => "backup",
+        Command::Restore(_) => "restore",
+        Command::Key(k) if !k.is_list() => "key",
+        Command::Check(_) => "check",
+        Command::Forget(_) => "forget",
+        Command::Tag(_) => "tag",
+        Command::Prune(_) => "prune",
+        Command::Repair(_) => "repair",
+        Command::Copy(_) => "copy",
+        _ => return None,
+    })
+}
+
+/// Records the start of a command in the history; a history that cannot be opened or
+/// written is a warning, never a failure.
+fn history_start(ctx: &Ctx, name: &str) -> Option<(cairn::ops::history::History, i64)> {
+    use cairn::ops::history::{History, Start};
+    let path = ctx.history_path(None)?;
+    let h = History::open(&path)
+        .inspect_err(|e| eprintln!("warning: {e}; going on without it"))
+        .ok()?;
+    let repository = ctx.repo_url().ok().map(|(u, _)| u);
+    let id = h
+        .start(&Start {
+            run_id: std::env::var("CAIRN_RUN_ID")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+            kind: "command".into(),
+            profile: std::env::var("CAIRN_RUN_PROFILE")
+                .ok()
+                .or_else(|| ctx.g.profile.clone()),
+            command: name.into(),
+            repository,
+        })
+        .inspect_err(|e| eprintln!("warning: {e}; going on without it"))
+        .ok()?;
+    Some((h, id))
+}
+
+/// The outcome of a finished command: the facts it left, its exit code and error.
+fn outcome_of(result: &Result<i32>) -> cairn::ops::history::Outcome {
+    let mut o = FACTS
+        .lock()
+        .map(|mut f| f.take())
+        .unwrap_or_default()
+        .unwrap_or_default();
+    let r = REQUESTS.summary();
+    o.requests = Some(r.total);
+    o.request_bytes = Some(r.bytes_read + r.bytes_written);
+    match result {
+        Ok(code) => {
+            o.exit_code = *code;
+            o.outcome = match code {
+                0 => "success",
+                3 => "warning",
+                _ => "failed",
+            }
+            .into();
+        }
+        Err(e) => {
+            o.exit_code = exit_code(e);
+            o.outcome = "failed".into();
+            o.error = Some(e.to_string());
+        }
+    }
+    o
+}
+
 pub fn run() -> i32 {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let ctx = Ctx { g: cli.global };
     REQUESTS.set_trace(ctx.g.verbose >= 2);
+    let recorded = recorded_name(&cli.command).and_then(|n| history_start(&ctx, n));
     let result = match cli.command {
         Command::Init(a) => cmd_init::run(&ctx, a),
         Command::Backup(a) => cmd_backup::run(&ctx, a),
@@ -487,9 +652,25 @@ pub fn run() -> i32 {
         Command::Repair(a) => cmd_repair::run(&ctx, a),
         Command::Copy(a) => cmd_copy::run(&ctx, a),
         Command::TestStorage(a) => cmd_test_storage::run(&ctx, a),
+        Command::Run(a) => cmd_run::run(&ctx, a),
+        Command::Daemon(a) => cmd_daemon::run(&ctx, a),
+        Command::Schedule(a) => cmd_schedule::run(&ctx, a),
+        Command::Config(a) => cmd_config::run(&ctx, a),
+        Command::History(a) => cmd_history::run(&ctx, a),
+        Command::Health(a) => cmd_health::run(&ctx, a),
     };
     // Every repository is closed by now; let remote sessions shut down cleanly.
     backend::settle();
+    let outcome = outcome_of(&result);
+    if let Some((h, id)) = recorded {
+        if let Err(e) = h.finish(id, &outcome) {
+            eprintln!("warning: {e}");
+        }
+    }
+    // A profile run's step: its facts for the run (which reads them back).
+    if let Some(path) = std::env::var_os("CAIRN_RESULT_FILE") {
+        let _ = std::fs::write(path, serde_json::to_vec(&outcome).unwrap_or_default());
+    }
     if ctx.g.verbose > 0 {
         let r = REQUESTS.summary();
         if r.total > 0 {

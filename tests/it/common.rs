@@ -70,6 +70,11 @@ impl Env {
             "CAIRN_FROM_PASSWORD",
             "CAIRN_FROM_PASSWORD_FILE",
             "CAIRN_FROM_PASSWORD_COMMAND",
+            "CAIRN_CONFIG",
+            "CAIRN_HISTORY",
+            "CAIRN_RUN_ID",
+            "CAIRN_RUN_PROFILE",
+            "CAIRN_RESULT_FILE",
         ] {
             c.env_remove(v);
         }

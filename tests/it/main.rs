@@ -28,6 +28,7 @@ mod kdf;
 mod locking;
 mod maintenance;
 mod mount;
+mod ops;
 mod permissions;
 mod probe;
 mod remote;

@@ -1,0 +1,114 @@
+//! Hooks and other shell commands of a profile (`sh -c`), each with a time limit.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a hook may run when the profile says nothing.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs `command` with `sh -c` and `env`; its output goes to this process's stderr (a
+/// hook's chatter is not the run's output). Err says why it failed, in one line. On
+/// timeout its whole process group is killed.
+pub fn run(command: &str, env: &[(String, String)], timeout: Duration) -> Result<(), String> {
+    let mut c = Command::new("/bin/sh");
+    c.arg("-c")
+        .arg(command)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(std::io::stderr())
+        .stderr(Stdio::inherit())
+        .process_group(0);
+    let mut child = c.spawn().map_err(|e| format!("cannot start: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => {
+                return Err(match status.code() {
+                    Some(c) => format!("exited with {c}"),
+                    None => "was killed by a signal".into(),
+                })
+            }
+            Ok(None) if Instant::now() >= deadline => {
+                kill_group(child.id());
+                let _ = child.wait();
+                return Err(format!(
+                    "did not finish within {}s and was killed",
+                    timeout.as_secs()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("waiting for it: {e}")),
+        }
+    }
+}
+
+/// Runs `command`, feeding `input` to its standard input (a mail command).
+pub fn run_with_input(command: &str, input: &[u8], timeout: Duration) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::piped())
+        .stdout(std::io::stderr())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let input = input.to_vec();
+    // Written from a thread, so a command that never reads cannot hold us past the limit.
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let deadline = Instant::now() + timeout;
+    let result = loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => break Ok(()),
+            Ok(Some(status)) => break Err(format!("exited with {status}")),
+            Ok(None) if Instant::now() >= deadline => {
+                kill_group(child.id());
+                let _ = child.wait();
+                break Err(format!(
+                    "did not finish within {}s and was killed",
+                    timeout.as_secs()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => break Err(format!("waiting for it: {e}")),
+        }
+    };
+    let _ = writer.join();
+    result
+}
+
+/// Reads a secret: the first line of a file, or of a command's output.
+pub fn read_secret(
+    file: Option<&std::path::Path>,
+    command: Option<&str>,
+) -> Result<String, String> {
+    let text = match (file, command) {
+        (Some(f), _) => {
+            std::fs::read_to_string(f).map_err(|e| format!("reading {}: {e}", f.display()))?
+        }
+        (None, Some(c)) => {
+            let out = Command::new("/bin/sh")
+                .arg("-c")
+                .arg(c)
+                .stdin(Stdio::null())
+                .stderr(Stdio::inherit())
+                .output()
+                .map_err(|e| format!("running {c:?}: {e}"))?;
+            if !out.status.success() {
+                return Err(format!("{c:?} exited with {}", out.status));
+            }
+            String::from_utf8(out.stdout).map_err(|_| format!("{c:?} printed no text"))?
+        }
+        (None, None) => return Err("no file or command".into()),
+    };
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+fn kill_group(pid: u32) {
+    unsafe {
+        libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+    }
+}

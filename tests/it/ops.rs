@@ -1,0 +1,603 @@
+//! Profiles and runs (`cairn run`, `config check`, `history`, `health`), hooks and
+//! notifications, against real child processes, a real SQLite file and an HTTP receiver
+//! on loopback.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::common::*;
+
+/// One HTTP request the receiver saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub body: String,
+}
+
+/// An HTTP server on loopback that answers with `statuses` in turn (the last one from
+/// then on) and keeps every request.
+pub struct Receiver {
+    pub url: String,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Receiver {
+    pub fn start(statuses: &[u16]) -> Receiver {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (s2, statuses) = (seen.clone(), statuses.to_vec());
+        std::thread::spawn(move || {
+            for (i, conn) in l.incoming().enumerate() {
+                let Ok(mut conn) = conn else { continue };
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                if r.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let mut len = 0usize;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; len];
+                let _ = r.read_exact(&mut body);
+                s2.lock().unwrap().push(Seen {
+                    path,
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                });
+                let status = statuses[i.min(statuses.len() - 1)];
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+            }
+        });
+        Receiver { url, seen }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// A config file beside the test's repository: repository `main` at env.repo with the
+/// tests' password in a file, and `profile` text appended.
+pub fn write_config(env: &Env, extra: &str) -> PathBuf {
+    let pw = env.path("pw");
+    std::fs::write(&pw, PASSWORD).unwrap();
+    let cfg = env.path("cairn.toml");
+    let text = format!(
+        "[repositories.main]\nurl = {:?}\npassword-file = {:?}\n\n{extra}",
+        env.repo.display().to_string(),
+        pw.display().to_string()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+/// `cairn --config CFG args…` (no -r: the profile names the repository).
+pub fn with_config(env: &Env, cfg: &Path, args: &[&str]) -> std::process::Output {
+    env.bare()
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn history_json(env: &Env, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["--json", "history"];
+    args.extend(extra);
+    let out = env.bare().args(&args).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+}
+
+fn snapshot_ids(env: &Env) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(&env.ok(["--json", "snapshots"])).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn source(env: &Env) -> PathBuf {
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a.txt"), b"alpha").unwrap();
+    std::fs::write(src.join("sub/b.bin"), random_bytes(300_000, 7)).unwrap();
+    std::fs::write(src.join("skip.tmp"), b"left out").unwrap();
+    src
+}
+
+#[test]
+fn a_profile_run_backs_up_forgets_checks_and_is_recorded() {
+    let env = Env::new();
+    env.init();
+    let src = source(&env);
+    let cfg = write_config(
+        &env,
+        &format!(
+            "[profiles.home]\nrepository = \"main\"\npaths = [{:?}]\n\n\
+             [profiles.home.backup]\nexclude = [\"*.tmp\"]\ntag = [\"nightly\"]\n\n\
+             [profiles.home.forget]\nkeep-last = 1\nprune = true\n\n\
+             [profiles.home.check]\nread-data = true\n",
+            src.display().to_string()
+        ),
+    );
+    let plan = with_config(&env, &cfg, &["run", "home", "--dry-run"]);
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    let plan = String::from_utf8_lossy(&plan.stdout).to_string();
+    assert!(
+        plan.contains("backup --exclude '*.tmp' --tag nightly --"),
+        "{plan}"
+    );
+    assert!(plan.contains("forget --keep-last 1 --prune"), "{plan}");
+    assert!(snapshot_ids(&env).is_empty(), "a dry run ran something");
+
+    for round in 0..2 {
+        std::fs::write(src.join("a.txt"), format!("alpha {round}")).unwrap();
+        let out = with_config(&env, &cfg, &["run", "home"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    // keep-last 1: one snapshot, the second run's, tagged, without the excluded file.
+    let ids = snapshot_ids(&env);
+    assert_eq!(ids.len(), 1);
+    let target = env.path("target");
+    env.restore("latest", &target, &[]);
+    let restored = target.join(src.strip_prefix("/").unwrap());
+    assert_eq!(std::fs::read(restored.join("a.txt")).unwrap(), b"alpha 1");
+    assert_eq!(
+        std::fs::read(restored.join("sub/b.bin")).unwrap(),
+        random_bytes(300_000, 7)
+    );
+    assert!(!restored.join("skip.tmp").exists());
+    let snaps: serde_json::Value = serde_json::from_str(&env.ok(["--json", "snapshots"])).unwrap();
+    assert_eq!(snaps[0]["tags"], serde_json::json!(["nightly"]));
+
+    // The history: two runs, each with its backup, forget and check; the last backup's
+    // snapshot is the one kept.
+    let rows = history_json(&env, &["--profile", "home"]);
+    let runs: Vec<_> = rows.iter().filter(|r| r["kind"] == "run").collect();
+    assert_eq!(runs.len(), 2, "{rows:#?}");
+    assert!(runs.iter().all(|r| r["outcome"] == "success"));
+    let steps: Vec<String> = rows
+        .iter()
+        .filter(|r| r["run_id"] == runs[1]["id"])
+        .map(|r| r["command"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(steps, ["backup", "forget", "check"]);
+    let last_backup = rows
+        .iter()
+        .rev()
+        .find(|r| r["command"] == "backup")
+        .unwrap();
+    assert_eq!(last_backup["snapshot"].as_str().unwrap(), ids[0]);
+    assert_eq!(runs[1]["snapshot"].as_str().unwrap(), ids[0]);
+    assert!(last_backup["bytes_added"].as_u64().unwrap() > 0);
+    assert!(last_backup["requests"].as_u64().unwrap() > 0);
+    // --failed: nothing failed.
+    assert!(history_json(&env, &["--failed"]).is_empty());
+}
+
+#[test]
+fn config_check_names_every_problem_with_its_line() {
+    let env = Env::new();
+    let cfg = write_config(
+        &env,
+        "[profiles.home]\nrepository = \"main\"\npaths = [\"/srv\"]\nschedul = \"0 3 * * *\"\n",
+    );
+    let out = with_config(&env, &cfg, &["config", "check"]);
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("cairn.toml:8:") && err.contains("schedul"),
+        "{err}"
+    );
+
+    let cfg = write_config(
+        &env,
+        "[profiles.home]\nrepository = \"mian\"\npaths = [\"/srv\"]\nschedule = \"0 25 * * *\"\n\n\
+         [profiles.home.backup]\nexclude-caches = \"yes\"\none-file-sytem = true\n",
+    );
+    let out = with_config(&env, &cfg, &["config", "check"]);
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 4, "{err}");
+    assert!(
+        lines[0].contains(":6:") && lines[0].contains("mian"),
+        "{err}"
+    );
+    assert!(
+        lines[1].contains(":8:") && lines[1].contains("schedule"),
+        "{err}"
+    );
+    assert!(
+        lines[2].contains(":11:") && lines[2].contains("switch"),
+        "{err}"
+    );
+    assert!(
+        lines[3].contains(":12:") && lines[3].contains("--one-file-sytem"),
+        "{err}"
+    );
+    // A run refuses the file the same way, and runs nothing.
+    let out = with_config(&env, &cfg, &["run", "home"]);
+    assert_eq!(code(&out), 1);
+    assert!(!env.repo.exists());
+
+    let cfg = write_config(
+        &env,
+        "[profiles.home]\nrepository = \"main\"\npaths = [\"/srv\"]\n",
+    );
+    let out = with_config(&env, &cfg, &["config", "check"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+#[test]
+fn a_failing_before_hook_aborts_the_run_and_the_other_hooks_see_why() {
+    let env = Env::new();
+    env.init();
+    let src = source(&env);
+    let log = env.path("hooks.log");
+    let cfg = write_config(
+        &env,
+        &format!(
+            "[profiles.home]\nrepository = \"main\"\npaths = [{:?}]\n\n\
+             [profiles.home.hooks]\nbefore = \"echo before >> {l}; exit 7\"\n\
+             after = \"echo after >> {l}\"\n\
+             on-failure = \"echo failed:$CAIRN_FAILED_STEP:$CAIRN_EXIT_CODE:$CAIRN_ERROR >> {l}\"\n\
+             finally = \"echo finally >> {l}\"\n",
+            src.display().to_string(),
+            l = log.display()
+        ),
+    );
+    let out = with_config(&env, &cfg, &["run", "home"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("before hook exited with 7"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        snapshot_ids(&env).is_empty(),
+        "the backup ran after a failed before hook"
+    );
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        [
+            "before",
+            "failed:before-hook:1:before hook exited with 7",
+            "finally"
+        ]
+    );
+    let rows = history_json(&env, &["--failed"]);
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["kind"], "run");
+    assert!(rows[0]["error"].as_str().unwrap().contains("before hook"));
+}
+
+#[test]
+fn a_hook_that_hangs_is_killed_at_its_timeout() {
+    let env = Env::new();
+    env.init();
+    let src = source(&env);
+    let cfg = write_config(
+        &env,
+        &format!(
+            "[profiles.home]\nrepository = \"main\"\npaths = [{:?}]\n\n\
+             [profiles.home.hooks]\nbefore = \"sleep 600\"\ntimeout = \"1s\"\n",
+            src.display().to_string()
+        ),
+    );
+    let out = with_config(&env, &cfg, &["run", "home"]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("did not finish within 1s"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_failed_run_is_sent_to_the_webhook_again_after_a_500_and_to_mail_and_pings() {
+    let env = Env::new();
+    env.init();
+    let src = source(&env);
+    let hook = Receiver::start(&[500, 200]);
+    let pings = Receiver::start(&[200]);
+    let mail = env.path("mail.txt");
+    // A wrong password: the backup step fails with exit 12.
+    let cfg = write_config(
+        &env,
+        &format!(
+            "[profiles.home]\nrepository = \"main\"\npaths = [{:?}]\n\n\
+             [profiles.home.notify]\nwebhook = \"{}/hook\"\nping = \"{}/ping/abc\"\n\
+             mail-command = \"cat > {}\"\nmail-to = \"admin@example.org\"\n",
+            src.display().to_string(),
+            hook.url,
+            pings.url,
+            mail.display()
+        ),
+    );
+    std::fs::write(env.path("pw"), "not the password").unwrap();
+    let out = with_config(&env, &cfg, &["run", "home"]);
+    assert_eq!(code(&out), 12, "{}", stderr(&out));
+    let seen = hook.seen();
+    assert_eq!(seen.len(), 2, "one 500, then the retry: {seen:?}");
+    assert_eq!(seen[0].body, seen[1].body);
+    let p: serde_json::Value = serde_json::from_str(&seen[1].body).unwrap();
+    assert_eq!(p["event"], "failure");
+    assert_eq!(p["profile"], "home");
+    assert_eq!(p["failed_step"], "backup");
+    assert_eq!(p["exit_code"], 12);
+    assert!(p["error"].as_str().unwrap().contains("password"), "{p}");
+    assert_eq!(p["hint"], "cairn history --profile home --failed");
+    assert!(!seen[1].body.contains("not the password"));
+    let paths: Vec<String> = pings.seen().iter().map(|s| s.path.clone()).collect();
+    assert_eq!(paths, ["/ping/abc/start", "/ping/abc/fail"]);
+    let m = std::fs::read_to_string(&mail).unwrap();
+    assert!(
+        m.starts_with("To: admin@example.org\nSubject: cairn: home on "),
+        "{m}"
+    );
+    assert!(m.contains("FAILED at backup"), "{m}");
+
+    // A good run: a success ping, and no webhook or mail (on-success is off).
+    std::fs::write(env.path("pw"), PASSWORD).unwrap();
+    std::fs::remove_file(&mail).unwrap();
+    let out = with_config(&env, &cfg, &["run", "home"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(hook.seen().len(), 2);
+    assert!(!mail.exists());
+    let paths: Vec<String> = pings.seen().iter().map(|s| s.path.clone()).collect();
+    assert_eq!(paths[2..], ["/ping/abc/start", "/ping/abc"]);
+}
+
+#[test]
+fn health_fails_when_the_newest_snapshot_is_too_old_or_the_last_run_failed() {
+    let env = Env::new();
+    env.init();
+    let src = source(&env);
+    let old = (chrono::Local::now() - chrono::Duration::hours(30))
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    env.backup(["--time", old.as_str(), src.to_str().unwrap()]);
+    let out = env.run(["health", "--max-age", "26h"]);
+    assert_eq!(code(&out), 14);
+    assert!(stderr(&out).contains("is 1d"), "{}", stderr(&out));
+    let out = env.run(["--json", "health", "--max-age", "26h"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(v["groups"][0]["age_seconds"].as_i64().unwrap() >= 30 * 3600 - 60);
+    env.backup([src.to_str().unwrap()]);
+    let out = env.run(["health", "--max-age", "26h"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // With a profile: its own group, and its last run.
+    let cfg = write_config(
+        &env,
+        &format!(
+            "[profiles.home]\nrepository = \"main\"\npaths = [{:?}]\n\n\
+             [profiles.home.health]\nmax-age = \"26h\"\n\n\
+             [profiles.home.hooks]\nbefore = \"test ! -e {}\"\n",
+            src.display().to_string(),
+            env.path("fail").display()
+        ),
+    );
+    let out = with_config(&env, &cfg, &["--profile", "home", "health"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    std::fs::write(env.path("fail"), "").unwrap();
+    assert_eq!(code(&with_config(&env, &cfg, &["run", "home"])), 1);
+    let out = with_config(&env, &cfg, &["--profile", "home", "health"]);
+    assert_eq!(code(&out), 14);
+    assert!(
+        stderr(&out).contains("last run of profile home failed"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_damaged_or_locked_history_never_stops_a_backup() {
+    let env = Env::new();
+    env.init();
+    let src = source(&env);
+    let db = env.path("history.sqlite");
+    std::fs::write(&db, vec![0x5au8; 8192]).unwrap();
+    let out = env
+        .cmd()
+        .env("CAIRN_HISTORY", &db)
+        .args(["backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning: run history"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(snapshot_ids(&env).len(), 1);
+
+    // A second process holds the database's write lock throughout the backup.
+    let db = env.path("locked.sqlite");
+    let out = env
+        .cmd()
+        .env("CAIRN_HISTORY", &db)
+        .args(["snapshots"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    env.cmd()
+        .env("CAIRN_HISTORY", &db)
+        .args(["backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let mut holder = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1], isolation_level=None); \
+             c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(60)",
+        ])
+        .arg(&db)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let out = env
+        .cmd()
+        .env("CAIRN_HISTORY", &db)
+        .args(["backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning: run history"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(snapshot_ids(&env).len(), 3);
+    // The database is whole: it still opens and lists the backups it recorded.
+    let out = env
+        .bare()
+        .env("CAIRN_HISTORY", &db)
+        .args(["--json", "history"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_single_command_takes_the_profile_and_its_own_flags_win() {
+    let env = Env::new();
+    env.init();
+    let src = source(&env);
+    let cfg = write_config(
+        &env,
+        &format!(
+            "[profiles.home]\nrepository = \"main\"\npaths = [{:?}]\n\n\
+             [profiles.home.backup]\nexclude = [\"*.tmp\"]\nhost = \"profile-host\"\n",
+            src.display().to_string()
+        ),
+    );
+    let out = with_config(
+        &env,
+        &cfg,
+        &["--profile", "home", "backup", "--host", "cli-host"],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = with_config(&env, &cfg, &["--profile", "home", "--json", "snapshots"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["hostname"], "cli-host");
+    assert_eq!(
+        v[0]["paths"],
+        serde_json::json!([src.display().to_string()])
+    );
+    let ls = with_config(&env, &cfg, &["--profile", "home", "ls", "latest"]);
+    let ls = String::from_utf8_lossy(&ls.stdout).to_string();
+    assert!(ls.contains("a.txt") && !ls.contains("skip.tmp"), "{ls}");
+}
+
+#[test]
+fn two_runs_of_one_profile_never_overlap() {
+    let env = Env::new();
+    env.init();
+    let src = source(&env);
+    let flag = env.path("started");
+    let cfg = write_config(
+        &env,
+        &format!(
+            "[profiles.home]\nrepository = \"main\"\npaths = [{:?}]\n\n\
+             [profiles.home.hooks]\nbefore = \"touch {}; sleep 3\"\n",
+            src.display().to_string(),
+            flag.display()
+        ),
+    );
+    let mut first = env
+        .bare()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["run", "home"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while !flag.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = with_config(&env, &cfg, &["run", "home"]);
+    assert_eq!(code(&second), 11);
+    assert!(
+        stderr(&second).contains("already running"),
+        "{}",
+        stderr(&second)
+    );
+    assert!(first.wait().unwrap().success());
+    assert_eq!(snapshot_ids(&env).len(), 1);
+}
+
+#[test]
+fn a_backup_far_larger_than_usual_is_an_anomaly_and_metrics_are_written() {
+    let env = Env::new();
+    env.init();
+    let src = source(&env);
+    let metrics = env.path("cairn.prom");
+    let cfg = write_config(
+        &env,
+        &format!(
+            "[profiles.home]\nrepository = \"main\"\npaths = [{:?}]\nmetrics-file = {:?}\n\n\
+             [profiles.home.anomaly]\nmin-added-bytes = 1000\n",
+            src.display().to_string(),
+            metrics.display().to_string()
+        ),
+    );
+    for i in 0..3 {
+        std::fs::write(src.join("a.txt"), format!("small change {i}")).unwrap();
+        let out = with_config(&env, &cfg, &["run", "home"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert!(!stderr(&out).contains("anomaly"), "{}", stderr(&out));
+    }
+    std::fs::write(src.join("big.bin"), random_bytes(2_000_000, 9)).unwrap();
+    let out = with_config(&env, &cfg, &["run", "home"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("size anomaly: this backup added"),
+        "{}",
+        stderr(&out)
+    );
+    let rows = history_json(&env, &["--runs"]);
+    assert!(rows.last().unwrap()["warnings"]
+        .as_str()
+        .unwrap()
+        .contains("size anomaly"));
+    let m = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        m.contains("cairn_last_run_success{profile=\"home\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("cairn_snapshots{profile=\"home\"} 4"), "{m}");
+    let added: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("cairn_backup_bytes_added{profile=\"home\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(added >= 2_000_000, "{m}");
+}
