@@ -2,6 +2,7 @@
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a hook may run when the profile says nothing.
@@ -9,8 +10,14 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Runs `command` with `sh -c` and `env`; its output goes to this process's stderr (a
 /// hook's chatter is not the run's output). Err says why it failed, in one line. On
-/// timeout its whole process group is killed.
-pub fn run(command: &str, env: &[(String, String)], timeout: Duration) -> Result<(), String> {
+/// timeout its whole process group is killed; when `stop` is set (SIGTERM), it is
+/// asked to end (SIGTERM) and killed 10 s later.
+pub fn run(
+    command: &str,
+    env: &[(String, String)],
+    timeout: Duration,
+    stop: &AtomicBool,
+) -> Result<(), String> {
     let mut c = Command::new("/bin/sh");
     c.arg("-c")
         .arg(command)
@@ -20,9 +27,16 @@ pub fn run(command: &str, env: &[(String, String)], timeout: Duration) -> Result
         .stderr(Stdio::inherit())
         .process_group(0);
     let mut child = c.spawn().map_err(|e| format!("cannot start: {e}"))?;
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Instant::now() + timeout;
+    let mut stopping = false;
     loop {
+        if stop.load(Ordering::Relaxed) && !stopping {
+            stopping = true;
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGTERM) };
+            deadline = deadline.min(Instant::now() + Duration::from_secs(10));
+        }
         match child.try_wait() {
+            Ok(Some(_)) if stopping => return Err("was stopped by a signal".into()),
             Ok(Some(status)) if status.success() => return Ok(()),
             Ok(Some(status)) => {
                 return Err(match status.code() {

@@ -349,8 +349,13 @@ pub fn run(cfg: &Config, name: &str, specs: FlagSpecs, opts: &RunOptions) -> Run
         let steps = plan(cfg, name, specs, hist.as_ref()).map_err(|e| ("plan".to_string(), e))?;
         if let Some(h) = &hooks.before {
             (opts.say)("== before hook");
-            super::hooks::run(h, &hook_env(name, &repo_url, "before", &r), hook_timeout)
-                .map_err(|e| ("before-hook".to_string(), format!("before hook {e}")))?;
+            super::hooks::run(
+                h,
+                &hook_env(name, &repo_url, "before", &r),
+                hook_timeout,
+                opts.stop,
+            )
+            .map_err(|e| ("before-hook".to_string(), format!("before hook {e}")))?;
         }
         for s in &steps {
             if let Some(why) = &s.skip {
@@ -435,9 +440,13 @@ pub fn run(cfg: &Config, name: &str, specs: FlagSpecs, opts: &RunOptions) -> Run
     ] {
         if let Some(cmd) = hook {
             (opts.say)(&format!("== {which} hook"));
-            if let Err(e) =
-                super::hooks::run(cmd, &hook_env(name, &repo_url, which, &r), hook_timeout)
-            {
+            if let Err(e) = super::hooks::run(
+                cmd,
+                &hook_env(name, &repo_url, which, &r),
+                hook_timeout,
+                // Run even after SIGTERM (they undo what `before` did), within their limit.
+                &AtomicBool::new(false),
+            ) {
                 warn(&format!("{which} hook {e}"), &mut r);
             }
         }

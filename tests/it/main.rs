@@ -39,6 +39,7 @@ mod restore_plan;
 mod restore_race;
 mod restore_review;
 mod restore_safety;
+mod schedule;
 mod selection;
 mod sources;
 mod stalls;
