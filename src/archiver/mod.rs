@@ -9,6 +9,7 @@ pub(crate) mod confirm;
 mod exclude;
 pub(crate) mod saver;
 mod source;
+mod sqlite;
 mod walk;
 
 use std::collections::BTreeMap;
@@ -34,6 +35,12 @@ pub struct BackupOptions {
     pub paths: Vec<PathBuf>,
     /// Back up standard input as one file of this name instead of `paths`.
     pub stdin_filename: Option<String>,
+    /// With `stdin_filename`: store this shell command's output instead of standard
+    /// input; no snapshot when it exits non-zero.
+    pub stdin_command: Option<String>,
+    /// Files matching these patterns are stored as read, not through SQLite's backup
+    /// API even when they are SQLite databases.
+    pub sqlite_raw: Vec<String>,
     pub tags: Vec<String>,
     pub host: Option<String>,
     pub excludes: ExcludeOptions,
@@ -129,7 +136,11 @@ pub fn backup(
             .and_then(|x| x.backup_start)
             .unwrap_or(s.time)
     });
-    let walker = Walker::new(repo, &saver, &excluder, opts, warn).with_parent_start(parent_start);
+    let sqlite_raw =
+        crate::pattern::PatternSet::new(opts.sqlite_raw.iter().map(|p| (p.as_str(), false)))?;
+    let walker = Walker::new(repo, &saver, &excluder, opts, warn)
+        .with_parent_start(parent_start)
+        .with_sqlite_raw(sqlite_raw);
     // Readers: more threads than cores, since small files wait on the disk more than on
     // the CPU. A large stack: the walk recurses once per directory level.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -139,14 +150,23 @@ pub fn backup(
         .thread_name(|i| format!("cairn-read-{i}"))
         .build()
         .map_err(|e| Error::Other(format!("starting reader threads: {e}")))?;
-    let root = pool.install(|| {
-        if let Some(name) = &opts.stdin_filename {
-            walker.save_stdin(name)
-        } else {
+    let mut producer = match (&opts.stdin_filename, &opts.stdin_command) {
+        (Some(_), Some(cmd)) => Some(StdinCommand::start(cmd)?),
+        _ => None,
+    };
+    let root = pool.install(|| match (&opts.stdin_filename, producer.as_mut()) {
+        (Some(name), Some(p)) => walker.save_stream(name, p.output()),
+        (Some(name), None) => walker.save_stream(name, std::io::stdin().lock()),
+        (None, _) => {
             let vroot = VirtualDir::build(&sources);
             walker.save_virtual(&vroot, Path::new("/"), parent_tree.as_ref())
         }
-    })?;
+    });
+    // The command's exit decides: a dump that failed half-way is no snapshot.
+    if let Some(p) = producer {
+        p.finish(root.is_ok())?;
+    }
+    let root = root?;
     let (mut summary, relied) = walker.finish();
     let written = saver.finish()?;
     summary.data_added_packed = written.packed_bytes;
@@ -431,4 +451,50 @@ pub(crate) fn synthetic_dir(name: &[u8]) -> Node {
 
 pub(crate) fn encode_tree(mut tree: Tree) -> Vec<u8> {
     tree.encode()
+}
+
+/// The command of `--stdin-from-command`, its standard output read as the file.
+struct StdinCommand {
+    command: String,
+    child: std::process::Child,
+}
+
+impl StdinCommand {
+    fn start(command: &str) -> Result<StdinCommand> {
+        let child = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .map_err(|e| Error::Other(format!("--stdin-from-command {command:?}: {e}")))?;
+        Ok(StdinCommand {
+            command: command.to_string(),
+            child,
+        })
+    }
+
+    fn output(&mut self) -> std::process::ChildStdout {
+        self.child.stdout.take().expect("read once")
+    }
+
+    /// Waits for the command; Err when it failed (or, when `read_all` is false, stops
+    /// it: the backup failed and nothing will read the rest).
+    fn finish(mut self, read_all: bool) -> Result<()> {
+        if !read_all {
+            let _ = self.child.kill();
+        }
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| Error::Other(format!("--stdin-from-command: {e}")))?;
+        if read_all && !status.success() {
+            return Err(Error::Other(format!(
+                "--stdin-from-command {:?} failed ({status}): no snapshot written",
+                self.command
+            )));
+        }
+        Ok(())
+    }
 }

@@ -16,6 +16,7 @@ use super::saver::BlobSaver;
 use super::source::{
     open_dir, open_dir_at, open_source, open_source_at, read_link_at, same_file, stat_at, DirHandle,
 };
+use super::sqlite;
 use super::{encode_tree, synthetic_dir, BackupOptions, Excluder, VirtualDir, VirtualEntry};
 use crate::error::{Error, Result};
 use crate::fsmeta::{
@@ -23,6 +24,7 @@ use crate::fsmeta::{
     StatFields,
 };
 use crate::id::Id;
+use crate::pattern::PatternSet;
 use crate::repo::pack::{BlobType, MAX_BLOB};
 use crate::repo::snapshot::Summary;
 use crate::repo::tree::{Node, NodeKind, Timestamp, Tree, Xattr};
@@ -49,6 +51,10 @@ pub(super) struct Walker<'a> {
     /// Files whose ctime is not older than this may have changed in the same clock
     /// tick as the parent backup read them: they are read again (see `unchanged`).
     racy_after: Option<(i64, u32)>,
+    /// `--sqlite-raw`: databases stored as read.
+    sqlite_raw: Option<PatternSet>,
+    /// Databases stored through a consistent copy (their side files are left out).
+    captured: Mutex<HashSet<std::path::PathBuf>>,
 }
 
 /// The clock granularity margin for racy files: file systems stamp times from a
@@ -137,7 +143,15 @@ impl<'a> Walker<'a> {
             hardlinks: Mutex::new(HashMap::new()),
             summary: Mutex::new(Summary::default()),
             racy_after: None,
+            sqlite_raw: None,
+            captured: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// `--sqlite-raw` patterns.
+    pub(super) fn with_sqlite_raw(mut self, patterns: PatternSet) -> Self {
+        self.sqlite_raw = Some(patterns);
+        self
     }
 
     /// Sets when the parent backup started: a file changed near or after that moment
@@ -234,8 +248,9 @@ impl<'a> Walker<'a> {
         node
     }
 
-    /// The root tree for `backup --stdin`: one file read from standard input.
-    pub(super) fn save_stdin(&self, name: &str) -> Result<Id> {
+    /// The root tree for `backup --stdin` / `--stdin-from-command`: one file read from
+    /// `source`.
+    pub(super) fn save_stream<R: Read>(&self, name: &str, source: R) -> Result<Id> {
         let mut node = Node::new(name.as_bytes().to_vec(), NodeKind::File);
         node.mode = 0o644;
         node.uid = nix::unistd::getuid().as_raw();
@@ -249,7 +264,7 @@ impl<'a> Walker<'a> {
         };
         node.atime = node.mtime;
         node.ctime = node.mtime;
-        let (content, size) = self.read_stream(std::io::stdin().lock())?;
+        let (content, size) = self.read_stream(source)?;
         node.content = content;
         node.size = size;
         self.count(|s| {
@@ -277,7 +292,7 @@ impl<'a> Walker<'a> {
             match entry {
                 VirtualEntry::Source => {
                     let at = At::Path(&child);
-                    if let Some(n) = self.save_entry(name, &child, &at, parent_node, None)? {
+                    if let Some(n) = self.save_entry(name, &child, &at, parent_node, None, false)? {
                         nodes.push(n);
                     }
                 }
@@ -345,26 +360,75 @@ impl<'a> Walker<'a> {
             names.retain(|n| n == m.as_bytes());
         }
         names.sort();
-        let nodes: Vec<Option<Node>> = names
+        // SQLite databases with side files: always copied (a WAL can change while the
+        // database file keeps its size and times), their side files held back.
+        let bases = self.sqlite_bases(dir, handle, &names);
+        let is_side = |n: &[u8]| sqlite::side_file_base(n).is_some_and(|b| bases.contains(b));
+        let entry = |name: &Vec<u8>| {
+            let name_os = std::ffi::OsStr::from_bytes(name);
+            let path = dir.join(name_os);
+            if self.excluder.is_excluded(&path) {
+                return Ok(None);
+            }
+            let parent_node = parent.and_then(|t| t.find(name));
+            let at = At::Dir(handle, name_os);
+            let force = bases.contains(name.as_slice());
+            self.save_entry(name, &path, &at, parent_node, root_dev, force)
+        };
+        let mut nodes: Vec<Node> = names
             .par_iter()
-            .map(|name| {
-                let name_os = std::ffi::OsStr::from_bytes(name);
-                let path = dir.join(name_os);
-                if self.excluder.is_excluded(&path) {
-                    return Ok(None);
-                }
-                let parent_node = parent.and_then(|t| t.find(name));
-                let at = At::Dir(handle, name_os);
-                self.save_entry(name, &path, &at, parent_node, root_dev)
-            })
-            .collect::<Result<_>>()?;
-        self.store_tree(Tree {
-            nodes: nodes.into_iter().flatten().collect(),
-        })
+            .filter(|n| !is_side(n))
+            .map(entry)
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        // Side files of a database that could not be copied are stored as read.
+        let mut late = Vec::new();
+        for n in names.iter().filter(|n| is_side(n)) {
+            let base = sqlite::side_file_base(n).expect("a side file");
+            let captured = self
+                .captured
+                .lock()
+                .unwrap()
+                .contains(&dir.join(std::ffi::OsStr::from_bytes(base)));
+            if !captured {
+                late.extend(entry(n)?);
+            }
+        }
+        if !late.is_empty() {
+            nodes.extend(late);
+            nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        self.store_tree(Tree { nodes })
     }
 
-    /// Reads an entry's extended attributes by path (symlinks, devices, FIFOs: entries
-    /// cairn does not open); a failure is a warning.
+    /// Names in `names` of SQLite databases that have a side file there.
+    fn sqlite_bases(&self, dir: &Path, handle: &DirHandle, names: &[Vec<u8>]) -> HashSet<Vec<u8>> {
+        let mut bases = HashSet::new();
+        for n in names {
+            let Some(base) = sqlite::side_file_base(n) else {
+                continue;
+            };
+            if bases.contains(base) || names.binary_search_by(|x| x.as_slice().cmp(base)).is_err() {
+                continue;
+            }
+            let path = dir.join(std::ffi::OsStr::from_bytes(base));
+            if self.sqlite_raw.as_ref().is_some_and(|p| p.is_match(&path)) {
+                continue;
+            }
+            let at = At::Dir(handle, std::ffi::OsStr::from_bytes(base));
+            let is_db = at
+                .stat()
+                .is_ok_and(|st| st.mode & libc::S_IFMT == libc::S_IFREG)
+                && at.open_file().is_ok_and(|f| sqlite::is_sqlite(&f));
+            if is_db {
+                bases.insert(base.to_vec());
+            }
+        }
+        bases
+    }
+
     fn xattrs_by_path(&self, node: &mut Node, path: &Path, at: &At) {
         match read_xattrs(&at.path()) {
             Ok(x) => node.xattrs = x,
@@ -397,6 +461,7 @@ impl<'a> Walker<'a> {
         at: &At,
         parent: Option<&Node>,
         dir_dev: Option<u64>,
+        force_sqlite: bool,
     ) -> Result<Option<Node>> {
         let st = match at.stat() {
             Ok(st) => st,
@@ -413,7 +478,7 @@ impl<'a> Walker<'a> {
                     s.total_files_processed += 1;
                     s.total_bytes_processed += size;
                 });
-                let saved = self.save_file(path, at, &mut node, parent)?;
+                let saved = self.save_file(path, at, &mut node, parent, force_sqlite)?;
                 if let Some(p) = &self.opts.progress {
                     p.add(1, size);
                 }
@@ -492,9 +557,10 @@ impl<'a> Walker<'a> {
         at: &At,
         node: &mut Node,
         parent: Option<&Node>,
+        force_sqlite: bool,
     ) -> Result<bool> {
         if node.links <= 1 {
-            return self.save_file_once(path, at, node, parent);
+            return self.save_file_once(path, at, node, parent, force_sqlite);
         }
         let slot = self
             .hardlinks
@@ -513,7 +579,7 @@ impl<'a> Walker<'a> {
             return Ok(true);
         }
         let earlier = slot.as_ref().map(|r| r.content.clone());
-        let saved = self.save_file_once(path, at, node, parent)?;
+        let saved = self.save_file_once(path, at, node, parent, force_sqlite)?;
         if saved && earlier.is_some_and(|c| c != node.content) {
             self.warning(format!(
                 "{}: a hard-linked file changed during the backup; this link is stored with what was read for it",
@@ -537,8 +603,14 @@ impl<'a> Walker<'a> {
         at: &At,
         node: &mut Node,
         parent: Option<&Node>,
+        force_sqlite: bool,
     ) -> Result<bool> {
-        if let Some(p) = self.unchanged(node, parent) {
+        let unchanged = if force_sqlite {
+            None
+        } else {
+            self.unchanged(node, parent)
+        };
+        if let Some(p) = unchanged {
             node.content = p.content.clone();
             // Read, not copied from the parent: a parent whose read of them failed, or
             // that ran as a user who could not see them all, must not hide them.
@@ -555,7 +627,10 @@ impl<'a> Walker<'a> {
                 .and_then(|f| same_file(f, node))
                 .and_then(|f| {
                     self.xattrs_of(node, path, &f);
-                    self.read_file_checked(f)
+                    match self.read_sqlite(path, at, &f) {
+                        Some(read) => read,
+                        None => self.read_file_checked(f),
+                    }
                 });
             match read {
                 Ok((Ok((content, size)), changed)) => {
@@ -582,6 +657,40 @@ impl<'a> Walker<'a> {
             });
         }
         Ok(true)
+    }
+
+    /// A SQLite database, read through a consistent copy (see `sqlite`); None when the
+    /// file is no database, is to be stored raw, or could not be copied (a warning
+    /// says so; it is then read as any file).
+    #[allow(clippy::type_complexity)]
+    fn read_sqlite(
+        &self,
+        path: &Path,
+        at: &At,
+        f: &File,
+    ) -> Option<std::io::Result<(Result<(Vec<Id>, u64)>, bool)>> {
+        if self.sqlite_raw.as_ref().is_some_and(|p| p.is_match(path)) || !sqlite::is_sqlite(f) {
+            return None;
+        }
+        let expect = f.metadata().map(|m| (m.dev(), m.ino())).unwrap_or_default();
+        match sqlite::consistent_copy(&at.path(), expect) {
+            Ok(copy) => {
+                let len = copy.metadata().map(|m| m.len()).unwrap_or(0);
+                let read = self.read_file(copy, len).map(|r| (r, false));
+                if matches!(read, Ok((Ok(_), _))) {
+                    self.captured.lock().unwrap().insert(path.to_path_buf());
+                }
+                Some(read)
+            }
+            Err(e) => {
+                // Not counted as an unreadable file: the database is stored, as read.
+                (self.warn)(format!(
+                    "{}: SQLite database stored as read, not through a consistent copy: {e}",
+                    path.display()
+                ));
+                None
+            }
+        }
     }
 
     /// Reads a file and tells whether it changed meanwhile: its size, mtime or ctime

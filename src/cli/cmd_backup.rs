@@ -16,6 +16,14 @@ pub struct BackupArgs {
     /// Back up standard input instead (see --stdin-filename).
     #[arg(long)]
     stdin: bool,
+    /// Store this shell command's output as one file (named by --stdin-filename), e.g.
+    /// 'pg_dump mydb'; when it exits non-zero no snapshot is written.
+    #[arg(long, value_name = "CMD", conflicts_with = "stdin")]
+    stdin_from_command: Option<String>,
+    /// Store SQLite databases matching PATTERN as read, not through SQLite's online
+    /// backup (repeatable; by default every SQLite database is copied consistently).
+    #[arg(long, value_name = "PATTERN")]
+    sqlite_raw: Vec<String>,
     /// The file name standard input is stored under.
     #[arg(long, default_value = "stdin", value_name = "NAME")]
     stdin_filename: String,
@@ -64,8 +72,16 @@ pub struct BackupArgs {
 }
 
 pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<i32> {
-    if a.stdin && !a.paths.is_empty() {
-        return Err(Error::Usage("--stdin takes no paths".into()));
+    let from_stdin = a.stdin || a.stdin_from_command.is_some();
+    if from_stdin && !a.paths.is_empty() {
+        return Err(Error::Usage(format!(
+            "{} takes no paths",
+            if a.stdin {
+                "--stdin"
+            } else {
+                "--stdin-from-command"
+            }
+        )));
     }
     let time = a
         .time
@@ -85,7 +101,9 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<i32> {
     };
     let opts = BackupOptions {
         paths: a.paths,
-        stdin_filename: a.stdin.then_some(a.stdin_filename),
+        stdin_filename: from_stdin.then_some(a.stdin_filename),
+        stdin_command: a.stdin_from_command,
+        sqlite_raw: a.sqlite_raw,
         tags: a
             .tags
             .iter()

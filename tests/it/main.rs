@@ -14,6 +14,7 @@ mod concurrency;
 mod copy;
 mod crash;
 mod damaged_snapshot;
+mod databases;
 mod dedup;
 mod diff;
 mod dump;
