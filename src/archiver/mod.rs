@@ -367,20 +367,26 @@ fn same_paths(a: &[String], b: &[String]) -> bool {
 
 /// Absolute, lexically cleaned source paths (no symlinks resolved, as restic does);
 /// each must exist, so a typo fails before anything is written.
+/// A source path as a snapshot records it: absolute, `.` and `..` resolved by name.
+pub fn snapshot_path(p: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(p).map_err(|e| Error::io_path(p, e))?;
+    let mut clean = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::Normal(n) => clean.push(n),
+            Component::ParentDir => {
+                clean.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(clean)
+}
+
 fn absolute_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
-        let abs = std::path::absolute(p).map_err(|e| Error::io_path(p, e))?;
-        let mut clean = PathBuf::from("/");
-        for c in abs.components() {
-            match c {
-                Component::Normal(n) => clean.push(n),
-                Component::ParentDir => {
-                    clean.pop();
-                }
-                _ => {}
-            }
-        }
+        let clean = snapshot_path(p)?;
         if let Err(e) = clean.symlink_metadata() {
             return Err(Error::Usage(format!("source {}: {e}", p.display())));
         }

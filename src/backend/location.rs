@@ -107,6 +107,30 @@ fn env_settings(scheme: &str) -> &'static [(&'static str, &'static [&'static str
     }
 }
 
+/// A repository URL as it may be shown or recorded: a password in it
+/// (`webdav:https://user:PASSWORD@host/`) becomes `***`.
+pub fn shown_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// True when a URL carries a password (`scheme://user:PASSWORD@host`).
+pub fn url_has_password(url: &str) -> bool {
+    shown_url(url) != url
+}
+
 /// True for a setting whose value must never be shown.
 pub fn is_secret_setting(key: &str) -> bool {
     let k = key.to_ascii_lowercase();

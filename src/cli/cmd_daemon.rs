@@ -18,8 +18,18 @@ static RELOAD: AtomicBool = AtomicBool::new(false);
 pub fn run(ctx: &Ctx, _a: DaemonArgs) -> Result<i32> {
     let path = profile::config_path(&ctx.g)?;
     let path = std::fs::canonicalize(&path).unwrap_or(path);
-    let first = profile::load(&ctx.g)?;
-    let history = ctx.history_path(Some(&first));
+    profile::load(&ctx.g)?;
+    let given = ctx.g.history.clone();
+    // The history of each loaded config: --history / CAIRN_HISTORY, else the file's own.
+    let history: &'static (dyn Fn(&Config) -> Option<std::path::PathBuf> + Sync) =
+        Box::leak(Box::new(move |cfg: &Config| match given.as_deref() {
+            Some("off") => None,
+            Some(p) => Some(std::path::PathBuf::from(p)),
+            None => cfg
+                .history
+                .clone()
+                .or_else(cairn::ops::history::default_path),
+        }));
     let exe =
         std::env::current_exe().map_err(|e| Error::Other(format!("finding cairn itself: {e}")))?;
     signals::on_stop(&STOP);

@@ -102,20 +102,9 @@ pub fn run(ctx: &Ctx, a: HealthArgs) -> Result<i32> {
     Ok(if r.ok { 0 } else { 14 })
 }
 
-/// A profile path as backup stores it: absolute, without a trailing slash.
+/// A profile path as backup stores it.
 fn absolute(p: &str) -> String {
-    let path = std::path::Path::new(p);
-    let abs = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(path))
-            .unwrap_or_else(|_| path.to_path_buf())
-    };
-    let s = abs.display().to_string();
-    if s.len() > 1 {
-        s.trim_end_matches('/').to_string()
-    } else {
-        s
-    }
+    cairn::archiver::snapshot_path(std::path::Path::new(p))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| p.to_string())
 }

@@ -77,6 +77,8 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
         return Ok(0);
     }
     signals::on_stop(&STOP);
+    // A closed terminal or ssh session does not end a run (nor, inherited, its steps).
+    signals::ignore_hangup();
     let opts = RunOptions {
         exe,
         global_args: ctx.step_args(),

@@ -66,9 +66,18 @@ pub fn run(ctx: &Ctx, a: ScheduleArgs) -> Result<i32> {
                 Error::Usage(format!("profile {profile} has no schedule = \"…\""))
             })?;
             if at.crontab || (at.unit_dir.is_none() && !units::systemd_running()) {
-                let line = units::crontab_line(&profile, schedule.get_ref(), &exe, &config_path)
-                    .map_err(Error::Usage)?;
+                let line = units::crontab_line(
+                    &profile,
+                    schedule.get_ref(),
+                    p.timezone.as_ref().map(|t| t.get_ref().as_str()),
+                    &exe,
+                    &config_path,
+                )
+                .map_err(Error::Usage)?;
                 edit_crontab(&profile, Some(&line))?;
+                if p.jitter.is_some() || p.catch_up != Some(false) {
+                    eprintln!("warning: cron has no jitter and makes up no missed run; `cairn daemon` and systemd units do both");
+                }
                 ctx.say(format!("crontab: {line}"));
                 return Ok(0);
             }
@@ -231,11 +240,18 @@ fn edit_crontab(profile: &str, line: Option<&str>) -> Result<()> {
         .arg("-l")
         .output()
         .map_err(|e| Error::Other(format!("crontab: {e}")))?;
-    // `crontab -l` fails when there is no crontab yet: start from nothing then.
+    // `crontab -l` fails when there is no crontab yet: start from nothing then; any
+    // other failure stops here (writing would replace the crontab we could not read).
     let text = if current.status.success() {
         String::from_utf8_lossy(&current.stdout).into_owned()
-    } else {
+    } else if String::from_utf8_lossy(&current.stderr).contains("no crontab") {
         String::new()
+    } else {
+        return Err(Error::Other(format!(
+            "crontab -l failed ({}): {}",
+            current.status,
+            String::from_utf8_lossy(&current.stderr).trim()
+        )));
     };
     let mut lines: Vec<String> = text
         .lines()

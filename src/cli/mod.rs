@@ -272,9 +272,13 @@ impl Ctx {
         match self.g.history.as_deref() {
             Some("off") => None,
             Some(p) => Some(PathBuf::from(p)),
-            None => cfg
-                .and_then(|c| c.history.clone())
-                .or_else(cairn::ops::history::default_path),
+            None => match cfg {
+                Some(c) => c.history.clone(),
+                // Commands that load no config still follow its `history` setting.
+                None => cairn::ops::profile::find(self.g.config.as_deref())
+                    .and_then(|p| cairn::ops::profile::history_setting(&p)),
+            }
+            .or_else(cairn::ops::history::default_path),
         }
     }
 
@@ -575,7 +579,10 @@ fn history_start(ctx: &Ctx, name: &str) -> Option<(cairn::ops::history::History,
     let h = History::open(&path)
         .inspect_err(|e| eprintln!("warning: {e}; going on without it"))
         .ok()?;
-    let repository = ctx.repo_url().ok().map(|(u, _)| u);
+    let repository = ctx
+        .repo_url()
+        .ok()
+        .map(|(u, _)| backend::location::shown_url(&u));
     let id = h
         .start(&Start {
             run_id: std::env::var("CAIRN_RUN_ID")

@@ -109,6 +109,17 @@ pub fn apply(args: Vec<OsString>, m: &ArgMatches, g: &GlobalArgs) -> Result<Vec<
             front.extend(["-o".into(), o.into()]);
         }
         if !given("password_file") && !given("password_command") {
+            if repo.password_file.is_some() || repo.password_command.is_some() {
+                // The profile says where the password is: the environment's password
+                // (read first) must not win. Safe: no other thread runs yet.
+                for v in [
+                    "CAIRN_PASSWORD",
+                    "CAIRN_PASSWORD_FILE",
+                    "CAIRN_PASSWORD_COMMAND",
+                ] {
+                    std::env::remove_var(v);
+                }
+            }
             if let Some(f) = &repo.password_file {
                 front.extend(["--password-file".into(), f.into()]);
             }

@@ -39,3 +39,9 @@ pub fn on_reload(flag: &'static AtomicBool) {
     let _ = RELOAD.set(flag);
     install(Signal::SIGHUP, on_reload_signal);
 }
+
+/// SIGHUP ignored, here and in every child (an ignored signal stays ignored across exec).
+pub fn ignore_hangup() {
+    let a = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    let _ = unsafe { sigaction(Signal::SIGHUP, &a) };
+}

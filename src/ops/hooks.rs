@@ -104,21 +104,57 @@ pub fn read_secret(
             std::fs::read_to_string(f).map_err(|e| format!("reading {}: {e}", f.display()))?
         }
         (None, Some(c)) => {
-            let out = Command::new("/bin/sh")
-                .arg("-c")
-                .arg(c)
-                .stdin(Stdio::null())
-                .stderr(Stdio::inherit())
-                .output()
-                .map_err(|e| format!("running {c:?}: {e}"))?;
-            if !out.status.success() {
-                return Err(format!("{c:?} exited with {}", out.status));
-            }
-            String::from_utf8(out.stdout).map_err(|_| format!("{c:?} printed no text"))?
+            let mut cmd = Command::new("/bin/sh");
+            cmd.arg("-c").arg(c);
+            let out = output_within(cmd, SECRET_TIMEOUT).map_err(|e| format!("{c:?} {e}"))?;
+            String::from_utf8(out).map_err(|_| format!("{c:?} printed no text"))?
         }
         (None, None) => return Err("no file or command".into()),
     };
     Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+/// How long a password or secret command may take.
+const SECRET_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `cmd` (its own process group, stdin closed, stderr shown) and returns its
+/// standard output; Err when it fails or outlives `timeout` (then it is killed).
+pub fn output_within(mut cmd: Command, timeout: Duration) -> Result<Vec<u8>, String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    let mut out = child.stdout.take().expect("piped");
+    // Read beside the wait, so a large output cannot fill the pipe and stall both.
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut out, &mut buf);
+        buf
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if Instant::now() >= deadline => {
+                kill_group(child.id());
+                let _ = child.wait();
+                return Err(format!(
+                    "did not finish within {}s and was killed",
+                    timeout.as_secs()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("waiting for it: {e}")),
+        }
+    };
+    let buf = reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!("exited with {status}"));
+    }
+    Ok(buf)
 }
 
 fn kill_group(pid: u32) {

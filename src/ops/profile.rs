@@ -189,6 +189,18 @@ pub fn find(given: Option<&Path>) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// The `history` setting of a config file, read without checking the rest (for
+/// commands that do not otherwise use the file); relative to the file's folder.
+pub fn history_setting(path: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    let h = PathBuf::from(table.get("history")?.as_str()?);
+    Some(match (h.is_relative(), path.parent()) {
+        (true, Some(dir)) => dir.join(h),
+        _ => h,
+    })
+}
+
 impl Config {
     /// Reads, parses and checks the file; every problem found is reported at once.
     pub fn load(path: &Path, specs: FlagSpecs) -> Result<Config, ConfigErrors> {
@@ -211,16 +223,55 @@ impl Config {
             let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
             fail(vec![Problem {
                 line,
-                message: e.message().trim().replace('\n', " "),
+                message: without_values(e.message().trim()).replace('\n', " "),
             }])
         })?;
         c.path = path.to_path_buf();
         c.text = text.to_string();
+        c.resolve_relative();
         let problems = c.problems(specs);
         if problems.is_empty() {
             Ok(c)
         } else {
             Err(fail(problems))
+        }
+    }
+
+    /// Relative paths in the file are relative to the file's folder, not to wherever
+    /// cron or systemd happen to start cairn.
+    fn resolve_relative(&mut self) {
+        let base = self
+            .path
+            .parent()
+            .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf()))
+            .unwrap_or_default();
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(h) = &mut self.history {
+            fix(h);
+        }
+        for r in self.repositories.values_mut() {
+            if let Some(f) = &mut r.password_file {
+                fix(f);
+            }
+            for s in r.secrets.values_mut() {
+                if let Some(f) = &mut s.get_mut().file {
+                    fix(f);
+                }
+            }
+        }
+        for p in self.profiles.values_mut() {
+            if let Some(m) = &mut p.metrics_file {
+                fix(m);
+            }
+            for path in &mut p.paths {
+                if Path::new(path.as_str()).is_relative() {
+                    *path = base.join(&*path).display().to_string();
+                }
+            }
         }
     }
 
@@ -233,7 +284,15 @@ impl Config {
         let mut out = Vec::new();
         let mut p = |line, message: String| out.push(Problem { line, message });
         for (name, r) in &self.repositories {
-            if let Err(e) = crate::backend::check_location(r.url.get_ref(), &r.option_args()) {
+            if crate::backend::location::url_has_password(r.url.get_ref()) {
+                p(
+                    self.line(&r.url),
+                    format!(
+                        "repository {name}: the URL holds a password; put it under [repositories.{name}.secrets] (WEBDAV_PASSWORD = {{ file = \"…\" }})"
+                    ),
+                );
+            } else if let Err(e) = crate::backend::check_location(r.url.get_ref(), &r.option_args())
+            {
                 p(self.line(&r.url), format!("repository {name}: {e}"));
             }
             for (k, v) in &r.options {
@@ -401,6 +460,35 @@ impl Config {
                     }
                 }
             }
+            let targets = prof.copy_targets();
+            if !targets.is_empty() {
+                // A copy step opens two repositories in one process: each password
+                // must come from the file, and no environment variable can carry two
+                // values.
+                let mut involved = vec![repo.clone()];
+                involved.extend(targets.iter().cloned());
+                let mut seen: BTreeMap<&str, (&str, &Secret)> = BTreeMap::new();
+                for rn in &involved {
+                    let Some(r) = self.repositories.get(rn) else {
+                        continue;
+                    };
+                    if r.password_file.is_none() && r.password_command.is_none() {
+                        p(at, format!("profile {name}: copying needs password-file or password-command on repository {rn}"));
+                    }
+                    for (var, sec) in &r.secrets {
+                        let sec = sec.get_ref();
+                        match seen.get(var.as_str()) {
+                            Some((other, prev)) if prev.file != sec.file || prev.command != sec.command => p(
+                                at,
+                                format!("profile {name}: repositories {other} and {rn} both need {var}, with different values; one process carries one"),
+                            ),
+                            _ => {
+                                seen.insert(var, (rn, sec));
+                            }
+                        }
+                    }
+                }
+            }
             if prof.copy.as_ref().is_some_and(|c| !c.contains_key("to")) {
                 p(
                     at,
@@ -491,19 +579,18 @@ fn flag_args(spec: &FlagSpec, v: &toml::Value) -> Result<Vec<String>, String> {
             _ => Err("takes a string or a number".into()),
         }
     };
+    // `--flag=VALUE`: a value that starts with '-' stays a value.
     match v {
         toml::Value::Array(items) => {
             if !spec.repeatable {
                 return Err("takes one value, not a list".into());
             }
-            let mut out = Vec::new();
-            for i in items {
-                out.push(flag.clone());
-                out.push(one(i)?);
-            }
-            Ok(out)
+            items
+                .iter()
+                .map(|i| Ok(format!("{flag}={}", one(i)?)))
+                .collect()
         }
-        v => Ok(vec![flag, one(v)?]),
+        v => Ok(vec![format!("{flag}={}", one(v)?)]),
     }
 }
 
@@ -513,6 +600,26 @@ fn string_list(v: &toml::Value) -> Option<Vec<String>> {
         toml::Value::Array(a) => a.iter().map(|i| i.as_str().map(String::from)).collect(),
         _ => None,
     }
+}
+
+/// A parser message without the values it quotes (`invalid type: string "…"`): a
+/// value in the wrong place may be a secret.
+fn without_values(msg: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for c in msg.chars() {
+        if c == '"' {
+            if inside {
+                out.push_str("…\"");
+            } else {
+                out.push('"');
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// 1-based line of byte offset `at`.
@@ -601,17 +708,11 @@ prune = true
         let p = c.profile("home").unwrap();
         assert_eq!(
             step_args("backup", p.backup.as_ref().unwrap(), &specs),
-            [
-                "--exclude",
-                "*.tmp",
-                "--exclude",
-                "*.iso",
-                "--one-file-system"
-            ]
+            ["--exclude=*.tmp", "--exclude=*.iso", "--one-file-system"]
         );
         assert_eq!(
             step_args("forget", p.forget.as_ref().unwrap(), &specs),
-            ["--keep-daily", "7", "--prune"]
+            ["--keep-daily=7", "--prune"]
         );
     }
 

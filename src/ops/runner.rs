@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::history::{self, History, Outcome, Start};
 use super::notify::{self, Payload, Ping};
 use super::profile::{step_args, Config, FlagSpecs, ProfileConf, RepositoryConf};
+use crate::backend::location::shown_url;
 
 /// One step of a plan: the command line after the binary, and why it is skipped, if it
 /// is.
@@ -238,31 +239,70 @@ fn resolve_secrets(cfg: &Config, p: &ProfileConf) -> Result<Vec<(String, String)
     Ok(out)
 }
 
-/// Holds the profile's run lock (an flock on a file beside the history): never two runs
-/// of one profile at once, whoever starts them.
-pub struct RunLock(#[allow(dead_code)] std::fs::File);
+/// Holds the profile's run lock (an flock): never two runs of one profile at once,
+/// whoever starts them.
+pub struct RunLock(#[allow(dead_code)] Option<std::fs::File>);
 
-pub fn lock_profile(dir: &Path, profile: &str) -> Result<RunLock, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let path = dir.join(format!("run-{profile}.lock"));
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    use std::os::fd::AsRawFd;
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(format!(
-            "profile {profile} is already running (lock {})",
-            path.display()
-        ));
-    }
-    Ok(RunLock(f))
+/// Where the run locks live: the user's runtime folder, else the data folder (never a
+/// world-writable one, where anyone could hold a profile's lock).
+pub fn lock_dir() -> PathBuf {
+    dirs::runtime_dir()
+        .or_else(dirs::data_dir)
+        .unwrap_or_else(|| PathBuf::from("/var/lib"))
+        .join("cairn")
 }
 
-/// Runs the profile: never panics, never returns early; every outcome ends in the
-/// history, the hooks, the notifications and the result.
+/// Takes the profile's lock. Err only when another run holds it; a lock that cannot be
+/// made at all is a warning (the run goes on without it).
+pub fn lock_profile(dir: &Path, profile: &str) -> Result<RunLock, String> {
+    let safe: String = profile
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let path = dir.join(format!("run-{safe}.lock"));
+    let opened = std::fs::create_dir_all(dir).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+    });
+    let f = match opened {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "warning: run lock {}: {e}; running without it",
+                path.display()
+            );
+            return Ok(RunLock(None));
+        }
+    };
+    use std::os::fd::AsRawFd;
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(format!(
+                "profile {profile} is already running (lock {})",
+                path.display()
+            ));
+        }
+        eprintln!(
+            "warning: run lock {}: {e}; running without it",
+            path.display()
+        );
+        return Ok(RunLock(None));
+    }
+    Ok(RunLock(Some(f)))
+}
+
+/// Runs the profile: never panics; every outcome ends in the history, the hooks, the
+/// notifications and the result.
 pub fn run(cfg: &Config, name: &str, specs: FlagSpecs, opts: &RunOptions) -> RunResult {
     let started = chrono::Local::now();
     let mut r = RunResult {
@@ -286,13 +326,7 @@ pub fn run(cfg: &Config, name: &str, specs: FlagSpecs, opts: &RunOptions) -> Run
     };
     // Another run of this profile is under way: this one does nothing at all (no
     // history row, hook or notification: nothing failed), exit 11 as for a lock.
-    let lock_dir = opts
-        .history
-        .as_deref()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(std::env::temp_dir);
-    let _lock = match lock_profile(&lock_dir, name) {
+    let _lock = match lock_profile(&lock_dir(), name) {
         Ok(l) => l,
         Err(e) => {
             r.exit_code = 11;
@@ -303,12 +337,8 @@ pub fn run(cfg: &Config, name: &str, specs: FlagSpecs, opts: &RunOptions) -> Run
     };
     let repo_url = cfg
         .repository(p.repository.get_ref())
-        .map(|r| r.url.get_ref().clone())
+        .map(|r| shown_url(r.url.get_ref()))
         .unwrap_or_default();
-    let warn = |msg: &str, r: &mut RunResult| {
-        eprintln!("warning: {msg}");
-        r.warnings.push(msg.to_string());
-    };
     let hist = opts
         .history
         .as_deref()
@@ -333,7 +363,7 @@ pub fn run(cfg: &Config, name: &str, specs: FlagSpecs, opts: &RunOptions) -> Run
     let notify_conf = p.notify.clone().unwrap_or_default();
     if let Some(url) = &notify_conf.ping {
         if let Err(e) = notify::ping(url.get_ref(), Ping::Start, "") {
-            warn(&e, &mut r);
+            warn(&mut r, &e);
         }
     }
     let hooks = p.hooks.clone().unwrap_or_default();
@@ -378,7 +408,16 @@ pub fn run(cfg: &Config, name: &str, specs: FlagSpecs, opts: &RunOptions) -> Run
                 ));
             }
             (opts.say)(&format!("== {}", s.name));
-            let res = run_step(s, name, run_id, &secrets, opts);
+            // Each step gets the secrets of the repositories it opens, no others.
+            let env: Vec<(String, String)> = secrets
+                .iter()
+                .filter(|(k, _)| s.secret_env.contains(k))
+                .cloned()
+                .collect();
+            let mut res = run_step(s, name, run_id, &env, opts);
+            res.error = res
+                .error
+                .map(|e| notify::redact(&e, &secret_values(&secrets)));
             let failed = !matches!(res.exit_code, Some(0) | Some(3));
             if s.name == "backup" {
                 r.snapshot = res.snapshot.clone();
@@ -398,8 +437,8 @@ pub fn run(cfg: &Config, name: &str, specs: FlagSpecs, opts: &RunOptions) -> Run
             }
             if code == Some(3) {
                 warn(
-                    &format!("{}: some source files could not be read", s.name),
                     &mut r,
+                    &format!("{}: some source files could not be read", s.name),
                 );
             }
         }
@@ -423,21 +462,25 @@ pub fn run(cfg: &Config, name: &str, specs: FlagSpecs, opts: &RunOptions) -> Run
     // Size anomaly: this backup against the median of the profile's earlier ones.
     if let (Some(h), true) = (&hist, r.success) {
         for w in super::health::anomalies(h, name, run_id, &r, p.anomaly.as_ref()) {
-            warn(&w, &mut r);
-            if let Some(id) = run_id {
-                let _ = h.add_warning(id, &w);
-            }
+            warn(&mut r, &w);
         }
     }
+    // The history says how the run went before anything slow comes (hooks, webhooks):
+    // a run killed in its after hook still counts as the backup it was.
+    let r_now = finish_times(r.clone(), started);
+    if let (Some(h), Some(id)) = (&hist, run_id) {
+        if let Err(e) = h.finish(id, &history_outcome(&r_now)) {
+            eprintln!("warning: {e}");
+        }
+    }
+    let first_late_warning = r.warnings.len();
     let after = if r.success {
         &hooks.after
     } else {
         &hooks.on_failure
     };
-    for (which, hook) in [
-        (if r.success { "after" } else { "on-failure" }, after),
-        ("finally", &hooks.finally),
-    ] {
+    let which_after = if r.success { "after" } else { "on-failure" };
+    for (which, hook) in [(which_after, after), ("finally", &hooks.finally)] {
         if let Some(cmd) = hook {
             (opts.say)(&format!("== {which} hook"));
             if let Err(e) = super::hooks::run(
@@ -447,61 +490,75 @@ pub fn run(cfg: &Config, name: &str, specs: FlagSpecs, opts: &RunOptions) -> Run
                 // Run even after SIGTERM (they undo what `before` did), within their limit.
                 &AtomicBool::new(false),
             ) {
-                warn(&format!("{which} hook {e}"), &mut r);
+                warn(&mut r, &format!("{which} hook {e}"));
             }
         }
     }
-    let r = finish_times(r, started);
+    let mut r = finish_times(r, started);
     let payload = payload(&r, &repo_url);
     if !r.success || notify_conf.on_success {
         if let Some(url) = &notify_conf.webhook {
             if let Err(e) = notify::webhook(url.get_ref(), &payload) {
-                eprintln!("warning: {e}");
+                warn(&mut r, &e);
             }
         }
         if let Some(cmd) = &notify_conf.mail_command {
             if let Err(e) = notify::mail(cmd, notify_conf.mail_to.as_deref(), &payload) {
-                eprintln!("warning: {e}");
+                warn(&mut r, &e);
             }
         }
     }
     if let Some(url) = &notify_conf.ping {
         let kind = if r.success { Ping::Success } else { Ping::Fail };
         if let Err(e) = notify::ping(url.get_ref(), kind, &payload.text()) {
-            eprintln!("warning: {e}");
+            warn(&mut r, &e);
         }
     }
     if let Some(path) = &p.metrics_file {
         let count = snapshot_count(cfg, p, &secrets, opts);
         if let Err(e) = super::health::write_metrics(path, &r, hist.as_ref(), count) {
-            eprintln!("warning: metrics file {}: {e}", path.display());
+            warn(&mut r, &format!("metrics file {}: {e}", path.display()));
         }
     }
+    let values = secret_values(&secrets);
+    r.warnings = r
+        .warnings
+        .iter()
+        .map(|w| notify::redact(w, &values))
+        .collect();
     if let (Some(h), Some(id)) = (&hist, run_id) {
-        let o = Outcome {
-            outcome: if r.success {
-                if r.exit_code == 3 {
-                    "warning"
-                } else {
-                    "success"
-                }
-                .into()
-            } else {
-                "failed".into()
-            },
-            exit_code: r.exit_code,
-            snapshot: r.snapshot.clone(),
-            files: r.files,
-            bytes_added: r.bytes_added,
-            error: r.error.clone(),
-            warnings: (!r.warnings.is_empty()).then(|| r.warnings.join("\n")),
-            ..Default::default()
-        };
-        if let Err(e) = h.finish(id, &o) {
-            eprintln!("warning: {e}");
+        for w in &r.warnings[first_late_warning..] {
+            let _ = h.add_warning(id, w);
         }
     }
     r
+}
+
+fn warn(r: &mut RunResult, msg: &str) {
+    eprintln!("warning: {msg}");
+    r.warnings.push(msg.to_string());
+}
+
+fn history_outcome(r: &RunResult) -> Outcome {
+    Outcome {
+        outcome: if r.success {
+            if r.exit_code == 3 {
+                "warning"
+            } else {
+                "success"
+            }
+            .into()
+        } else {
+            "failed".into()
+        },
+        exit_code: r.exit_code,
+        snapshot: r.snapshot.clone(),
+        files: r.files,
+        bytes_added: r.bytes_added,
+        error: r.error.clone(),
+        warnings: (!r.warnings.is_empty()).then(|| r.warnings.join("\n")),
+        ..Default::default()
+    }
 }
 
 fn finish_times(mut r: RunResult, started: chrono::DateTime<chrono::Local>) -> RunResult {
@@ -589,11 +646,15 @@ const OVERRIDDEN_ENV: &[&str] = &[
 fn step_command(args: &[String], secrets: &[(String, String)], opts: &RunOptions) -> Command {
     let mut c = Command::new(&opts.exe);
     c.args(&opts.global_args).args(args);
-    let gives_password = args
-        .iter()
-        .any(|a| a == "--password-file" || a == "--password-command");
-    for v in OVERRIDDEN_ENV {
-        if *v == "CAIRN_REPOSITORY" || gives_password {
+    let on_line = |flags: &[&str]| args.iter().any(|a| flags.contains(&a.as_str()));
+    c.env_remove("CAIRN_REPOSITORY");
+    if on_line(&["--password-file", "--password-command"]) {
+        for v in &OVERRIDDEN_ENV[1..4] {
+            c.env_remove(v);
+        }
+    }
+    if on_line(&["--from-password-file", "--from-password-command"]) {
+        for v in &OVERRIDDEN_ENV[4..] {
             c.env_remove(v);
         }
     }
@@ -680,12 +741,15 @@ fn snapshot_count(
     let repo = cfg.repository(p.repository.get_ref())?;
     let mut args = repo_args(repo);
     args.extend(["--json".into(), "snapshots".into()]);
-    let out = step_command(&args, secrets, opts)
-        .env("CAIRN_HISTORY", "off")
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let own: Vec<(String, String)> = secrets
+        .iter()
+        .filter(|(k, _)| repo.secrets.contains_key(k))
+        .cloned()
+        .collect();
+    let mut c = step_command(&args, &own, opts);
+    c.env("CAIRN_HISTORY", "off");
+    let out = super::hooks::output_within(c, Duration::from_secs(300)).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out).ok()?;
     v.as_array().map(|a| a.len() as u64)
 }
 

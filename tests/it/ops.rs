@@ -139,10 +139,10 @@ fn a_profile_run_backs_up_forgets_checks_and_is_recorded() {
     assert!(plan.status.success(), "{}", stderr(&plan));
     let plan = String::from_utf8_lossy(&plan.stdout).to_string();
     assert!(
-        plan.contains("backup --exclude '*.tmp' --tag nightly --"),
+        plan.contains("backup '--exclude=*.tmp' --tag=nightly --"),
         "{plan}"
     );
-    assert!(plan.contains("forget --keep-last 1 --prune"), "{plan}");
+    assert!(plan.contains("forget --keep-last=1 --prune"), "{plan}");
     assert!(snapshot_ids(&env).is_empty(), "a dry run ran something");
 
     for round in 0..2 {
@@ -600,4 +600,94 @@ fn a_backup_far_larger_than_usual_is_an_anomaly_and_metrics_are_written() {
         .parse()
         .unwrap();
     assert!(added >= 2_000_000, "{m}");
+}
+
+#[test]
+fn a_run_copies_its_snapshots_to_a_second_repository_with_its_own_password() {
+    let env = Env::new();
+    env.init();
+    let src = source(&env);
+    let offsite = env.path("offsite");
+    let pw2 = env.path("pw2");
+    std::fs::write(&pw2, "another password").unwrap();
+    let init = env
+        .bare()
+        .env("CAIRN_PASSWORD", "another password")
+        .arg("-r")
+        .arg(&offsite)
+        .arg("init")
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", stderr(&init));
+    let cfg = write_config(
+        &env,
+        &format!(
+            "history = \"state/history.sqlite\"\n\n\
+             [repositories.offsite]\nurl = {:?}\npassword-file = \"pw2\"\n\n\
+             [profiles.home]\nrepository = \"main\"\npaths = [{:?}]\n\n\
+             [profiles.home.copy]\nto = [\"offsite\"]\n",
+            offsite.display().to_string(),
+            src.display().to_string()
+        ),
+    );
+    // The history setting must come before the tables: write_config put the
+    // repository first, so rewrite the file with it on top.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let (head, rest) = text.split_once("history = ").unwrap();
+    let (hist_line, tail) = rest.split_once('\n').unwrap();
+    std::fs::write(&cfg, format!("history = {hist_line}\n{head}{tail}")).unwrap();
+    // A wrong password in the environment loses to the profile's files.
+    let out = env
+        .bare()
+        .env("CAIRN_PASSWORD", "wrong")
+        .arg("--config")
+        .arg(&cfg)
+        .args(["run", "home"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let list = |repo: &Path, pw: &str| -> serde_json::Value {
+        let out = env
+            .bare()
+            .env("CAIRN_PASSWORD", pw)
+            .arg("-r")
+            .arg(repo)
+            .args(["--json", "snapshots"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let main = list(&env.repo, PASSWORD);
+    let copied = list(&offsite, "another password");
+    assert_eq!(copied.as_array().unwrap().len(), 1);
+    // The same snapshot (ids differ: each repository has its own keys).
+    assert_eq!(copied[0]["time"], main[0]["time"]);
+    assert_eq!(copied[0]["paths"], main[0]["paths"]);
+    // The history went where the file said (relative to the file), with the copy step.
+    let db = env.path("state/history.sqlite");
+    assert!(db.exists());
+    let out = env
+        .bare()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--json", "history"])
+        .output()
+        .unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let commands: Vec<&str> = rows
+        .iter()
+        .map(|r| r["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(commands, ["run", "backup", "copy"], "{rows:#?}");
+    // --profile on a single command also beats the environment's password.
+    let out = env
+        .bare()
+        .env("CAIRN_PASSWORD", "wrong")
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--profile", "home", "snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
 }

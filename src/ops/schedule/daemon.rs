@@ -25,18 +25,20 @@ pub struct DaemonOptions {
     pub config_path: PathBuf,
     /// Flags every run gets (--retry-lock, --cache-dir, -v, …).
     pub global_args: Vec<String>,
-    pub history: Option<PathBuf>,
+    /// The history database for a config (the file's own `history`, or the one given).
+    pub history: &'static (dyn Fn(&Config) -> Option<PathBuf> + Sync),
     pub stop: &'static AtomicBool,
     pub reload: &'static AtomicBool,
 }
 
 struct Job {
+    /// The schedule as written (a reload that keeps it keeps the next run time).
+    text: String,
     schedule: Schedule,
     tz: Option<chrono_tz::Tz>,
     jitter: Duration,
     next: DateTime<Utc>,
     child: Option<Child>,
-    overdue_told: bool,
 }
 
 /// One log line on stderr (journald keeps it with its time; the time is in it too for
@@ -127,12 +129,17 @@ fn jobs_of(
             ));
             continue;
         };
-        // A run still going on under the old file keeps going and is waited for.
-        let (child, overdue_told) = match old.remove(name) {
-            Some(mut prev) => (prev.child.take(), prev.overdue_told),
-            None => (None, false),
+        // A run still going on under the old file keeps going and is waited for; an
+        // unchanged schedule keeps its next time (a reload fires nothing by itself).
+        let prev = old.remove(name);
+        let same = prev
+            .as_ref()
+            .is_some_and(|j| j.text == *text.get_ref() && j.tz == tz);
+        let next = match &prev {
+            Some(j) if same => j.next,
+            _ => with_jitter(next, jitter_max),
         };
-        let next = with_jitter(next, jitter_max);
+        let child = prev.and_then(|mut j| j.child.take());
         log(&format!(
             "profile {name}: {} next run {}",
             text.get_ref(),
@@ -142,12 +149,12 @@ fn jobs_of(
         jobs.insert(
             name.clone(),
             Job {
+                text: text.get_ref().clone(),
                 schedule,
                 tz,
                 jitter: jitter_max,
                 next,
                 child,
-                overdue_told,
             },
         );
     }
@@ -176,9 +183,10 @@ pub fn run(load: &dyn Fn() -> Result<Config, String>, opts: &DaemonOptions) -> i
             return 1;
         }
     };
-    let hist = || opts.history.as_deref().and_then(|p| History::open(p).ok());
+    let hist = |cfg: &Config| (opts.history)(cfg).and_then(|p| History::open(&p).ok());
     let started_ms = history::now_ms();
-    let mut jobs = jobs_of(&cfg, hist().as_ref(), &mut BTreeMap::new());
+    let mut jobs = jobs_of(&cfg, hist(&cfg).as_ref(), &mut BTreeMap::new());
+    let mut told: BTreeMap<String, bool> = BTreeMap::new();
     if jobs.is_empty() {
         log("no profile has a schedule; waiting for SIGHUP or SIGTERM");
     }
@@ -192,7 +200,7 @@ pub fn run(load: &dyn Fn() -> Result<Config, String>, opts: &DaemonOptions) -> i
                 Ok(c) => {
                     log("config reloaded");
                     cfg = c;
-                    jobs = jobs_of(&cfg, hist().as_ref(), &mut jobs);
+                    jobs = jobs_of(&cfg, hist(&cfg).as_ref(), &mut jobs);
                 }
                 Err(e) => log(&format!("config not reloaded, the old one stays: {e}")),
             }
@@ -248,8 +256,8 @@ pub fn run(load: &dyn Fn() -> Result<Config, String>, opts: &DaemonOptions) -> i
         }
         if last_health.elapsed() >= Duration::from_secs(60) {
             last_health = std::time::Instant::now();
-            if let Some(h) = hist() {
-                watch_health(&cfg, &h, &mut jobs, started_ms);
+            if let Some(h) = hist(&cfg) {
+                watch_health(&cfg, &h, &mut told, started_ms);
             }
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -258,7 +266,7 @@ pub fn run(load: &dyn Fn() -> Result<Config, String>, opts: &DaemonOptions) -> i
 
 /// The dead man's switch: a profile whose last successful backup is older than its
 /// `health.max-age` is notified once (until a backup succeeds again).
-fn watch_health(cfg: &Config, h: &History, jobs: &mut BTreeMap<String, Job>, since_ms: i64) {
+fn watch_health(cfg: &Config, h: &History, told: &mut BTreeMap<String, bool>, since_ms: i64) {
     for (name, p) in &cfg.profiles {
         let Some(max) = p
             .health
@@ -269,14 +277,14 @@ fn watch_health(cfg: &Config, h: &History, jobs: &mut BTreeMap<String, Job>, sin
             continue;
         };
         let overdue = crate::ops::health::overdue_from_history(h, name, max, since_ms);
-        let told = jobs.get(name).is_some_and(|j| j.overdue_told);
+        let was_told = told.get(name).copied().unwrap_or(false);
         match overdue {
-            Some(reason) if !told => {
+            Some(reason) if !was_told => {
                 log(&format!("profile {name}: OVERDUE: {reason}"));
                 let n = p.notify.clone().unwrap_or_default();
                 let repo = cfg
                     .repository(p.repository.get_ref())
-                    .map(|r| r.url.get_ref().clone())
+                    .map(|r| crate::backend::location::shown_url(r.url.get_ref()))
                     .unwrap_or_default();
                 let now = chrono::Local::now().to_rfc3339();
                 let payload = notify::Payload {
@@ -296,27 +304,27 @@ fn watch_health(cfg: &Config, h: &History, jobs: &mut BTreeMap<String, Job>, sin
                     warnings: vec![],
                     hint: format!("cairn health --profile {name} --max-age {}", max.as_secs()),
                 };
-                if let Some(url) = &n.webhook {
-                    if let Err(e) = notify::webhook(url.get_ref(), &payload) {
-                        log(&format!("profile {name}: {e}"));
+                // Sent from a thread of its own: retries must not hold up the schedule.
+                let name2 = name.clone();
+                std::thread::spawn(move || {
+                    if let Some(url) = &n.webhook {
+                        if let Err(e) = notify::webhook(url.get_ref(), &payload) {
+                            log(&format!("profile {name2}: {e}"));
+                        }
                     }
-                }
-                if let Some(cmd) = &n.mail_command {
-                    if let Err(e) = notify::mail(cmd, n.mail_to.as_deref(), &payload) {
-                        log(&format!("profile {name}: {e}"));
+                    if let Some(cmd) = &n.mail_command {
+                        if let Err(e) = notify::mail(cmd, n.mail_to.as_deref(), &payload) {
+                            log(&format!("profile {name2}: {e}"));
+                        }
                     }
-                }
-                if let Some(url) = &n.ping {
-                    let _ = notify::ping(url.get_ref(), notify::Ping::Fail, &payload.text());
-                }
-                if let Some(j) = jobs.get_mut(name) {
-                    j.overdue_told = true;
-                }
+                    if let Some(url) = &n.ping {
+                        let _ = notify::ping(url.get_ref(), notify::Ping::Fail, &payload.text());
+                    }
+                });
+                told.insert(name.clone(), true);
             }
-            None if told => {
-                if let Some(j) = jobs.get_mut(name) {
-                    j.overdue_told = false;
-                }
+            None if was_told => {
+                told.insert(name.clone(), false);
             }
             _ => {}
         }

@@ -158,23 +158,45 @@ fn weekdays(f: &str) -> Result<String, String> {
             .copied()
             .ok_or_else(|| format!("{s:?}: not a weekday"))
     };
+    // systemd counts weeks from Monday: a cron range from Sunday (`0-4`) is split.
+    let from_monday = |d: &str| (NAMES.iter().position(|n| *n == d).unwrap_or(0) + 6) % 7;
     let mut out = Vec::new();
     for p in f.split(',') {
         match p.split_once('-') {
-            Some((a, b)) => out.push(format!("{}..{}", day(a)?, day(b)?)),
+            Some((a, b)) => {
+                let (a, b) = (day(a)?, day(b)?);
+                if from_monday(a) <= from_monday(b) {
+                    out.push(format!("{a}..{b}"));
+                } else {
+                    out.push(if a == "Sun" {
+                        a.to_string()
+                    } else {
+                        format!("{a}..Sun")
+                    });
+                    out.push(format!("Mon..{b}"));
+                }
+            }
             None => out.push(day(p)?.to_string()),
         }
     }
     Ok(out.join(","))
 }
 
-/// The crontab line of a profile (system time zone; cron has no jitter or catch-up).
+/// The crontab line of a profile. Cron runs in the system's time zone, so a profile
+/// with a time zone of its own is refused; it has no jitter or catch-up (the caller
+/// says so).
 pub fn crontab_line(
     profile: &str,
     schedule: &str,
+    tz: Option<&str>,
     exe: &Path,
     config: &Path,
 ) -> Result<String, String> {
+    if let Some(tz) = tz {
+        return Err(format!(
+            "profile {profile} runs in time zone {tz}, which a crontab line cannot say; use `cairn daemon` or systemd units"
+        ));
+    }
     let when = match Schedule::parse(schedule)? {
         Schedule::Cron(_, text) => text,
         Schedule::Every(d) => {
@@ -243,6 +265,14 @@ mod tests {
             "Sun,Sat *-*-* 04:00:00"
         );
         assert_eq!(
+            on_calendar("0 4 * * 0-4").unwrap(),
+            "Sun,Mon..Thu *-*-* 04:00:00"
+        );
+        assert_eq!(
+            on_calendar("0 4 * * 5-7").unwrap(),
+            "Fri..Sun *-*-* 04:00:00"
+        );
+        assert_eq!(
             on_calendar("5 1,13 * 1-6 *").unwrap(),
             "*-01..06-* 01,13:05:00"
         );
@@ -254,12 +284,12 @@ mod tests {
         let exe = Path::new("/usr/bin/cairn");
         let cfg = Path::new("/etc/cairn/cairn.toml");
         assert_eq!(
-            crontab_line("home", "0 3 * * *", exe, cfg).unwrap(),
+            crontab_line("home", "0 3 * * *", None, exe, cfg).unwrap(),
             "0 3 * * * /usr/bin/cairn --config /etc/cairn/cairn.toml run home # cairn:home"
         );
-        assert!(crontab_line("home", "every 6h", exe, cfg)
+        assert!(crontab_line("home", "every 6h", None, exe, cfg)
             .unwrap()
             .starts_with("0 */6 * * *"));
-        assert!(crontab_line("home", "every 7h", exe, cfg).is_err());
+        assert!(crontab_line("home", "every 7h", None, exe, cfg).is_err());
     }
 }
