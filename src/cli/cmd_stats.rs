@@ -18,10 +18,49 @@ pub struct StatsArgs {
     mode: String,
     #[command(flatten)]
     filter: FilterArgs,
+    /// Only the repository's files and bytes on its storage (no snapshot is read: one
+    /// listing per folder).
+    #[arg(long, conflicts_with_all = ["snapshots", "mode"])]
+    storage_only: bool,
+}
+
+/// Files and bytes of the whole repository on its storage.
+fn storage_totals(repo: &cairn::Repository) -> Result<(u64, u64)> {
+    let (mut files, mut bytes) = (0u64, 0u64);
+    for ft in [
+        FileType::Config,
+        FileType::Key,
+        FileType::Lock,
+        FileType::Snapshot,
+        FileType::Index,
+        FileType::Pack,
+    ] {
+        let list = if ft == FileType::Config {
+            vec![("config".to_string(), repo.backend().size(ft, "config")?)]
+        } else {
+            repo.backend().list(ft)?
+        };
+        files += list.len() as u64;
+        bytes += list.iter().map(|(_, n)| n).sum::<u64>();
+    }
+    Ok((files, bytes))
 }
 
 pub fn run(ctx: &Ctx, a: StatsArgs) -> Result<i32> {
     let mode: Mode = a.mode.parse()?;
+    if a.storage_only {
+        let repo = ctx.open()?;
+        let (files, bytes) = storage_totals(&repo)?;
+        if ctx.json() {
+            output::print_json(&json!({"repository_files": files, "repository_size": bytes}));
+        } else {
+            ctx.say(format!(
+                "{files} files, {} on the storage",
+                output::bytes(bytes)
+            ));
+        }
+        return Ok(0);
+    }
     let (repo, _lock) = ctx.open_locked(cairn::repo::lock::LockKind::Shared, true)?;
     let set = super::snapshots_warned(&repo)?;
     let chosen = cairn::selector::select_many(&set, &a.snapshots, &a.filter.filter())?;
@@ -30,24 +69,7 @@ pub fn run(ctx: &Ctx, a: StatsArgs) -> Result<i32> {
     // The whole repository on its storage, when no snapshot was named.
     let mut storage = None;
     if a.snapshots.is_empty() {
-        let (mut files, mut bytes) = (0u64, 0u64);
-        for ft in [
-            FileType::Config,
-            FileType::Key,
-            FileType::Lock,
-            FileType::Snapshot,
-            FileType::Index,
-            FileType::Pack,
-        ] {
-            let list = if ft == FileType::Config {
-                vec![("config".to_string(), repo.backend().size(ft, "config")?)]
-            } else {
-                repo.backend().list(ft)?
-            };
-            files += list.len() as u64;
-            bytes += list.iter().map(|(_, n)| n).sum::<u64>();
-        }
-        storage = Some((files, bytes));
+        storage = Some(storage_totals(&repo)?);
     }
     if s.missing_blobs > 0 {
         eprintln!(

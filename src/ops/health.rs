@@ -246,7 +246,7 @@ pub fn write_metrics(
     path: &Path,
     r: &RunResult,
     h: Option<&History>,
-    snapshots: Option<u64>,
+    (snapshots, repository_size): (Option<u64>, Option<u64>),
 ) -> std::io::Result<()> {
     let p = escape(&r.profile);
     let now = Utc::now().timestamp();
@@ -311,6 +311,11 @@ pub fn write_metrics(
         "cairn_snapshots",
         "Snapshots in the profile's repository.",
         snapshots.map(|b| b.to_string()),
+    );
+    metric(
+        "cairn_repository_size_bytes",
+        "Bytes the profile's repository takes on its storage.",
+        repository_size.map(|b| b.to_string()),
     );
     let tmp = path.with_extension("prom.tmp");
     std::fs::write(&tmp, t)?;

@@ -515,8 +515,8 @@ pub fn run(cfg: &Config, name: &str, specs: FlagSpecs, opts: &RunOptions) -> Run
         }
     }
     if let Some(path) = &p.metrics_file {
-        let count = snapshot_count(cfg, p, &secrets, opts);
-        if let Err(e) = super::health::write_metrics(path, &r, hist.as_ref(), count) {
+        let facts = repository_facts(cfg, p, &secrets, opts);
+        if let Err(e) = super::health::write_metrics(path, &r, hist.as_ref(), facts) {
             warn(&mut r, &format!("metrics file {}: {e}", path.display()));
         }
     }
@@ -731,26 +731,34 @@ fn run_step(
     res
 }
 
-/// The number of snapshots in the profile's repository (for the metrics), or None.
-fn snapshot_count(
+/// The number of snapshots and the bytes on the storage of the profile's repository
+/// (for the metrics); None for what could not be learnt.
+fn repository_facts(
     cfg: &Config,
     p: &ProfileConf,
     secrets: &[(String, String)],
     opts: &RunOptions,
-) -> Option<u64> {
-    let repo = cfg.repository(p.repository.get_ref())?;
-    let mut args = repo_args(repo);
-    args.extend(["--json".into(), "snapshots".into()]);
+) -> (Option<u64>, Option<u64>) {
+    let Some(repo) = cfg.repository(p.repository.get_ref()) else {
+        return (None, None);
+    };
     let own: Vec<(String, String)> = secrets
         .iter()
         .filter(|(k, _)| repo.secrets.contains_key(k))
         .cloned()
         .collect();
-    let mut c = step_command(&args, &own, opts);
-    c.env("CAIRN_HISTORY", "off");
-    let out = super::hooks::output_within(c, Duration::from_secs(300)).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out).ok()?;
-    v.as_array().map(|a| a.len() as u64)
+    let ask = |cmd: &[&str]| -> Option<serde_json::Value> {
+        let mut args = repo_args(repo);
+        args.push("--json".into());
+        args.extend(cmd.iter().map(|s| s.to_string()));
+        let mut c = step_command(&args, &own, opts);
+        c.env("CAIRN_HISTORY", "off");
+        let out = super::hooks::output_within(c, Duration::from_secs(300)).ok()?;
+        serde_json::from_slice(&out).ok()
+    };
+    let count = ask(&["snapshots"]).and_then(|v| v.as_array().map(|a| a.len() as u64));
+    let size = ask(&["stats", "--storage-only"]).and_then(|v| v["repository_size"].as_u64());
+    (count, size)
 }
 
 fn tempfile_path(what: &str) -> PathBuf {

@@ -600,6 +600,13 @@ fn a_backup_far_larger_than_usual_is_an_anomaly_and_metrics_are_written() {
         .parse()
         .unwrap();
     assert!(added >= 2_000_000, "{m}");
+    let size: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("cairn_repository_size_bytes{profile=\"home\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(size, dir_size(&env.repo), "{m}");
 }
 
 #[test]
@@ -690,4 +697,37 @@ fn a_run_copies_its_snapshots_to_a_second_repository_with_its_own_password() {
         .output()
         .unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+/// The TOML blocks of a Markdown file, in order.
+fn toml_blocks(md: &str) -> Vec<String> {
+    md.split("```toml\n")
+        .skip(1)
+        .map(|b| {
+            b.split("```")
+                .next()
+                .unwrap()
+                .lines()
+                .map(|l| l.trim_start_matches("   "))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect()
+}
+
+#[test]
+fn the_documented_config_files_pass_config_check() {
+    let env = Env::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for doc in ["docs/config.md", "README.md"] {
+        let md = std::fs::read_to_string(root.join(doc)).unwrap();
+        let blocks = toml_blocks(&md);
+        assert!(!blocks.is_empty(), "{doc} has no example");
+        for (i, b) in blocks.iter().enumerate() {
+            let cfg = env.path(&format!("doc{i}.toml"));
+            std::fs::write(&cfg, b).unwrap();
+            let out = with_config(&env, &cfg, &["config", "check"]);
+            assert_eq!(code(&out), 0, "{doc} example {i}:\n{}", stderr(&out));
+        }
+    }
 }

@@ -229,10 +229,11 @@ fn schedule_install_writes_units_that_systemd_accepts_and_remove_deletes_them() 
         &env,
         &(profile("home", &src, "30 2 * * 1-5", "jitter = \"10m\"")
             .replace("\"UTC\"", "\"Europe/Berlin\"")
-            + &profile("docs", &src, "every 6h", "")),
+            + &profile("docs", &src, "every 6h", "")
+            + &profile("sunday", &src, "0 4 * * 0-4", "")),
     );
     let units = env.path("units");
-    for p in ["home", "docs"] {
+    for p in ["home", "docs", "sunday"] {
         let out = with_config(
             &env,
             &cfg,
@@ -266,15 +267,16 @@ fn schedule_install_writes_units_that_systemd_accepts_and_remove_deletes_them() 
     );
     let timer = std::fs::read_to_string(units.join("cairn-docs.timer")).unwrap();
     assert!(timer.contains("OnUnitActiveSec=21600s"), "{timer}");
-    if std::process::Command::new("systemd-analyze")
+    let analyze = std::process::Command::new("systemd-analyze")
         .arg("--version")
         .output()
-        .is_ok()
-    {
+        .is_ok();
+    if prerequisite(analyze, "systemd-analyze (apt-get install systemd)") {
         let out = std::process::Command::new("systemd-analyze")
             .arg("verify")
             .arg(units.join("cairn-home.timer"))
             .arg(units.join("cairn-docs.timer"))
+            .arg(units.join("cairn-sunday.timer"))
             .output()
             .unwrap();
         assert!(
