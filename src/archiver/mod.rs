@@ -162,6 +162,7 @@ pub fn backup(
             walker.save_virtual(&vroot, Path::new("/"), parent_tree.as_ref())
         }
     });
+    sqlite::cleanup();
     // The command's exit decides: a dump that failed half-way is no snapshot.
     if let Some(p) = producer {
         p.finish(root.is_ok())?;
@@ -461,44 +462,78 @@ pub(crate) fn encode_tree(mut tree: Tree) -> Vec<u8> {
 
 /// The command of `--stdin-from-command`, its standard output read as the file.
 struct StdinCommand {
-    command: String,
     child: std::process::Child,
 }
 
+/// How long the command may run on after closing its output before it is killed and
+/// the backup fails.
+const STDIN_COMMAND_GRACE: std::time::Duration = std::time::Duration::from_secs(300);
+
 impl StdinCommand {
     fn start(command: &str) -> Result<StdinCommand> {
-        let child = std::process::Command::new("/bin/sh")
-            .arg("-c")
+        use std::os::unix::process::CommandExt;
+        let mut c = std::process::Command::new("/bin/sh");
+        c.arg("-c")
             .arg(command)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
+            // Its own process group: a pipeline is stopped whole.
+            .process_group(0);
+        // The dump gets no repository password or storage secret of cairn's.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("CAIRN_") && k.contains("PASSWORD") {
+                c.env_remove(&*k);
+            }
+        }
+        if let Ok(names) = std::env::var("CAIRN_SECRET_NAMES") {
+            for n in names.split(',').filter(|n| !n.is_empty()) {
+                c.env_remove(n);
+            }
+        }
+        let child = c
             .spawn()
-            .map_err(|e| Error::Other(format!("--stdin-from-command {command:?}: {e}")))?;
-        Ok(StdinCommand {
-            command: command.to_string(),
-            child,
-        })
+            .map_err(|e| Error::Other(format!("--stdin-from-command: cannot start it: {e}")))?;
+        Ok(StdinCommand { child })
     }
 
     fn output(&mut self) -> std::process::ChildStdout {
         self.child.stdout.take().expect("read once")
     }
 
-    /// Waits for the command; Err when it failed (or, when `read_all` is false, stops
-    /// it: the backup failed and nothing will read the rest).
+    fn kill_group(&self) {
+        unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
+    }
+
+    /// Waits for the command; Err when it failed, or ran on too long after its output
+    /// ended. When `read_all` is false (the backup failed) it is stopped.
     fn finish(mut self, read_all: bool) -> Result<()> {
         if !read_all {
-            let _ = self.child.kill();
+            self.kill_group();
+            let _ = self.child.wait();
+            return Ok(());
         }
-        let status = self
-            .child
-            .wait()
-            .map_err(|e| Error::Other(format!("--stdin-from-command: {e}")))?;
-        if read_all && !status.success() {
+        let deadline = std::time::Instant::now() + STDIN_COMMAND_GRACE;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => break st,
+                Ok(None) if std::time::Instant::now() >= deadline => {
+                    self.kill_group();
+                    let _ = self.child.wait();
+                    return Err(Error::Other(format!(
+                        "--stdin-from-command closed its output but did not exit within {}s: killed, no snapshot written",
+                        STDIN_COMMAND_GRACE.as_secs()
+                    )));
+                }
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                Err(e) => return Err(Error::Other(format!("--stdin-from-command: {e}"))),
+            }
+        };
+        if !status.success() {
+            // The command's text is not repeated: it may hold a password.
             return Err(Error::Other(format!(
-                "--stdin-from-command {:?} failed ({status}): no snapshot written",
-                self.command
+                "--stdin-from-command failed ({status}): no snapshot written"
             )));
         }
         Ok(())

@@ -11,8 +11,9 @@
 //! read, with a warning.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rusqlite::backup::{Backup, StepResult};
@@ -23,8 +24,9 @@ const HEADER: &[u8; 16] = b"SQLite format 3\0";
 /// What SQLite keeps beside a database.
 pub(super) const SIDE_SUFFIXES: [&[u8]; 3] = [b"-wal", b"-shm", b"-journal"];
 
-/// How long a copy waits for a writer holding the database locked.
-const BUSY_WAIT: Duration = Duration::from_secs(60);
+/// How long a copy waits for a writer holding the database locked (then the file is
+/// stored as read, with a warning).
+const BUSY_WAIT: Duration = Duration::from_secs(10);
 
 /// True when the file starts with SQLite's header.
 pub(super) fn is_sqlite(f: &File) -> bool {
@@ -32,7 +34,14 @@ pub(super) fn is_sqlite(f: &File) -> bool {
     f.read_exact_at(&mut h, 0).is_ok() && &h == HEADER
 }
 
-/// The base name of a side file (`db-wal` -> `db`), if `name` is one.
+/// True for a database in WAL mode (header bytes 18 and 19 are 2).
+pub(super) fn is_wal_mode(f: &File) -> bool {
+    let mut b = [0u8; 2];
+    f.read_exact_at(&mut b, 18).is_ok() && b == [2, 2]
+}
+
+/// The base name of a side file (`db-wal` -> `db`), if `name` looks like one (the
+/// caller checks that it is a plain file and no database itself).
 pub(super) fn side_file_base(name: &[u8]) -> Option<&[u8]> {
     SIDE_SUFFIXES
         .iter()
@@ -40,14 +49,14 @@ pub(super) fn side_file_base(name: &[u8]) -> Option<&[u8]> {
         .filter(|b| !b.is_empty())
 }
 
-/// Copies the database at `path` (a path through the walk's open directory) into an
-/// unlinked temporary file and returns it, positioned at the start. `expect` is the
-/// (device, inode) the walk found there: SQLite opens by path (it finds the WAL beside
-/// it by name), so the path must name that file before and after the copy, or the
-/// copy is not used.
-pub(super) fn consistent_copy(path: &Path, expect: (u64, u64)) -> Result<File, String> {
+/// Copies the database at `path` into a private temporary file and returns it,
+/// positioned at the start. `path` is the database's real path (no symlink in it:
+/// SQLite opens it with NOFOLLOW) and must name the file the walk found, `expect`
+/// (device, inode), before and after the copy; the caller has checked that its side
+/// files are plain files or absent (SQLite opens them by name too).
+pub(super) fn consistent_copy(path: &Path, expect: (u64, u64), size: u64) -> Result<File, String> {
     let same = || {
-        std::fs::metadata(path).is_ok_and(|m| {
+        std::fs::symlink_metadata(path).is_ok_and(|m| {
             use std::os::unix::fs::MetadataExt;
             (m.dev(), m.ino()) == expect
         })
@@ -55,11 +64,16 @@ pub(super) fn consistent_copy(path: &Path, expect: (u64, u64)) -> Result<File, S
     if !same() {
         return Err("it was replaced during the backup".into());
     }
-    // Read-only: closing it never checkpoints or otherwise writes the source.
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let dir = private_dir()?;
+    room_for(dir, size)?;
+    // Read-only, no symlinks; SQLite may still create the `-shm` index readers of a
+    // WAL database share, as any reader does.
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW;
     let src = Connection::open_with_flags(path, flags).map_err(|e| e.to_string())?;
     src.busy_timeout(BUSY_WAIT).map_err(|e| e.to_string())?;
-    let tmp = temp_name();
+    let tmp = new_temp_file(dir)?;
     let mut result = copy_into(&src, &tmp);
     drop(src);
     if result.is_ok() && !same() {
@@ -76,10 +90,6 @@ pub(super) fn consistent_copy(path: &Path, expect: (u64, u64)) -> Result<File, S
 
 fn copy_into(src: &Connection, tmp: &Path) -> Result<(), String> {
     let mut dst = Connection::open(tmp).map_err(|e| e.to_string())?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o600));
-    }
     let backup = Backup::new(src, &mut dst).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + BUSY_WAIT;
     loop {
@@ -97,12 +107,123 @@ fn copy_into(src: &Connection, tmp: &Path) -> Result<(), String> {
     dst.close().map_err(|(_, e)| e.to_string())
 }
 
-fn temp_name() -> std::path::PathBuf {
-    let mut b = [0u8; 8];
-    let _ = getrandom::getrandom(&mut b);
-    std::env::temp_dir().join(format!(
-        "cairn-sqlite-{}-{}.db",
-        std::process::id(),
-        hex::encode(b)
-    ))
+/// This process's folder for copies: `TMPDIR/cairn-sqlite-PID-RANDOM`, mode 0700, made
+/// once; folders of processes that are gone (killed mid-copy) are removed first.
+fn private_dir() -> Result<&'static Path, String> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = std::env::temp_dir();
+        remove_stale(&base);
+        let mut b = [0u8; 8];
+        getrandom::getrandom(&mut b).map_err(|e| e.to_string())?;
+        let dir = base.join(format!(
+            "cairn-sqlite-{}-{}",
+            std::process::id(),
+            hex::encode(b)
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok(dir)
+    })
+    .as_ref()
+    .map_err(|e| e.clone())
+    .and_then(|dir| {
+        // Removed at the end of an earlier backup of this process: made again.
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(format!("{}: {e}", dir.display()));
+            }
+            _ => {}
+        }
+        // Ours alone: a folder someone else made under that name is not used.
+        let m = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if !m.is_dir()
+            || m.uid() != nix::unistd::getuid().as_raw()
+            || m.permissions().mode() & 0o077 != 0
+        {
+            return Err(format!(
+                "{} is not this user's private folder",
+                dir.display()
+            ));
+        }
+        Ok(dir.as_path())
+    })
+}
+
+/// Removes the copy folders of processes that no longer run.
+fn remove_stale(base: &Path) {
+    let Ok(rd) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("cairn-sqlite-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        let ours = e.metadata().is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.is_dir() && m.uid() == nix::unistd::getuid().as_raw()
+        });
+        if !alive && ours {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Removes this process's copy folder (at the end of a backup).
+pub(super) fn cleanup() {
+    if let Ok(dir) = private_dir_if_made() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+fn private_dir_if_made() -> Result<PathBuf, ()> {
+    // Only when a copy was made: do not create the folder just to remove it.
+    let base = std::env::temp_dir();
+    let prefix = format!("cairn-sqlite-{}-", std::process::id());
+    std::fs::read_dir(base)
+        .map_err(|_| ())?
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .ok_or(())
+}
+
+/// A new empty file for a copy, owner-only from the start (never through a link).
+fn new_temp_file(dir: &Path) -> Result<PathBuf, String> {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let p = dir.join(format!("copy-{n}.db"));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&p)
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(p)
+}
+
+/// The copy needs the database's size in the temporary folder (which may be a RAM
+/// disk): with less room than that and a margin, the file is stored as read.
+fn room_for(dir: &Path, size: u64) -> Result<(), String> {
+    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| e.to_string())?;
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    let need = size + size / 10 + (64 << 20);
+    if free < need {
+        return Err(format!(
+            "{} has {} MiB free, a copy needs {} MiB (set TMPDIR elsewhere)",
+            dir.display(),
+            free >> 20,
+            need >> 20
+        ));
+    }
+    Ok(())
 }

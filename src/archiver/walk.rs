@@ -413,6 +413,16 @@ impl<'a> Walker<'a> {
             if bases.contains(base) || names.binary_search_by(|x| x.as_slice().cmp(base)).is_err() {
                 continue;
             }
+            // A side file is a plain file and no database of its own (a database may
+            // well be called `x-journal`).
+            let side = At::Dir(handle, std::ffi::OsStr::from_bytes(n));
+            let plain = side
+                .stat()
+                .is_ok_and(|st| st.mode & libc::S_IFMT == libc::S_IFREG)
+                && side.open_file().is_ok_and(|f| !sqlite::is_sqlite(&f));
+            if !plain {
+                continue;
+            }
             let path = dir.join(std::ffi::OsStr::from_bytes(base));
             if self.sqlite_raw.as_ref().is_some_and(|p| p.is_match(&path)) {
                 continue;
@@ -479,6 +489,11 @@ impl<'a> Walker<'a> {
                     s.total_bytes_processed += size;
                 });
                 let saved = self.save_file(path, at, &mut node, parent, force_sqlite)?;
+                // A database copied through SQLite is that name's copy: its other names
+                // (hard links) have copies of their own, and restore must not link them.
+                if node.links > 1 && self.captured.lock().unwrap().contains(path) {
+                    node.links = 1;
+                }
                 if let Some(p) = &self.opts.progress {
                     p.add(1, size);
                 }
@@ -559,7 +574,9 @@ impl<'a> Walker<'a> {
         parent: Option<&Node>,
         force_sqlite: bool,
     ) -> Result<bool> {
-        if node.links <= 1 {
+        // A database with side files is copied under each of its names: a hard-link
+        // group's shared read would skip the copy for all but one.
+        if node.links <= 1 || force_sqlite {
             return self.save_file_once(path, at, node, parent, force_sqlite);
         }
         let slot = self
@@ -672,8 +689,15 @@ impl<'a> Walker<'a> {
         if self.sqlite_raw.as_ref().is_some_and(|p| p.is_match(path)) || !sqlite::is_sqlite(f) {
             return None;
         }
-        let expect = f.metadata().map(|m| (m.dev(), m.ino())).unwrap_or_default();
-        match sqlite::consistent_copy(&at.path(), expect) {
+        let meta = f.metadata().ok()?;
+        let copied = match self.sqlite_path(at, meta.uid()) {
+            // A WAL database with no WAL beside it is whole as it is; opening it would
+            // make SQLite create a WAL in the source.
+            Ok((_, false)) if sqlite::is_wal_mode(f) => return None,
+            Ok((real, _)) => sqlite::consistent_copy(&real, (meta.dev(), meta.ino()), meta.len()),
+            Err(e) => Err(e),
+        };
+        match copied {
             Ok(copy) => {
                 let len = copy.metadata().map(|m| m.len()).unwrap_or(0);
                 let read = self.read_file(copy, len).map(|r| (r, false));
@@ -691,6 +715,51 @@ impl<'a> Walker<'a> {
                 None
             }
         }
+    }
+
+    /// The real path SQLite opens for a database (no symlink in it), once its side files
+    /// are known to be absent or plain files of the database's owner: SQLite opens them
+    /// by name, and a FIFO there would block it, a link would pull in another file.
+    fn sqlite_path(
+        &self,
+        at: &At,
+        owner: u32,
+    ) -> std::result::Result<(std::path::PathBuf, bool), String> {
+        let (dir, name) = match at {
+            At::Dir(d, name) => (std::fs::canonicalize(&d.access), name.as_bytes()),
+            At::Path(p) => (
+                p.parent()
+                    .map_or(Ok(std::path::PathBuf::from("/")), std::fs::canonicalize),
+                p.file_name().map_or(&b""[..], |n| n.as_bytes()),
+            ),
+        };
+        let dir = dir.map_err(|e| format!("its folder: {e}"))?;
+        let mut has_wal = false;
+        for suffix in sqlite::SIDE_SUFFIXES {
+            let side = [name, suffix].concat();
+            let side_os = std::ffi::OsStr::from_bytes(&side);
+            let st = match at {
+                At::Dir(d, _) => stat_at(d, side_os).map(|st| StatFields::from(&st)),
+                At::Path(_) => dir
+                    .join(side_os)
+                    .symlink_metadata()
+                    .map(|m| StatFields::from(&m)),
+            };
+            match st {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("{}: {e}", side_os.to_string_lossy())),
+                Ok(st) if st.mode & libc::S_IFMT == libc::S_IFREG && st.uid == owner => {
+                    has_wal |= suffix == b"-wal";
+                }
+                Ok(_) => {
+                    return Err(format!(
+                        "{} is not a plain file of the database's owner",
+                        side_os.to_string_lossy()
+                    ))
+                }
+            }
+        }
+        Ok((dir.join(std::ffi::OsStr::from_bytes(name)), has_wal))
     }
 
     /// Reads a file and tells whether it changed meanwhile: its size, mtime or ctime

@@ -129,10 +129,11 @@ pub fn output_within(mut cmd: Command, timeout: Duration) -> Result<Vec<u8>, Str
         .map_err(|e| format!("cannot start: {e}"))?;
     let mut out = child.stdout.take().expect("piped");
     // Read beside the wait, so a large output cannot fill the pipe and stall both.
-    let reader = std::thread::spawn(move || {
+    let (tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let mut buf = Vec::new();
         let _ = std::io::Read::read_to_end(&mut out, &mut buf);
-        buf
+        let _ = tx.send(buf);
     });
     let deadline = Instant::now() + timeout;
     let status = loop {
@@ -150,7 +151,14 @@ pub fn output_within(mut cmd: Command, timeout: Duration) -> Result<Vec<u8>, Str
             Err(e) => return Err(format!("waiting for it: {e}")),
         }
     };
-    let buf = reader.join().unwrap_or_default();
+    // A child that outlives it may hold the output open: wait only a little for the end.
+    let buf = match done.recv_timeout(Duration::from_secs(5)) {
+        Ok(buf) => buf,
+        Err(_) => {
+            kill_group(child.id());
+            return Err("left a process holding its output open".into());
+        }
+    };
     if !status.success() {
         return Err(format!("exited with {status}"));
     }

@@ -240,11 +240,12 @@ impl Config {
     /// Relative paths in the file are relative to the file's folder, not to wherever
     /// cron or systemd happen to start cairn.
     fn resolve_relative(&mut self) {
-        let base = self
-            .path
-            .parent()
-            .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf()))
-            .unwrap_or_default();
+        // `cairn.toml` alone has the empty parent: the current folder.
+        let parent = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let base = std::fs::canonicalize(&parent).unwrap_or(parent);
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -605,6 +606,13 @@ fn string_list(v: &toml::Value) -> Option<Vec<String>> {
 /// A parser message without the values it quotes (`invalid type: string "…"`): a
 /// value in the wrong place may be a secret.
 fn without_values(msg: &str) -> String {
+    // serde's "invalid type: string \"…\", expected …" and "invalid value: integer `…`":
+    // keep only what was expected.
+    for lead in ["invalid type", "invalid value", "invalid length"] {
+        if let (true, Some(i)) = (msg.starts_with(lead), msg.find(", expected")) {
+            return format!("{lead}{}", &msg[i..]);
+        }
+    }
     let mut out = String::new();
     let mut inside = false;
     for c in msg.chars() {

@@ -243,18 +243,22 @@ fn resolve_secrets(cfg: &Config, p: &ProfileConf) -> Result<Vec<(String, String)
 /// whoever starts them.
 pub struct RunLock(#[allow(dead_code)] Option<std::fs::File>);
 
-/// Where the run locks live: the user's runtime folder, else the data folder (never a
-/// world-writable one, where anyone could hold a profile's lock).
+/// Where the run locks live: `/run/cairn` for root, else `~/.local/state/cairn`; the
+/// same whether cron, systemd or a login shell starts the run (no variable of the
+/// session decides it), and never a world-writable folder where anyone could hold a
+/// profile's lock.
 pub fn lock_dir() -> PathBuf {
-    dirs::runtime_dir()
-        .or_else(dirs::data_dir)
-        .unwrap_or_else(|| PathBuf::from("/var/lib"))
-        .join("cairn")
+    if nix::unistd::getuid().is_root() && Path::new("/run").is_dir() {
+        return PathBuf::from("/run/cairn");
+    }
+    dirs::home_dir()
+        .map(|h| h.join(".local/state/cairn"))
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("cairn-{}", nix::unistd::getuid())))
 }
 
 /// Takes the profile's lock. Err only when another run holds it; a lock that cannot be
 /// made at all is a warning (the run goes on without it).
-pub fn lock_profile(dir: &Path, profile: &str) -> Result<RunLock, String> {
+pub fn lock_profile(dir: &Path, config: &Path, profile: &str) -> Result<RunLock, String> {
     let safe: String = profile
         .chars()
         .map(|c| {
@@ -265,7 +269,10 @@ pub fn lock_profile(dir: &Path, profile: &str) -> Result<RunLock, String> {
             }
         })
         .collect();
-    let path = dir.join(format!("run-{safe}.lock"));
+    // One lock per (config file, profile): two files may both have a `home`.
+    let config = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
+    let tag = &blake3::hash(config.as_os_str().as_encoded_bytes()).to_hex()[..12];
+    let path = dir.join(format!("run-{tag}-{safe}.lock"));
     let opened = std::fs::create_dir_all(dir).and_then(|()| {
         std::fs::OpenOptions::new()
             .create(true)
@@ -326,7 +333,7 @@ pub fn run(cfg: &Config, name: &str, specs: FlagSpecs, opts: &RunOptions) -> Run
     };
     // Another run of this profile is under way: this one does nothing at all (no
     // history row, hook or notification: nothing failed), exit 11 as for a lock.
-    let _lock = match lock_profile(&lock_dir(), name) {
+    let _lock = match lock_profile(&lock_dir(), &cfg.path, name) {
         Ok(l) => l,
         Err(e) => {
             r.exit_code = 11;
@@ -465,6 +472,12 @@ pub fn run(cfg: &Config, name: &str, specs: FlagSpecs, opts: &RunOptions) -> Run
             warn(&mut r, &w);
         }
     }
+    let values = secret_values(&secrets);
+    r.warnings = r
+        .warnings
+        .iter()
+        .map(|w| notify::redact(w, &values))
+        .collect();
     // The history says how the run went before anything slow comes (hooks, webhooks):
     // a run killed in its after hook still counts as the backup it was.
     let r_now = finish_times(r.clone(), started);
@@ -495,6 +508,11 @@ pub fn run(cfg: &Config, name: &str, specs: FlagSpecs, opts: &RunOptions) -> Run
         }
     }
     let mut r = finish_times(r, started);
+    r.warnings = r
+        .warnings
+        .iter()
+        .map(|w| notify::redact(w, &values))
+        .collect();
     let payload = payload(&r, &repo_url);
     if !r.success || notify_conf.on_success {
         if let Some(url) = &notify_conf.webhook {
@@ -520,7 +538,6 @@ pub fn run(cfg: &Config, name: &str, specs: FlagSpecs, opts: &RunOptions) -> Run
             warn(&mut r, &format!("metrics file {}: {e}", path.display()));
         }
     }
-    let values = secret_values(&secrets);
     r.warnings = r
         .warnings
         .iter()
@@ -659,6 +676,9 @@ fn step_command(args: &[String], secrets: &[(String, String)], opts: &RunOptions
         }
     }
     c.envs(secrets.iter().map(|(k, v)| (k, v)));
+    // Their names, so a step's own children (a dump command) can be kept from them.
+    let names: Vec<&str> = secrets.iter().map(|(k, _)| k.as_str()).collect();
+    c.env("CAIRN_SECRET_NAMES", names.join(","));
     match &opts.history {
         Some(h) => c.env("CAIRN_HISTORY", h),
         None => c.env("CAIRN_HISTORY", "off"),

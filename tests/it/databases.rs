@@ -192,3 +192,148 @@ fn a_sqlite_database_written_during_the_backup_restores_whole_and_consistent() {
     let ls = env.ok(["ls", &id]);
     assert!(ls.contains("app.db"), "{ls}");
 }
+
+/// Adds `rows` rows to a WAL database and exits without a checkpoint: the rows sit in
+/// `-wal`, the database file itself unchanged.
+fn add_rows_in_wal(db: &std::path::Path, first: i64, rows: i64) {
+    let st = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3,sys,os\n\
+             c=sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('PRAGMA journal_mode=WAL')\n\
+             c.execute('PRAGMA wal_autocheckpoint=0')\n\
+             c.execute('CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)')\n\
+             a,n=int(sys.argv[2]),int(sys.argv[3])\n\
+             for i in range(a, a+n): c.execute('INSERT INTO t VALUES(?, ?)', (i, os.urandom(500)))\n\
+             os._exit(0)\n",
+        )
+        .arg(db)
+        .arg(first.to_string())
+        .arg(rows.to_string())
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// A rollback-journal database with `rows` rows, closed cleanly.
+fn make_db(db: &std::path::Path, rows: i64) {
+    let st = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3,sys,os\n\
+             c=sqlite3.connect(sys.argv[1])\n\
+             c.execute('CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)')\n\
+             c.executemany('INSERT INTO t VALUES(?, ?)', [(i, os.urandom(100)) for i in range(int(sys.argv[2]))])\n\
+             c.commit(); c.close()\n",
+        )
+        .arg(db)
+        .arg(rows.to_string())
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn row_count(db: &std::path::Path) -> i64 {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM t').fetchone()[0])")
+        .arg(db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn rows_that_sit_in_the_wal_are_backed_up_even_with_the_database_file_unchanged_or_hard_linked() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let db = src.join("app.db");
+    add_rows_in_wal(&db, 0, 200);
+    // A second name for the database file, which has no side files of its own.
+    std::fs::hard_link(&db, src.join("app-link.db")).unwrap();
+    let mtime = std::fs::metadata(&db).unwrap().modified().unwrap();
+    let first = env.backup([src.to_str().unwrap()]);
+    add_rows_in_wal(&db, 200, 300);
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().modified().unwrap(),
+        mtime,
+        "the test needs the WAL to hold the rows"
+    );
+    let second = env.backup([src.to_str().unwrap()]);
+    // Nothing was created in the source (a read-only open of app-link.db would have
+    // made SQLite create app-link.db-wal).
+    assert!(!src.join("app-link.db-wal").exists());
+    for (id, rows) in [(first, 200), (second, 500)] {
+        let target = env.path(&format!("r-{rows}"));
+        env.restore(&id, &target, &[]);
+        let dir = target.join(src.strip_prefix("/").unwrap());
+        assert!(!dir.join("app.db-wal").exists());
+        assert_eq!(row_count(&dir.join("app.db")), rows);
+        // The other name is the database file as it is (its WAL is app.db's).
+        assert!(dir.join("app-link.db").exists());
+    }
+}
+
+#[test]
+fn odd_side_files_neither_hang_the_backup_nor_go_missing() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // A database whose "journal" is a FIFO: SQLite would block opening it.
+    make_db(&src.join("a.db"), 10);
+    let st = Command::new("mkfifo")
+        .arg(src.join("a.db-journal"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // A database called like another's journal is a database of its own.
+    make_db(&src.join("b.db"), 5);
+    make_db(&src.join("b.db-journal"), 7);
+    let mut child = env
+        .cmd()
+        .args(["--json", "backup", src.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the backup hung on a FIFO beside a database");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(matches!(code(&out), 0 | 3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a.db: SQLite database stored as read"),
+        "{}",
+        stderr(&out)
+    );
+    let target = env.path("r");
+    env.restore("latest", &target, &[]);
+    let dir = target.join(src.strip_prefix("/").unwrap());
+    // The FIFO came back as a FIFO (SQLite would block on it: set aside to count).
+    use std::os::unix::fs::FileTypeExt;
+    let kind = std::fs::symlink_metadata(dir.join("a.db-journal")).unwrap();
+    assert!(kind.file_type().is_fifo());
+    std::fs::remove_file(dir.join("a.db-journal")).unwrap();
+    assert_eq!(row_count(&dir.join("a.db")), 10);
+    // (b.db-journal first: SQLite opening b.db would take it for b.db's journal.)
+    assert_eq!(row_count(&dir.join("b.db-journal")), 7);
+    assert_eq!(row_count(&dir.join("b.db")), 5);
+}
