@@ -16,8 +16,18 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use std::collections::HashSet;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
+
+use super::source::{stat_at, DirHandle};
+use super::walk::{At, Walker};
+use crate::error::Result as CairnResult;
+use crate::fsmeta::StatFields;
+use crate::id::Id;
 
 const HEADER: &[u8; 16] = b"SQLite format 3\0";
 
@@ -226,4 +236,135 @@ fn room_for(dir: &Path, size: u64) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The walk's side of SQLite: which names are databases with side files, and reading
+/// a database through a copy.
+impl Walker<'_> {
+    /// Names in `names` of SQLite databases that have a side file there.
+    pub(super) fn sqlite_bases(
+        &self,
+        dir: &Path,
+        handle: &DirHandle,
+        names: &[Vec<u8>],
+    ) -> HashSet<Vec<u8>> {
+        let mut bases = HashSet::new();
+        for n in names {
+            let Some(base) = side_file_base(n) else {
+                continue;
+            };
+            if bases.contains(base) || names.binary_search_by(|x| x.as_slice().cmp(base)).is_err() {
+                continue;
+            }
+            // A side file is a plain file and no database of its own (a database may
+            // well be called `x-journal`).
+            let side = At::Dir(handle, std::ffi::OsStr::from_bytes(n));
+            let plain = side
+                .stat()
+                .is_ok_and(|st| st.mode & libc::S_IFMT == libc::S_IFREG)
+                && side.open_file().is_ok_and(|f| !is_sqlite(&f));
+            if !plain {
+                continue;
+            }
+            let path = dir.join(std::ffi::OsStr::from_bytes(base));
+            if self.sqlite_raw.as_ref().is_some_and(|p| p.is_match(&path)) {
+                continue;
+            }
+            let at = At::Dir(handle, std::ffi::OsStr::from_bytes(base));
+            let is_db = at
+                .stat()
+                .is_ok_and(|st| st.mode & libc::S_IFMT == libc::S_IFREG)
+                && at.open_file().is_ok_and(|f| is_sqlite(&f));
+            if is_db {
+                bases.insert(base.to_vec());
+            }
+        }
+        bases
+    }
+
+    /// The real path SQLite opens for a database (no symlink in it), once its side files
+    /// are known to be absent or plain files of the database's owner: SQLite opens them
+    /// by name, and a FIFO there would block it, a link would pull in another file.
+    fn sqlite_path(
+        &self,
+        at: &At,
+        owner: u32,
+    ) -> std::result::Result<(std::path::PathBuf, bool), String> {
+        let (dir, name) = match at {
+            At::Dir(d, name) => (std::fs::canonicalize(&d.access), name.as_bytes()),
+            At::Path(p) => (
+                p.parent()
+                    .map_or(Ok(std::path::PathBuf::from("/")), std::fs::canonicalize),
+                p.file_name().map_or(&b""[..], |n| n.as_bytes()),
+            ),
+        };
+        let dir = dir.map_err(|e| format!("its folder: {e}"))?;
+        let mut has_wal = false;
+        for suffix in SIDE_SUFFIXES {
+            let side = [name, suffix].concat();
+            let side_os = std::ffi::OsStr::from_bytes(&side);
+            let st = match at {
+                At::Dir(d, _) => stat_at(d, side_os).map(|st| StatFields::from(&st)),
+                At::Path(_) => dir
+                    .join(side_os)
+                    .symlink_metadata()
+                    .map(|m| StatFields::from(&m)),
+            };
+            match st {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("{}: {e}", side_os.to_string_lossy())),
+                Ok(st) if st.mode & libc::S_IFMT == libc::S_IFREG && st.uid == owner => {
+                    has_wal |= suffix == b"-wal";
+                }
+                Ok(_) => {
+                    return Err(format!(
+                        "{} is not a plain file of the database's owner",
+                        side_os.to_string_lossy()
+                    ))
+                }
+            }
+        }
+        Ok((dir.join(std::ffi::OsStr::from_bytes(name)), has_wal))
+    }
+
+    /// A SQLite database, read through a consistent copy (see `sqlite`); None when the
+    /// file is no database, is to be stored raw, or could not be copied (a warning
+    /// says so; it is then read as any file).
+    #[allow(clippy::type_complexity)]
+    pub(super) fn read_sqlite(
+        &self,
+        path: &Path,
+        at: &At,
+        f: &File,
+    ) -> Option<std::io::Result<(CairnResult<(Vec<Id>, u64)>, bool)>> {
+        if self.sqlite_raw.as_ref().is_some_and(|p| p.is_match(path)) || !is_sqlite(f) {
+            return None;
+        }
+        let meta = f.metadata().ok()?;
+        let copied = match self.sqlite_path(at, meta.uid()) {
+            // A WAL database with no WAL beside it is whole as it is; opening it would
+            // make SQLite create a WAL in the source.
+            Ok((_, false)) if is_wal_mode(f) => return None,
+            Ok((real, _)) => consistent_copy(&real, (meta.dev(), meta.ino()), meta.len()),
+            Err(e) => Err(e),
+        };
+        match copied {
+            Ok(copy) => {
+                let len = copy.metadata().map(|m| m.len()).unwrap_or(0);
+                let read = self.read_file(copy, len).map(|r| (r, false));
+                if matches!(read, Ok((Ok(_), _))) {
+                    self.captured.lock().unwrap().insert(path.to_path_buf());
+                }
+                Some(read)
+            }
+            Err(e) => {
+                // Not counted as an unreadable file: the database is stored, as read.
+                (self.warn)(format!(
+                    "{}: SQLite database stored as read, not through a consistent copy: {e}",
+                    path.display()
+                ));
+                None
+            }
+        }
+    }
 }

@@ -35,7 +35,7 @@ pub(super) struct Walker<'a> {
     saver: &'a BlobSaver,
     excluder: &'a Excluder,
     opts: &'a BackupOptions,
-    warn: &'a (dyn Fn(String) + Sync),
+    pub(super) warn: &'a (dyn Fn(String) + Sync),
     /// Blobs queued in this run (the index knows only what was stored before).
     queued: Mutex<HashSet<Id>>,
     /// Blobs this run did not store because the index had them: the backup confirms
@@ -52,9 +52,9 @@ pub(super) struct Walker<'a> {
     /// tick as the parent backup read them: they are read again (see `unchanged`).
     racy_after: Option<(i64, u32)>,
     /// `--sqlite-raw`: databases stored as read.
-    sqlite_raw: Option<PatternSet>,
+    pub(super) sqlite_raw: Option<PatternSet>,
     /// Databases stored through a consistent copy (their side files are left out).
-    captured: Mutex<HashSet<std::path::PathBuf>>,
+    pub(super) captured: Mutex<HashSet<std::path::PathBuf>>,
 }
 
 /// The clock granularity margin for racy files: file systems stamp times from a
@@ -81,7 +81,7 @@ pub(super) enum At<'a> {
 }
 
 impl At<'_> {
-    fn stat(&self) -> std::io::Result<StatFields> {
+    pub(super) fn stat(&self) -> std::io::Result<StatFields> {
         match self {
             At::Path(p) => p.symlink_metadata().map(|m| StatFields::from(&m)),
             At::Dir(d, name) => stat_at(d, name).map(|st| StatFields::from(&st)),
@@ -95,7 +95,7 @@ impl At<'_> {
         }
     }
 
-    fn open_file(&self) -> std::io::Result<File> {
+    pub(super) fn open_file(&self) -> std::io::Result<File> {
         match self {
             At::Path(p) => open_source(p),
             At::Dir(d, name) => open_source_at(d, name),
@@ -403,42 +403,6 @@ impl<'a> Walker<'a> {
         self.store_tree(Tree { nodes })
     }
 
-    /// Names in `names` of SQLite databases that have a side file there.
-    fn sqlite_bases(&self, dir: &Path, handle: &DirHandle, names: &[Vec<u8>]) -> HashSet<Vec<u8>> {
-        let mut bases = HashSet::new();
-        for n in names {
-            let Some(base) = sqlite::side_file_base(n) else {
-                continue;
-            };
-            if bases.contains(base) || names.binary_search_by(|x| x.as_slice().cmp(base)).is_err() {
-                continue;
-            }
-            // A side file is a plain file and no database of its own (a database may
-            // well be called `x-journal`).
-            let side = At::Dir(handle, std::ffi::OsStr::from_bytes(n));
-            let plain = side
-                .stat()
-                .is_ok_and(|st| st.mode & libc::S_IFMT == libc::S_IFREG)
-                && side.open_file().is_ok_and(|f| !sqlite::is_sqlite(&f));
-            if !plain {
-                continue;
-            }
-            let path = dir.join(std::ffi::OsStr::from_bytes(base));
-            if self.sqlite_raw.as_ref().is_some_and(|p| p.is_match(&path)) {
-                continue;
-            }
-            let at = At::Dir(handle, std::ffi::OsStr::from_bytes(base));
-            let is_db = at
-                .stat()
-                .is_ok_and(|st| st.mode & libc::S_IFMT == libc::S_IFREG)
-                && at.open_file().is_ok_and(|f| sqlite::is_sqlite(&f));
-            if is_db {
-                bases.insert(base.to_vec());
-            }
-        }
-        bases
-    }
-
     fn xattrs_by_path(&self, node: &mut Node, path: &Path, at: &At) {
         match read_xattrs(&at.path()) {
             Ok(x) => node.xattrs = x,
@@ -676,92 +640,6 @@ impl<'a> Walker<'a> {
         Ok(true)
     }
 
-    /// A SQLite database, read through a consistent copy (see `sqlite`); None when the
-    /// file is no database, is to be stored raw, or could not be copied (a warning
-    /// says so; it is then read as any file).
-    #[allow(clippy::type_complexity)]
-    fn read_sqlite(
-        &self,
-        path: &Path,
-        at: &At,
-        f: &File,
-    ) -> Option<std::io::Result<(Result<(Vec<Id>, u64)>, bool)>> {
-        if self.sqlite_raw.as_ref().is_some_and(|p| p.is_match(path)) || !sqlite::is_sqlite(f) {
-            return None;
-        }
-        let meta = f.metadata().ok()?;
-        let copied = match self.sqlite_path(at, meta.uid()) {
-            // A WAL database with no WAL beside it is whole as it is; opening it would
-            // make SQLite create a WAL in the source.
-            Ok((_, false)) if sqlite::is_wal_mode(f) => return None,
-            Ok((real, _)) => sqlite::consistent_copy(&real, (meta.dev(), meta.ino()), meta.len()),
-            Err(e) => Err(e),
-        };
-        match copied {
-            Ok(copy) => {
-                let len = copy.metadata().map(|m| m.len()).unwrap_or(0);
-                let read = self.read_file(copy, len).map(|r| (r, false));
-                if matches!(read, Ok((Ok(_), _))) {
-                    self.captured.lock().unwrap().insert(path.to_path_buf());
-                }
-                Some(read)
-            }
-            Err(e) => {
-                // Not counted as an unreadable file: the database is stored, as read.
-                (self.warn)(format!(
-                    "{}: SQLite database stored as read, not through a consistent copy: {e}",
-                    path.display()
-                ));
-                None
-            }
-        }
-    }
-
-    /// The real path SQLite opens for a database (no symlink in it), once its side files
-    /// are known to be absent or plain files of the database's owner: SQLite opens them
-    /// by name, and a FIFO there would block it, a link would pull in another file.
-    fn sqlite_path(
-        &self,
-        at: &At,
-        owner: u32,
-    ) -> std::result::Result<(std::path::PathBuf, bool), String> {
-        let (dir, name) = match at {
-            At::Dir(d, name) => (std::fs::canonicalize(&d.access), name.as_bytes()),
-            At::Path(p) => (
-                p.parent()
-                    .map_or(Ok(std::path::PathBuf::from("/")), std::fs::canonicalize),
-                p.file_name().map_or(&b""[..], |n| n.as_bytes()),
-            ),
-        };
-        let dir = dir.map_err(|e| format!("its folder: {e}"))?;
-        let mut has_wal = false;
-        for suffix in sqlite::SIDE_SUFFIXES {
-            let side = [name, suffix].concat();
-            let side_os = std::ffi::OsStr::from_bytes(&side);
-            let st = match at {
-                At::Dir(d, _) => stat_at(d, side_os).map(|st| StatFields::from(&st)),
-                At::Path(_) => dir
-                    .join(side_os)
-                    .symlink_metadata()
-                    .map(|m| StatFields::from(&m)),
-            };
-            match st {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(format!("{}: {e}", side_os.to_string_lossy())),
-                Ok(st) if st.mode & libc::S_IFMT == libc::S_IFREG && st.uid == owner => {
-                    has_wal |= suffix == b"-wal";
-                }
-                Ok(_) => {
-                    return Err(format!(
-                        "{} is not a plain file of the database's owner",
-                        side_os.to_string_lossy()
-                    ))
-                }
-            }
-        }
-        Ok((dir.join(std::ffi::OsStr::from_bytes(name)), has_wal))
-    }
-
     /// Reads a file and tells whether it changed meanwhile: its size, mtime or ctime
     /// (fstat before and after) moved, or the bytes read differ from its size.
     #[allow(clippy::type_complexity)]
@@ -786,7 +664,11 @@ impl<'a> Walker<'a> {
 
     /// Reads and stores a file's content. The outer error is a source read error (the
     /// file is skipped with a warning); the inner one a repository error (fatal).
-    fn read_file(&self, mut file: File, size_hint: u64) -> std::io::Result<Result<(Vec<Id>, u64)>> {
+    pub(super) fn read_file(
+        &self,
+        mut file: File,
+        size_hint: u64,
+    ) -> std::io::Result<Result<(Vec<Id>, u64)>> {
         if size_hint <= READ_WHOLE_MAX {
             // Small files, the common case: one read into memory, no streaming chunker.
             let mut data = Vec::with_capacity(size_hint as usize);

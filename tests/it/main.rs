@@ -48,3 +48,4 @@ mod stats;
 mod stress;
 mod swaps;
 mod tag;
+mod watch;

@@ -5,17 +5,22 @@
 //! admin would type (the dry-run plan prints it): a step that fails or crashes is
 //! isolated, recorded and reported, and a signal reaches the step's own handling.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use serde::Serialize;
 
-use super::history::{self, History, Outcome, Start};
+use super::history::{History, Outcome, Start};
 use super::notify::{self, Payload, Ping};
-use super::profile::{step_args, Config, FlagSpecs, ProfileConf, RepositoryConf};
+use super::profile::{Config, FlagSpecs, ProfileConf};
 use crate::backend::location::shown_url;
+
+mod plan;
+mod step;
+
+pub use plan::{plan, shell_line};
+pub use step::{lock_dir, lock_profile, RunLock};
+use step::{repository_facts, run_step};
 
 /// One step of a plan: the command line after the binary, and why it is skipped, if it
 /// is.
@@ -74,143 +79,6 @@ pub struct RunResult {
     pub duration_seconds: f64,
 }
 
-fn repo_args(r: &RepositoryConf) -> Vec<String> {
-    let mut a = vec!["-r".to_string(), r.url.get_ref().clone()];
-    for o in r.option_args() {
-        a.push("-o".into());
-        a.push(o);
-    }
-    if let Some(f) = &r.password_file {
-        a.push("--password-file".into());
-        a.push(f.display().to_string());
-    }
-    if let Some(c) = &r.password_command {
-        a.push("--password-command".into());
-        a.push(c.clone());
-    }
-    a
-}
-
-/// The steps of `profile`, in order. `history` tells when the check last ran (for
-/// `check.every`).
-pub fn plan(
-    cfg: &Config,
-    name: &str,
-    specs: FlagSpecs,
-    history: Option<&History>,
-) -> Result<Vec<PlannedStep>, String> {
-    let p = cfg
-        .profile(name)
-        .ok_or_else(|| format!("no profile {name:?} in {}", cfg.path.display()))?;
-    let repo = cfg
-        .repository(p.repository.get_ref())
-        .ok_or_else(|| format!("profile {name}: no repository {:?}", p.repository.get_ref()))?;
-    let base = repo_args(repo);
-    let secrets: Vec<String> = repo.secrets.keys().cloned().collect();
-    let mut steps = Vec::new();
-    let mut step = |n: &str, args: Vec<String>, env: Vec<String>, skip: Option<String>| {
-        steps.push(PlannedStep {
-            name: n.to_string(),
-            args,
-            secret_env: env,
-            skip,
-        })
-    };
-    // backup: always; its sources after `--`.
-    let mut a = base.clone();
-    a.push("backup".into());
-    if let Some(f) = &p.backup {
-        a.extend(step_args("backup", f, specs));
-    }
-    if !p.paths.is_empty() {
-        a.push("--".into());
-        a.extend(p.paths.iter().cloned());
-    }
-    step("backup", a, secrets.clone(), None);
-    for s in ["forget", "prune", "check"] {
-        let Some(f) = p.step(s) else { continue };
-        let mut a = base.clone();
-        a.push(s.into());
-        a.extend(step_args(s, f, specs));
-        let mut skip = None;
-        if s == "check" {
-            if let (Some(every), Some(h)) = (p.check_every(), history) {
-                if let Ok(Some(last)) = h.last_success_ms(name, "check") {
-                    let age = history::now_ms() - last;
-                    if age >= 0 && (age as u128) < every.as_millis() {
-                        skip = Some(format!(
-                            "checked {} ago; check.every is {}s",
-                            human_age(age),
-                            every.as_secs()
-                        ));
-                    }
-                }
-            }
-        }
-        step(s, a, secrets.clone(), skip);
-    }
-    for target in p.copy_targets() {
-        let t = cfg
-            .repository(&target)
-            .ok_or_else(|| format!("profile {name}: no repository {target:?}"))?;
-        let mut a = repo_args(t);
-        a.extend([
-            "copy".into(),
-            "--from-repo".into(),
-            repo.url.get_ref().clone(),
-        ]);
-        for o in repo.option_args() {
-            a.push("--from-option".into());
-            a.push(o);
-        }
-        if let Some(f) = &repo.password_file {
-            a.push("--from-password-file".into());
-            a.push(f.display().to_string());
-        }
-        if let Some(c) = &repo.password_command {
-            a.push("--from-password-command".into());
-            a.push(c.clone());
-        }
-        a.extend(step_args(
-            "copy",
-            p.copy.as_ref().expect("copy targets"),
-            specs,
-        ));
-        let env: Vec<String> = secrets.iter().chain(t.secrets.keys()).cloned().collect();
-        step(&format!("copy:{target}"), a, env, None);
-    }
-    Ok(steps)
-}
-
-/// A shell-quoted command line, for the plan and the logs (no secret is ever on it).
-pub fn shell_line(exe: &str, args: &[String]) -> String {
-    std::iter::once(exe.to_string())
-        .chain(args.iter().map(|a| quote(a)))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
-
-fn human_age(ms: i64) -> String {
-    let s = ms / 1000;
-    match s {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86400),
-    }
-}
-
 /// The environment variables of every repository the steps touch, read from their
 /// files and commands now.
 fn resolve_secrets(cfg: &Config, p: &ProfileConf) -> Result<Vec<(String, String)>, String> {
@@ -237,75 +105,6 @@ fn resolve_secrets(cfg: &Config, p: &ProfileConf) -> Result<Vec<(String, String)
         }
     }
     Ok(out)
-}
-
-/// Holds the profile's run lock (an flock): never two runs of one profile at once,
-/// whoever starts them.
-pub struct RunLock(#[allow(dead_code)] Option<std::fs::File>);
-
-/// Where the run locks live: `/run/cairn` for root, else `~/.local/state/cairn`; the
-/// same whether cron, systemd or a login shell starts the run (no variable of the
-/// session decides it), and never a world-writable folder where anyone could hold a
-/// profile's lock.
-pub fn lock_dir() -> PathBuf {
-    if nix::unistd::getuid().is_root() && Path::new("/run").is_dir() {
-        return PathBuf::from("/run/cairn");
-    }
-    dirs::home_dir()
-        .map(|h| h.join(".local/state/cairn"))
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("cairn-{}", nix::unistd::getuid())))
-}
-
-/// Takes the profile's lock. Err only when another run holds it; a lock that cannot be
-/// made at all is a warning (the run goes on without it).
-pub fn lock_profile(dir: &Path, config: &Path, profile: &str) -> Result<RunLock, String> {
-    let safe: String = profile
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    // One lock per (config file, profile): two files may both have a `home`.
-    let config = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
-    let tag = &blake3::hash(config.as_os_str().as_encoded_bytes()).to_hex()[..12];
-    let path = dir.join(format!("run-{tag}-{safe}.lock"));
-    let opened = std::fs::create_dir_all(dir).and_then(|()| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-    });
-    let f = match opened {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!(
-                "warning: run lock {}: {e}; running without it",
-                path.display()
-            );
-            return Ok(RunLock(None));
-        }
-    };
-    use std::os::fd::AsRawFd;
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(format!(
-                "profile {profile} is already running (lock {})",
-                path.display()
-            ));
-        }
-        eprintln!(
-            "warning: run lock {}: {e}; running without it",
-            path.display()
-        );
-        return Ok(RunLock(None));
-    }
-    Ok(RunLock(Some(f)))
 }
 
 /// Runs the profile: never panics; every outcome ends in the history, the hooks, the
@@ -646,147 +445,4 @@ fn hook_env(profile: &str, repo: &str, hook: &str, r: &RunResult) -> Vec<(String
     );
     opt("CAIRN_FILES", r.files.map(|b| b.to_string()), &mut e);
     e
-}
-
-/// Password and repository variables a step must not inherit when the profile says
-/// where its repositories and passwords are.
-const OVERRIDDEN_ENV: &[&str] = &[
-    "CAIRN_REPOSITORY",
-    "CAIRN_PASSWORD",
-    "CAIRN_PASSWORD_FILE",
-    "CAIRN_PASSWORD_COMMAND",
-    "CAIRN_FROM_PASSWORD",
-    "CAIRN_FROM_PASSWORD_FILE",
-    "CAIRN_FROM_PASSWORD_COMMAND",
-];
-
-fn step_command(args: &[String], secrets: &[(String, String)], opts: &RunOptions) -> Command {
-    let mut c = Command::new(&opts.exe);
-    c.args(&opts.global_args).args(args);
-    let on_line = |flags: &[&str]| args.iter().any(|a| flags.contains(&a.as_str()));
-    c.env_remove("CAIRN_REPOSITORY");
-    if on_line(&["--password-file", "--password-command"]) {
-        for v in &OVERRIDDEN_ENV[1..4] {
-            c.env_remove(v);
-        }
-    }
-    if on_line(&["--from-password-file", "--from-password-command"]) {
-        for v in &OVERRIDDEN_ENV[4..] {
-            c.env_remove(v);
-        }
-    }
-    c.envs(secrets.iter().map(|(k, v)| (k, v)));
-    // Their names, so a step's own children (a dump command) can be kept from them.
-    let names: Vec<&str> = secrets.iter().map(|(k, _)| k.as_str()).collect();
-    c.env("CAIRN_SECRET_NAMES", names.join(","));
-    match &opts.history {
-        Some(h) => c.env("CAIRN_HISTORY", h),
-        None => c.env("CAIRN_HISTORY", "off"),
-    };
-    c.stdin(Stdio::null());
-    c
-}
-
-fn run_step(
-    s: &PlannedStep,
-    profile: &str,
-    run_id: Option<i64>,
-    secrets: &[(String, String)],
-    opts: &RunOptions,
-) -> StepResult {
-    let mut res = StepResult {
-        name: s.name.clone(),
-        exit_code: None,
-        skipped: None,
-        error: None,
-        snapshot: None,
-        bytes_added: None,
-        files: None,
-    };
-    let result_file = tempfile_path("step");
-    let mut c = step_command(&s.args, secrets, opts);
-    c.env("CAIRN_RUN_PROFILE", profile)
-        .env("CAIRN_RESULT_FILE", &result_file);
-    if let Some(id) = run_id {
-        c.env("CAIRN_RUN_ID", id.to_string());
-    }
-    if !opts.show_output {
-        c.stdout(Stdio::null());
-    }
-    let mut child = match c.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            res.error = Some(format!("cannot start {}: {e}", opts.exe.display()));
-            return res;
-        }
-    };
-    let mut signalled = false;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break Some(st),
-            Ok(None) => {
-                if opts.stop.load(Ordering::Relaxed) && !signalled {
-                    // Passed on: the step stops as it would when an admin pressed ^C.
-                    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-                    signalled = true;
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            Err(_) => break child.wait().ok(),
-        }
-    };
-    res.exit_code = status.and_then(|s| s.code());
-    if let Ok(text) = std::fs::read(&result_file) {
-        if let Ok(o) = serde_json::from_slice::<Outcome>(&text) {
-            res.snapshot = o.snapshot;
-            res.bytes_added = o.bytes_added;
-            res.files = o.files;
-            res.error = o.error;
-        }
-    }
-    let _ = std::fs::remove_file(&result_file);
-    if signalled && res.error.is_none() {
-        res.error = Some(format!("{} stopped by a signal", s.name));
-    }
-    res
-}
-
-/// The number of snapshots and the bytes on the storage of the profile's repository
-/// (for the metrics); None for what could not be learnt.
-fn repository_facts(
-    cfg: &Config,
-    p: &ProfileConf,
-    secrets: &[(String, String)],
-    opts: &RunOptions,
-) -> (Option<u64>, Option<u64>) {
-    let Some(repo) = cfg.repository(p.repository.get_ref()) else {
-        return (None, None);
-    };
-    let own: Vec<(String, String)> = secrets
-        .iter()
-        .filter(|(k, _)| repo.secrets.contains_key(k))
-        .cloned()
-        .collect();
-    let ask = |cmd: &[&str]| -> Option<serde_json::Value> {
-        let mut args = repo_args(repo);
-        args.push("--json".into());
-        args.extend(cmd.iter().map(|s| s.to_string()));
-        let mut c = step_command(&args, &own, opts);
-        c.env("CAIRN_HISTORY", "off");
-        let out = super::hooks::output_within(c, Duration::from_secs(300)).ok()?;
-        serde_json::from_slice(&out).ok()
-    };
-    let count = ask(&["snapshots"]).and_then(|v| v.as_array().map(|a| a.len() as u64));
-    let size = ask(&["stats", "--storage-only"]).and_then(|v| v["repository_size"].as_u64());
-    (count, size)
-}
-
-fn tempfile_path(what: &str) -> PathBuf {
-    let mut b = [0u8; 8];
-    let _ = getrandom::getrandom(&mut b);
-    std::env::temp_dir().join(format!(
-        "cairn-{what}-{}-{}.json",
-        std::process::id(),
-        hex::encode(b)
-    ))
 }
