@@ -483,31 +483,7 @@ pub fn snapshots_warned(repo: &Repository) -> Result<cairn::repo::snapshot::Snap
 
 /// A duration like `90`, `30s`, `5m`, `1h30m` (seconds when unitless), at most 7 days.
 fn parse_wait(s: &str) -> Option<std::time::Duration> {
-    let s = s.trim();
-    if s.is_empty() {
-        return None;
-    }
-    let mut total: u64 = 0;
-    let mut num = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86400,
-            _ => return None,
-        };
-        let n: u64 = std::mem::take(&mut num).parse().ok()?;
-        total = total.checked_add(n.checked_mul(unit)?)?;
-    }
-    if !num.is_empty() {
-        total = total.checked_add(num.parse().ok()?)?;
-    }
-    (total <= 7 * 86400).then_some(std::time::Duration::from_secs(total))
+    cairn::ops::profile::parse_duration(s).filter(|d| d.as_secs() <= 7 * 86400)
 }
 
 /// Storage requests of this process, over every repository it opens.

@@ -27,35 +27,14 @@ pub fn run(
         .stderr(Stdio::inherit())
         .process_group(0);
     let mut child = c.spawn().map_err(|e| format!("cannot start: {e}"))?;
-    let mut deadline = Instant::now() + timeout;
-    let mut stopping = false;
-    loop {
-        if stop.load(Ordering::Relaxed) && !stopping {
-            stopping = true;
-            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGTERM) };
-            deadline = deadline.min(Instant::now() + Duration::from_secs(10));
-        }
-        match child.try_wait() {
-            Ok(Some(_)) if stopping => return Err("was stopped by a signal".into()),
-            Ok(Some(status)) if status.success() => return Ok(()),
-            Ok(Some(status)) => {
-                return Err(match status.code() {
-                    Some(c) => format!("exited with {c}"),
-                    None => "was killed by a signal".into(),
-                })
-            }
-            Ok(None) if Instant::now() >= deadline => {
-                kill_group(child.id());
-                let _ = child.wait();
-                return Err(format!(
-                    "did not finish within {}s and was killed",
-                    timeout.as_secs()
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("waiting for it: {e}")),
-        }
+    let status = wait_within(&mut child, timeout, Some(stop))?;
+    if status.success() {
+        return Ok(());
     }
+    Err(match status.code() {
+        Some(c) => format!("exited with {c}"),
+        None => "was killed by a signal".into(),
+    })
 }
 
 /// Runs `command`, feeding `input` to its standard input (a mail command).
@@ -73,23 +52,13 @@ pub fn run_with_input(command: &str, input: &[u8], timeout: Duration) -> Result<
     let input = input.to_vec();
     // Written from a thread, so a command that never reads cannot hold us past the limit.
     let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let deadline = Instant::now() + timeout;
-    let result = loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => break Ok(()),
-            Ok(Some(status)) => break Err(format!("exited with {status}")),
-            Ok(None) if Instant::now() >= deadline => {
-                kill_group(child.id());
-                let _ = child.wait();
-                break Err(format!(
-                    "did not finish within {}s and was killed",
-                    timeout.as_secs()
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => break Err(format!("waiting for it: {e}")),
+    let result = wait_within(&mut child, timeout, None).and_then(|status| {
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("exited with {status}"))
         }
-    };
+    });
     let _ = writer.join();
     result
 }
@@ -135,22 +104,7 @@ pub fn output_within(mut cmd: Command, timeout: Duration) -> Result<Vec<u8>, Str
         let _ = std::io::Read::read_to_end(&mut out, &mut buf);
         let _ = tx.send(buf);
     });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break st,
-            Ok(None) if Instant::now() >= deadline => {
-                kill_group(child.id());
-                let _ = child.wait();
-                return Err(format!(
-                    "did not finish within {}s and was killed",
-                    timeout.as_secs()
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("waiting for it: {e}")),
-        }
-    };
+    let status = wait_within(&mut child, timeout, None)?;
     // A child that outlives it may hold the output open: wait only a little for the end.
     let buf = match done.recv_timeout(Duration::from_secs(5)) {
         Ok(buf) => buf,
@@ -163,6 +117,43 @@ pub fn output_within(mut cmd: Command, timeout: Duration) -> Result<Vec<u8>, Str
         return Err(format!("exited with {status}"));
     }
     Ok(buf)
+}
+
+/// Waits for `child` (the leader of its own process group) at most `timeout`, then
+/// kills the group. When `stop` is set (SIGTERM to cairn) the group is asked to end
+/// (SIGTERM) and killed 10 s later; its end is then an error.
+fn wait_within(
+    child: &mut std::process::Child,
+    timeout: Duration,
+    stop: Option<&AtomicBool>,
+) -> Result<std::process::ExitStatus, String> {
+    let mut deadline = Instant::now() + timeout;
+    let mut stopping = false;
+    loop {
+        if !stopping && stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            stopping = true;
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGTERM) };
+            deadline = deadline.min(Instant::now() + Duration::from_secs(10));
+        }
+        match child.try_wait() {
+            Ok(Some(_)) if stopping => return Err("was stopped by a signal".into()),
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if Instant::now() >= deadline => {
+                kill_group(child.id());
+                let _ = child.wait();
+                return Err(if stopping {
+                    "was stopped by a signal".into()
+                } else {
+                    format!(
+                        "did not finish within {}s and was killed",
+                        timeout.as_secs()
+                    )
+                });
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("waiting for it: {e}")),
+        }
+    }
 }
 
 fn kill_group(pid: u32) {
