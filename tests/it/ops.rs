@@ -513,3 +513,58 @@ fn the_documented_config_files_pass_config_check() {
         }
     }
 }
+
+#[test]
+fn a_backup_killed_mid_way_leaves_the_history_whole_and_says_interrupted() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("big");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..40 {
+        std::fs::write(src.join(format!("f{i}")), random_bytes(4 << 20, i)).unwrap();
+    }
+    let mut child = env
+        .cmd()
+        .args(["backup", src.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once its row is in the history, as running.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let out = env.bare().args(["--json", "history"]).output().unwrap();
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if rows
+            .iter()
+            .any(|r| r["command"] == "backup" && r["outcome"] == "running")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup's row never showed"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended before it was killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let rows = history_json(&env, &[]);
+    let last = rows.last().expect("the backup's row");
+    assert_eq!(last["command"], "backup");
+    assert!(
+        matches!(
+            last["outcome"].as_str(),
+            Some("interrupted") | Some("success")
+        ),
+        "{last}"
+    );
+    // And the next backup records normally.
+    env.backup([src.to_str().unwrap()]);
+    let rows = history_json(&env, &[]);
+    assert_eq!(rows.last().unwrap()["outcome"], "success");
+}

@@ -222,3 +222,51 @@ fn a_backup_far_larger_than_usual_is_an_anomaly_and_metrics_are_written() {
         .unwrap();
     assert_eq!(size, dir_size(&env.repo), "{m}");
 }
+
+#[test]
+fn the_daemon_notifies_once_when_a_backup_is_overdue() {
+    let env = Env::new();
+    env.init();
+    let src = source(&env);
+    let hook = Receiver::start(&[200]);
+    let cfg = write_config(
+        &env,
+        &format!(
+            "[profiles.home]\nrepository = \"main\"\npaths = [{:?}]\n\n\
+             [profiles.home.health]\nmax-age = \"2s\"\n\n\
+             [profiles.home.notify]\nwebhook = \"{}/hook\"\n",
+            src.display().to_string(),
+            hook.url
+        ),
+    );
+    assert_eq!(code(&with_config(&env, &cfg, &["run", "home"])), 0);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // No schedule at all: the watch still looks at the history.
+    let mut d = env
+        .bare()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("daemon")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while hook.seen().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    unsafe { libc::kill(d.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(d.wait().unwrap().success());
+    let seen = hook.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let p: serde_json::Value = serde_json::from_str(&seen[0].body).unwrap();
+    assert_eq!(p["event"], "overdue");
+    assert_eq!(p["profile"], "home");
+    assert!(
+        p["error"]
+            .as_str()
+            .unwrap()
+            .contains("last successful backup of home"),
+        "{p}"
+    );
+}
