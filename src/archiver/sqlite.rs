@@ -2,9 +2,11 @@
 //!
 //! A database written to during the backup would be stored torn if read as bytes (and
 //! its `-wal` file read a moment later would not match it). A file whose header says
-//! SQLite is instead copied through SQLite's online backup API, in one step under one
-//! read transaction, into a temporary file; that copy is stored under the original's
-//! name and metadata. Its `-wal`, `-shm` and `-journal` siblings are then left out: the
+//! SQLite is stored as read only when no side file is there (no transaction, no WAL)
+//! and it does not change while read (an idle database comes back byte for byte);
+//! otherwise it is copied through SQLite's online backup API, in one step under one
+//! read transaction, into a temporary file, and that copy is stored under the
+//! original's name and metadata. Its `-wal`, `-shm` and `-journal` siblings are then left out: the
 //! copy holds every committed transaction, and a stale WAL or journal restored beside
 //! it would be replayed onto it. When the copy cannot be made (a hot journal on a
 //! read-only open, an encrypted file, …) the database and its siblings are stored as
@@ -42,12 +44,6 @@ const BUSY_WAIT: Duration = Duration::from_secs(10);
 pub(super) fn is_sqlite(f: &File) -> bool {
     let mut h = [0u8; 16];
     f.read_exact_at(&mut h, 0).is_ok() && &h == HEADER
-}
-
-/// True for a database in WAL mode (header bytes 18 and 19 are 2).
-pub(super) fn is_wal_mode(f: &File) -> bool {
-    let mut b = [0u8; 2];
-    f.read_exact_at(&mut b, 18).is_ok() && b == [2, 2]
 }
 
 /// The base name of a side file (`db-wal` -> `db`), if `name` looks like one (the
@@ -282,9 +278,10 @@ impl Walker<'_> {
         bases
     }
 
-    /// The real path SQLite opens for a database (no symlink in it), once its side files
-    /// are known to be absent or plain files of the database's owner: SQLite opens them
-    /// by name, and a FIFO there would block it, a link would pull in another file.
+    /// The real path SQLite opens for a database (no symlink in it), and whether any
+    /// side file is there, once they are known to be absent or plain files of the
+    /// database's owner: SQLite opens them by name, and a FIFO there would block it, a
+    /// link would pull in another file.
     fn sqlite_path(
         &self,
         at: &At,
@@ -299,7 +296,7 @@ impl Walker<'_> {
             ),
         };
         let dir = dir.map_err(|e| format!("its folder: {e}"))?;
-        let mut has_wal = false;
+        let mut sides = false;
         for suffix in SIDE_SUFFIXES {
             let side = [name, suffix].concat();
             let side_os = std::ffi::OsStr::from_bytes(&side);
@@ -314,7 +311,7 @@ impl Walker<'_> {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(format!("{}: {e}", side_os.to_string_lossy())),
                 Ok(st) if st.mode & libc::S_IFMT == libc::S_IFREG && st.uid == owner => {
-                    has_wal |= suffix == b"-wal";
+                    sides = true;
                 }
                 Ok(_) => {
                     return Err(format!(
@@ -324,10 +321,11 @@ impl Walker<'_> {
                 }
             }
         }
-        Ok((dir.join(std::ffi::OsStr::from_bytes(name)), has_wal))
+        Ok((dir.join(std::ffi::OsStr::from_bytes(name)), sides))
     }
 
-    /// A SQLite database, read through a consistent copy (see `sqlite`); None when the
+    /// A SQLite database: read as it is when no side file shows a transaction and
+    /// nothing changes while it is read, else through a consistent copy. None when the
     /// file is no database, is to be stored raw, or could not be copied (a warning
     /// says so; it is then read as any file).
     #[allow(clippy::type_complexity)]
@@ -342,10 +340,18 @@ impl Walker<'_> {
         }
         let meta = f.metadata().ok()?;
         let copied = match self.sqlite_path(at, meta.uid()) {
-            // A WAL database with no WAL beside it is whole as it is; opening it would
-            // make SQLite create a WAL in the source.
-            Ok((_, false)) if is_wal_mode(f) => return None,
-            Ok((real, _)) => consistent_copy(&real, (meta.dev(), meta.ino()), meta.len()),
+            Ok((real, sides)) => {
+                if !sides {
+                    // No journal, no WAL: nobody is in a transaction. Its bytes as
+                    // they are (a restore gives back the same file), unless a commit
+                    // lands while they are read: then a consistent copy.
+                    match self.read_file_checked(f.try_clone().ok()?) {
+                        Ok((Ok(_), true)) => {}
+                        done => return Some(done),
+                    }
+                }
+                consistent_copy(&real, (meta.dev(), meta.ino()), meta.len())
+            }
             Err(e) => Err(e),
         };
         match copied {
@@ -363,6 +369,8 @@ impl Walker<'_> {
                     "{}: SQLite database stored as read, not through a consistent copy: {e}",
                     path.display()
                 ));
+                // Read again from the start by the caller.
+                let _ = std::io::Seek::seek(&mut &*f, std::io::SeekFrom::Start(0));
                 None
             }
         }

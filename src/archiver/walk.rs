@@ -643,7 +643,10 @@ impl<'a> Walker<'a> {
     /// Reads a file and tells whether it changed meanwhile: its size, mtime or ctime
     /// (fstat before and after) moved, or the bytes read differ from its size.
     #[allow(clippy::type_complexity)]
-    fn read_file_checked(&self, file: File) -> std::io::Result<(Result<(Vec<Id>, u64)>, bool)> {
+    pub(super) fn read_file_checked(
+        &self,
+        file: File,
+    ) -> std::io::Result<(Result<(Vec<Id>, u64)>, bool)> {
         let before = file.metadata()?;
         let stamp = |m: &std::fs::Metadata| {
             (

@@ -337,3 +337,20 @@ fn odd_side_files_neither_hang_the_backup_nor_go_missing() {
     assert_eq!(row_count(&dir.join("b.db-journal")), 7);
     assert_eq!(row_count(&dir.join("b.db")), 5);
 }
+
+#[test]
+fn an_idle_database_comes_back_byte_for_byte() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    make_db(&src.join("idle.db"), 300);
+    let id = env.backup([src.to_str().unwrap()]);
+    let target = env.path("r");
+    env.restore(&id, &target, &[]);
+    let dir = target.join(src.strip_prefix("/").unwrap());
+    assert_eq!(
+        std::fs::read(dir.join("idle.db")).unwrap(),
+        std::fs::read(src.join("idle.db")).unwrap()
+    );
+}
