@@ -17,6 +17,20 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// Whether a process with this id exists on this machine (EPERM: it does, as another
+/// user's).
+pub fn process_alive(pid: u32) -> bool {
+    use nix::errno::Errno;
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(Errno::ESRCH) => false,
+        Err(_) => true,
+    }
+}
+
 pub fn current_username() -> String {
     let uid = nix::unistd::getuid();
     nix::unistd::User::from_uid(uid)

@@ -169,11 +169,10 @@ fn remove_stale(base: &Path) {
         let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("cairn-sqlite-")) else {
             continue;
         };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
-        let alive = unsafe { libc::kill(pid, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        let alive = crate::fsmeta::process_alive(pid);
         let ours = e.metadata().is_ok_and(|m| {
             use std::os::unix::fs::MetadataExt;
             m.is_dir() && m.uid() == nix::unistd::getuid().as_raw()

@@ -60,7 +60,7 @@ pub fn run(ctx: &Ctx, a: HealthArgs) -> Result<i32> {
             .as_ref()
             .and_then(|b| b.get("host"))
             .and_then(|h| h.get_ref().as_str().map(String::from))
-            .unwrap_or_else(cairn::ops::runner::hostname),
+            .unwrap_or_else(cairn::fsmeta::hostname),
         paths: p.paths.iter().map(|x| absolute(x)).collect(),
     });
     let last_run = match (&scope, ctx.history_path(cfg.as_ref())) {

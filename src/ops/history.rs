@@ -220,8 +220,8 @@ impl History {
                     s.profile,
                     s.command,
                     s.repository,
-                    hostname(),
-                    username(),
+                    crate::fsmeta::hostname(),
+                    crate::fsmeta::current_username(),
                     std::process::id() as i64,
                     now_ms(),
                 ],
@@ -343,7 +343,11 @@ impl History {
         let mut out = Vec::new();
         for row in rows {
             let mut e = row.map_err(|e| err(&self.path, "reading", e))?;
-            if e.outcome == "running" && !e.pid.is_some_and(process_alive) {
+            if e.outcome == "running"
+                && !e
+                    .pid
+                    .is_some_and(|p| u32::try_from(p).is_ok_and(crate::fsmeta::process_alive))
+            {
                 e.outcome = "interrupted".into();
             }
             out.push(e);
@@ -383,23 +387,4 @@ impl History {
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
-}
-
-fn process_alive(pid: i64) -> bool {
-    // Signal 0: does the process exist (EPERM means it does, as another user's).
-    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
-fn hostname() -> Option<String> {
-    nix::unistd::gethostname()
-        .ok()
-        .map(|h| h.to_string_lossy().into_owned())
-}
-
-fn username() -> Option<String> {
-    nix::unistd::User::from_uid(nix::unistd::getuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
 }

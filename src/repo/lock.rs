@@ -146,7 +146,7 @@ impl LockFile {
         if age.to_std().is_ok_and(|a| a > window) {
             return true;
         }
-        self.is_ours_to_judge() && !process_alive(self.pid)
+        self.is_ours_to_judge() && !crate::fsmeta::process_alive(self.pid)
     }
 
     /// Whether its pid can be looked up here: the same boot and pid namespace (locks of
@@ -171,18 +171,6 @@ impl LockFile {
             self.pid,
             self.created.format("%Y-%m-%d %H:%M:%S UTC")
         )
-    }
-}
-
-fn process_alive(pid: u32) -> bool {
-    use nix::errno::Errno;
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Ok(()) => true,
-        Err(Errno::ESRCH) => false,
-        Err(_) => true, // EPERM: it exists, owned by someone else
     }
 }
 

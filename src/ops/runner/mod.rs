@@ -393,7 +393,7 @@ pub fn payload(r: &RunResult, repo_url: &str) -> Payload {
     Payload {
         event: if r.success { "success" } else { "failure" }.into(),
         profile: r.profile.clone(),
-        host: hostname(),
+        host: crate::fsmeta::hostname(),
         repository: repo_url.to_string(),
         started: r.started.clone(),
         ended: r.ended.clone(),
@@ -407,12 +407,6 @@ pub fn payload(r: &RunResult, repo_url: &str) -> Payload {
         warnings: r.warnings.clone(),
         hint: format!("cairn history --profile {} --failed", r.profile),
     }
-}
-
-pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
 
 /// The facts a hook gets: CAIRN_PROFILE, CAIRN_HOOK, CAIRN_REPOSITORY, CAIRN_SNAPSHOT_ID,

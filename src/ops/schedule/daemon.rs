@@ -290,7 +290,7 @@ fn watch_health(cfg: &Config, h: &History, told: &mut BTreeMap<String, bool>, si
                 let payload = notify::Payload {
                     event: "overdue".into(),
                     profile: name.clone(),
-                    host: crate::ops::runner::hostname(),
+                    host: crate::fsmeta::hostname(),
                     repository: repo,
                     started: now.clone(),
                     ended: now,
