@@ -33,6 +33,9 @@ use crate::id::Id;
 
 const HEADER: &[u8; 16] = b"SQLite format 3\0";
 
+/// The smallest page size, so the smallest database file with a header.
+const MIN_DATABASE: u64 = 512;
+
 /// What SQLite keeps beside a database.
 pub(super) const SIDE_SUFFIXES: [&[u8]; 3] = [b"-wal", b"-shm", b"-journal"];
 
@@ -333,8 +336,14 @@ impl Walker<'_> {
         path: &Path,
         at: &At,
         f: &File,
+        size: u64,
     ) -> Option<std::io::Result<(CairnResult<(Vec<Id>, u64)>, bool)>> {
-        if self.sqlite_raw.as_ref().is_some_and(|p| p.is_match(path)) || !is_sqlite(f) {
+        // A database is at least one 512-byte page: smaller files (most of a typical
+        // tree) are not even looked at.
+        if size < MIN_DATABASE
+            || self.sqlite_raw.as_ref().is_some_and(|p| p.is_match(path))
+            || !is_sqlite(f)
+        {
             return None;
         }
         let meta = f.metadata().ok()?;

@@ -608,7 +608,7 @@ impl<'a> Walker<'a> {
                 .and_then(|f| same_file(f, node))
                 .and_then(|f| {
                     self.xattrs_of(node, path, &f);
-                    match self.read_sqlite(path, at, &f) {
+                    match self.read_sqlite(path, at, &f, node.size) {
                         Some(read) => read,
                         None => self.read_file_checked(f),
                     }
