@@ -46,6 +46,10 @@ pub struct SaverOutput {
 
 pub struct BlobSaver {
     jobs: Option<Sender<Job>>,
+    /// For blobs sealed by the caller (`save_here`).
+    sealed: Option<Sender<Sealed>>,
+    key: SealingKey,
+    level: i32,
     workers: Vec<JoinHandle<()>>,
     packer: Option<JoinHandle<Result<SaverOutput>>>,
 }
@@ -67,7 +71,7 @@ impl BlobSaver {
     pub fn start(cfg: SaverConfig) -> BlobSaver {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let (job_tx, job_rx) = bounded::<Job>(threads);
-        let (sealed_tx, sealed_rx) = bounded::<Sealed>(threads);
+        let (sealed_tx, sealed_rx) = bounded::<Sealed>(threads * 2);
         let workers = (0..threads)
             .map(|_| {
                 let rx = job_rx.clone();
@@ -90,13 +94,33 @@ impl BlobSaver {
                 })
             })
             .collect();
-        drop(sealed_tx);
+        let (key, level) = (cfg.key.clone(), cfg.compression);
         let packer = std::thread::spawn(move || run_packer(cfg, sealed_rx));
         BlobSaver {
             jobs: Some(job_tx),
+            sealed: Some(sealed_tx),
+            key,
+            level,
             workers,
             packer: Some(packer),
         }
+    }
+
+    /// Compresses and seals one blob in the calling thread and hands it to the packer.
+    /// The backup's readers use this: the bytes they just read are still in their
+    /// core's cache, and no thread hop or second queue stands between them and the pack.
+    pub fn save_here(&self, ty: BlobType, id: Id, data: &[u8]) -> Result<()> {
+        let (sealed, uncompressed_length) = seal_blob(&self.key, self.level, data);
+        self.sealed
+            .as_ref()
+            .expect("save after finish")
+            .send(Sealed {
+                ty,
+                id,
+                sealed,
+                uncompressed_length,
+            })
+            .map_err(|_| Error::Other("the blob pipeline stopped".into()))
     }
 
     /// Queues one blob. An error means the pipeline has stopped; `finish` says why.
@@ -111,6 +135,7 @@ impl BlobSaver {
     /// Waits for every queued blob to be packed and written, then writes the index.
     pub fn finish(mut self) -> Result<SaverOutput> {
         self.jobs.take();
+        self.sealed.take();
         for w in self.workers.drain(..) {
             w.join()
                 .map_err(|_| Error::Other("a compression worker panicked".into()))?;
@@ -129,6 +154,7 @@ impl Drop for BlobSaver {
         // an index for a backup that will not get a snapshot. Packs already written
         // stay; a later backup or prune adopts them under the right lock.
         self.jobs.take();
+        self.sealed.take();
         for w in self.workers.drain(..) {
             let _ = w.join();
         }

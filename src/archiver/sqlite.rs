@@ -353,7 +353,7 @@ impl Walker<'_> {
                     // No journal, no WAL: nobody is in a transaction. Its bytes as
                     // they are (a restore gives back the same file), unless a commit
                     // lands while they are read: then a consistent copy.
-                    match self.read_file_checked(f.try_clone().ok()?) {
+                    match self.read_file_checked(f, None) {
                         Ok((Ok(_), true)) => {}
                         done => return Some(done),
                     }
@@ -365,7 +365,7 @@ impl Walker<'_> {
         match copied {
             Ok(copy) => {
                 let len = copy.metadata().map(|m| m.len()).unwrap_or(0);
-                let read = self.read_file(copy, len).map(|r| (r, false));
+                let read = self.read_file(&copy, len).map(|r| (r, false));
                 if matches!(read, Ok((Ok(_), _))) {
                     self.captured.lock().unwrap().insert(path.to_path_buf());
                 }

@@ -187,7 +187,7 @@ impl<'a> Walker<'a> {
     }
 
     /// Stores a blob unless the repository or this run already has it.
-    fn store(&self, ty: BlobType, id: Id, data: Vec<u8>) -> Result<()> {
+    fn store(&self, ty: BlobType, id: Id, data: &[u8]) -> Result<()> {
         if data.len() > MAX_BLOB - 1024 {
             return Err(Error::Other(format!(
                 "a directory listing of {} bytes is larger than a blob can be",
@@ -209,13 +209,13 @@ impl<'a> Walker<'a> {
             }
             s.data_added += len;
         });
-        self.saver.save(ty, id, data)
+        self.saver.save_here(ty, id, data)
     }
 
     fn store_tree(&self, tree: Tree) -> Result<Id> {
         let bytes = encode_tree(tree);
         let id = self.repo.key.id_key.blob_id(&bytes);
-        self.store(BlobType::Tree, id, bytes)?;
+        self.store(BlobType::Tree, id, &bytes)?;
         Ok(id)
     }
 
@@ -606,11 +606,11 @@ impl<'a> Walker<'a> {
             let read = at
                 .open_file()
                 .and_then(|f| same_file(f, node))
-                .and_then(|f| {
+                .and_then(|(f, seen)| {
                     self.xattrs_of(node, path, &f);
                     match self.read_sqlite(path, at, &f, node.size) {
                         Some(read) => read,
-                        None => self.read_file_checked(f),
+                        None => self.read_file_checked(&f, Some(seen)),
                     }
                 });
             match read {
@@ -645,9 +645,13 @@ impl<'a> Walker<'a> {
     #[allow(clippy::type_complexity)]
     pub(super) fn read_file_checked(
         &self,
-        file: File,
+        file: &File,
+        before: Option<std::fs::Metadata>,
     ) -> std::io::Result<(Result<(Vec<Id>, u64)>, bool)> {
-        let before = file.metadata()?;
+        let before = match before {
+            Some(m) => m,
+            None => file.metadata()?,
+        };
         let stamp = |m: &std::fs::Metadata| {
             (
                 m.len(),
@@ -657,9 +661,8 @@ impl<'a> Walker<'a> {
                 m.ctime_nsec(),
             )
         };
-        let probe = file.try_clone()?;
         let read = self.read_file(file, before.len())?;
-        let after = probe.metadata()?;
+        let after = file.metadata()?;
         let changed =
             stamp(&before) != stamp(&after) || matches!(&read, Ok((_, n)) if *n != before.len());
         Ok((read, changed))
@@ -669,7 +672,7 @@ impl<'a> Walker<'a> {
     /// file is skipped with a warning); the inner one a repository error (fatal).
     pub(super) fn read_file(
         &self,
-        mut file: File,
+        mut file: &File,
         size_hint: u64,
     ) -> std::io::Result<Result<(Vec<Id>, u64)>> {
         if size_hint <= READ_WHOLE_MAX {
@@ -696,19 +699,14 @@ impl<'a> Walker<'a> {
     }
 
     /// Chunks an in-memory file and stores its blobs.
-    fn store_chunks(&self, mut data: Vec<u8>) -> Result<(Vec<Id>, u64)> {
+    fn store_chunks(&self, data: Vec<u8>) -> Result<(Vec<Id>, u64)> {
         let params = self.repo.config.chunker;
         let size = data.len() as u64;
         self.count(|s| s.bytes_read += size);
         let mut content = Vec::new();
         for (start, len) in params.cut_points(&data, self.repo.key.chunker_seed) {
-            // A file of one chunk moves into the queue without a copy.
-            let chunk = if len == data.len() {
-                std::mem::take(&mut data)
-            } else {
-                data[start..start + len].to_vec()
-            };
-            let id = self.repo.key.id_key.blob_id(&chunk);
+            let chunk = &data[start..start + len];
+            let id = self.repo.key.id_key.blob_id(chunk);
             content.push(id);
             self.store(BlobType::Data, id, chunk)?;
         }
@@ -727,7 +725,7 @@ impl<'a> Walker<'a> {
             self.count(|s| s.bytes_read += len);
             let id = self.repo.key.id_key.blob_id(&chunk);
             content.push(id);
-            self.store(BlobType::Data, id, chunk)?;
+            self.store(BlobType::Data, id, &chunk)?;
         }
         Ok((content, size))
     }

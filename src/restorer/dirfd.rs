@@ -21,7 +21,7 @@ pub const TEMP_PREFIX: &[u8] = b".cairn-restore-";
 
 pub fn temp_name() -> OsString {
     let mut n = TEMP_PREFIX.to_vec();
-    n.extend(hex::encode(crate::crypto::random_bytes::<6>()).bytes());
+    n.extend(hex::encode(crate::crypto::public_random::<6>()).bytes());
     OsString::from(std::ffi::OsStr::from_bytes(&n))
 }
 
@@ -34,6 +34,49 @@ pub fn open_at(dir: RawFd, name: &OsStr, flags: OFlag, mode: u32) -> nix::Result
     )?;
     // SAFETY: openat returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A new regular file in `dir` that has no name yet (`O_TMPFILE`): it is filled and
+/// given its metadata unnamed, and appears under its name only when `link_unnamed`
+/// gives it one, whole. A kill or a failure before that leaves nothing behind. Unlike
+/// a temporary name, it needs no random name, no lock and no rename, and the new
+/// inode is allocated without holding the directory's lock (ext4 scans for a free
+/// inode under that lock when many files were just deleted: writer threads queued on
+/// it, spinning). Errors `EOPNOTSUPP`, `EISDIR` or `EINVAL` where the file system (or
+/// kernel) has no `O_TMPFILE`.
+pub fn open_unnamed(dir: RawFd) -> nix::Result<OwnedFd> {
+    open_at(
+        dir,
+        OsStr::new("."),
+        OFlag::O_TMPFILE | OFlag::O_RDWR,
+        0o600,
+    )
+}
+
+/// Whether `open_unnamed` errs because the file system cannot do it (the caller then
+/// writes under a temporary name instead).
+pub fn unnamed_unsupported(e: Errno) -> bool {
+    matches!(e, Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL)
+}
+
+/// Names the unnamed file `fd` `name` in `dir`. Never replaces: an entry that appeared
+/// at the name meanwhile makes it fail (`EEXIST`).
+pub fn link_unnamed(fd: RawFd, dir: RawFd, name: &OsStr) -> nix::Result<()> {
+    let proc = format!("/proc/self/fd/{fd}");
+    linkat(
+        None,
+        OsStr::new(&proc),
+        Some(dir),
+        name,
+        AtFlags::AT_SYMLINK_FOLLOW,
+    )
+}
+
+/// Whether unnamed files can be named here: through /proc (root could also use
+/// `AT_EMPTY_PATH`, but one way for everyone keeps one code path).
+pub fn can_link_unnamed() -> bool {
+    static PROC: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PROC.get_or_init(|| std::path::Path::new("/proc/self/fd").is_dir())
 }
 
 /// Opens an existing entry for reading only when it is the regular file `st` (its

@@ -252,9 +252,12 @@ impl Restorer<'_> {
     }
 
     /// Writes a file's content so that no file with wrong or missing bytes ever has the
-    /// entry's name, even when the restore is killed: it is written under a temporary
-    /// name (flocked, so a later restore's clean-up leaves it alone while it is filled),
-    /// given its metadata, and renamed into place; a failure removes it again.
+    /// entry's name, even when the restore is killed. A new name gets an unnamed file
+    /// (`O_TMPFILE`), filled, given its metadata and then linked under the name. Where
+    /// that cannot be (a file to replace, a file system without `O_TMPFILE`) it is
+    /// written under a temporary name (flocked, so a later restore's clean-up leaves
+    /// it alone while it is filled), given its metadata, and renamed into place; a
+    /// failure removes it again.
     fn write_file(
         &self,
         node: &Node,
@@ -264,6 +267,19 @@ impl Restorer<'_> {
         path: &Path,
         existing: Option<&FileStat>,
     ) -> Result<()> {
+        if existing.is_none() && self.unnamed_files.load(Ordering::Relaxed) {
+            match dirfd::open_unnamed(dir) {
+                Ok(fd) => {
+                    let mut f = File::from(fd);
+                    self.fill(node, content, &mut f, path)?;
+                    return dirfd::link_unnamed(f.as_raw_fd(), dir, name).map_err(io(path));
+                }
+                Err(e) if dirfd::unnamed_unsupported(e) => {
+                    self.unnamed_files.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(io(path)(e)),
+            }
+        }
         let tmp = dirfd::temp_name();
         let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
         let mut f = File::from(dirfd::open_at(dir, &tmp, flags, 0o600).map_err(io(path))?);

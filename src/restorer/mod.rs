@@ -21,7 +21,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
@@ -165,6 +165,7 @@ pub fn restore(
         link_members: Mutex::new(link_members),
         link_cap: link_cap(),
         link_copies: AtomicU64::new(0),
+        unnamed_files: AtomicBool::new(dirfd::can_link_unnamed()),
         summary: Mutex::new(RestoreSummary::default()),
         plan: Mutex::new(Vec::new()),
         shared,
@@ -201,6 +202,7 @@ pub fn restore(
     let root = Dir {
         fd: root_fd,
         path: target.clone(),
+        made: false,
     };
     // More writers than cores: creating small files waits on the file system.
     // On remote storage at least as many as the connections: each waits on a read.
@@ -272,6 +274,11 @@ struct Dir {
     fd: Option<DirFd>,
     /// For messages and the plan.
     path: PathBuf,
+    /// Made by this restore (private, 0700, until its metadata is set): nothing was in
+    /// it, so its entries are created without looking first. Should anything appear
+    /// there meanwhile, every create refuses to replace it (`O_EXCL`, `mkdirat`,
+    /// `RENAME_NOREPLACE`, `linkat`) and that entry fails.
+    made: bool,
 }
 
 impl Dir {
@@ -328,6 +335,9 @@ struct Restorer<'a> {
     link_cap: usize,
     /// Group members written as copies because `link_cap` groups were open.
     link_copies: AtomicU64,
+    /// New files are made unnamed and linked into place (cleared on the first file
+    /// system that cannot).
+    unnamed_files: AtomicBool,
     summary: Mutex<RestoreSummary>,
     /// Dry run: paths that would be replaced or deleted.
     plan: Mutex<Vec<PathBuf>>,
@@ -415,6 +425,9 @@ impl Restorer<'_> {
 
     /// What is at `name` in `dir` now (nothing, in a directory still to be made).
     fn lstat(&self, dir: &Dir, name: &OsStr, path: &Path) -> Result<Option<FileStat>> {
+        if dir.made {
+            return Ok(None);
+        }
         match dir.raw() {
             Some(fd) => dirfd::lstat_at(fd, name).map_err(io(path)),
             None => Ok(None),
@@ -515,6 +528,7 @@ impl Restorer<'_> {
                 Lazy::ready(Dir {
                     fd: Some(Arc::new(fd)),
                     path,
+                    made: false,
                 })
             }
             Decision::Create | Decision::Replace => Lazy {
@@ -560,7 +574,11 @@ impl Restorer<'_> {
     ) -> Result<Dir> {
         self.note_write(&path, existing.is_some());
         if self.opts.dry_run {
-            return Ok(Dir { fd: None, path });
+            return Ok(Dir {
+                fd: None,
+                path,
+                made: false,
+            });
         }
         let pfd = parent.fd()?;
         if existing.is_some() {
@@ -572,6 +590,7 @@ impl Restorer<'_> {
         Ok(Dir {
             fd: Some(Arc::new(fd)),
             path,
+            made: true,
         })
     }
 

@@ -95,11 +95,85 @@ fn temp_names(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// A restore killed while it writes a file leaves no file under the final name (the
-/// bytes go to a temporary name first, README), so a rerun with `--overwrite if-newer`
-/// writes it whole; the rerun also removes the interrupted restore's temporary file.
-/// The old restorer wrote new files at their final name: the rerun kept a truncated
-/// file with a current mtime.
+/// The files a process has open inside `dir` (by /proc/PID/fd), with their sizes:
+/// unnamed files (`O_TMPFILE`) included, which no listing of `dir` shows.
+fn open_files_in(pid: u32, dir: &Path) -> Vec<(String, u64)> {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.filter_map(|e| {
+        let p = e.ok()?.path();
+        let target = fs::read_link(&p).ok()?;
+        let m = fs::metadata(&p).ok()?;
+        (target.starts_with(dir) && m.is_file())
+            .then(|| (target.to_string_lossy().into_owned(), m.len()))
+    })
+    .collect()
+}
+
+/// Kills a restore while it writes the 96 MiB file `big` and checks that no partial
+/// file ever has that name, then that a rerun (`rerun` flags) writes it whole and
+/// leaves no temporary file. Returns the temporary names the kill left.
+fn kill_while_writing(
+    env: &Env,
+    target: &Path,
+    r: &Path,
+    data: &[u8],
+    flags: &[&str],
+) -> Vec<String> {
+    let before = fs::symlink_metadata(r.join("big")).ok().map(|m| m.len());
+    let mut child = env
+        .cmd()
+        .args(["restore", "latest", "--target", target.to_str().unwrap()])
+        .args(flags)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the file is being written (named or not), then kill.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let partial = |len: u64| len > 0 && len < data.len() as u64;
+    loop {
+        if open_files_in(child.id(), r)
+            .iter()
+            .any(|(_, len)| partial(*len))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never saw a partial file");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    if let Ok(m) = fs::symlink_metadata(r.join("big")) {
+        assert!(
+            m.len() == data.len() as u64 || Some(m.len()) == before,
+            "a partial file has the final name ({} bytes)",
+            m.len()
+        );
+    }
+    let left = temp_names(r);
+    env.restore(
+        "latest",
+        target,
+        &["--overwrite", "always", "--no-safety-snapshot"],
+    );
+    let got = fs::read(r.join("big")).unwrap();
+    assert!(
+        got == data,
+        "a {} byte file stayed after the rerun",
+        got.len()
+    );
+    assert_eq!(temp_names(r), Vec::<String>::new(), "leftovers not removed");
+    left
+}
+
+/// A restore killed while it writes a file leaves no file under the final name, so a
+/// rerun writes it whole. A new file is written unnamed (`O_TMPFILE`) and linked in
+/// when complete: the kill leaves nothing at all. A file that replaces another goes
+/// to a temporary name first and is renamed over it: the kill leaves the old file
+/// and the temporary one, which the rerun removes. The old restorer wrote new files
+/// at their final name: the rerun kept a truncated file with a current mtime.
 #[test]
 fn interrupted_restore_leaves_no_partial_file_under_its_name_and_a_rerun_cleans_up() {
     let env = Env::new();
@@ -111,55 +185,18 @@ fn interrupted_restore_leaves_no_partial_file_under_its_name_and_a_rerun_cleans_
     env.backup([&src]);
     let target = env.path("t");
     let r = restored(&target, &src);
-    let mut child = env
-        .cmd()
-        .args(["restore", "latest", "--target", target.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait until the file is being written (under whatever name), then kill.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let partial = |p: &Path| {
-        fs::symlink_metadata(p).is_ok_and(|m| m.len() > 0 && m.len() < data.len() as u64)
-    };
-    loop {
-        let names = if r.is_dir() {
-            temp_names(&r)
-        } else {
-            Vec::new()
-        };
-        if partial(&r.join("big")) || names.iter().any(|n| partial(&r.join(n))) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never saw a partial file");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    if let Ok(m) = fs::symlink_metadata(r.join("big")) {
-        assert_eq!(
-            m.len(),
-            data.len() as u64,
-            "a partial file has the final name"
-        );
-    }
-    assert!(
-        !temp_names(&r).is_empty(),
-        "the kill left no temporary file"
-    );
-    env.restore("latest", &target, &["--overwrite", "if-newer"]);
-    let got = fs::read(r.join("big")).unwrap();
-    assert!(
-        got == data,
-        "a {} byte file stayed after the rerun",
-        got.len()
-    );
+    // A new file: unnamed until whole, nothing left by the kill.
+    let left = kill_while_writing(&env, &target, &r, &data, &[]);
     assert_eq!(
-        temp_names(&r),
+        left,
         Vec::<String>::new(),
-        "leftovers not removed"
+        "an unnamed file left a name behind"
     );
+    // A file replacing another: a temporary name, left by the kill, removed by the rerun.
+    fs::write(r.join("big"), b"an older file").unwrap();
+    let flags = ["--overwrite", "always", "--no-safety-snapshot"];
+    let left = kill_while_writing(&env, &target, &r, &data, &flags);
+    assert!(!left.is_empty(), "the kill left no temporary file");
 }
 
 /// Only leftovers of an interrupted restore are removed: regular files and staging
