@@ -1,6 +1,6 @@
 //! Throughput of the per-byte stages of the backup pipeline, one core each:
-//! chunking, keyed hashing, compress+seal, open+decompress+verify, pack parsing and
-//! index lookups. Run with `cargo bench --bench primitives`.
+//! chunking, keyed hashing, compress+seal, open+decompress+verify, the random-data
+//! test, a local pack write, pack parsing and index lookups. Run with `cargo bench --bench primitives`.
 
 use std::hint::black_box;
 
@@ -68,6 +68,29 @@ fn stages(c: &mut Criterion) {
             b.iter(|| open_blob(&key.sealing, &key.id_key, &entry, s, "bench").unwrap())
         });
     }
+    g.bench_function("looks_random 1MiB", |b| {
+        b.iter(|| cairn::repo::pack::looks_random(black_box(&chunk)))
+    });
+    g.finish();
+
+    // Writing a 16 MiB pack to the local disk (O_DIRECT, fsync) and deleting it.
+    let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into()))
+        .expect("a folder to write packs in");
+    let local = cairn::backend::LocalBackend::new(dir.path().to_path_buf());
+    use cairn::backend::{Backend, FileType};
+    local.create().unwrap();
+    let pack = random(16 << 20);
+    let mut g = c.benchmark_group("local pack write");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(pack.len() as u64));
+    g.bench_function("16MiB", |b| {
+        b.iter(|| {
+            local
+                .write(FileType::Pack, &"ab".repeat(32), &pack)
+                .unwrap();
+            local.delete(FileType::Pack, &"ab".repeat(32)).unwrap();
+        })
+    });
     g.finish();
 }
 
