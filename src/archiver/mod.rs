@@ -167,7 +167,12 @@ pub fn backup(
     if let Some(p) = producer {
         p.finish(root.is_ok())?;
     }
-    let root = root?;
+    let root = match root {
+        Ok(r) => r,
+        // A reader that found the pipeline stopped reports only that; the packer's
+        // own error (a full disk, a lost lock: exit 11) is the one to show.
+        Err(e) => return Err(saver.finish().err().unwrap_or(e)),
+    };
     let (mut summary, relied) = walker.finish();
     let written = saver.finish()?;
     summary.data_added_packed = written.packed_bytes;

@@ -48,6 +48,7 @@ pub struct BlobSaver {
     jobs: Option<Sender<Job>>,
     /// For blobs sealed by the caller (`save_here`).
     sealed: Option<Sender<Sealed>>,
+    budget: Arc<Budget>,
     key: SealingKey,
     level: i32,
     workers: Vec<JoinHandle<()>>,
@@ -71,16 +72,23 @@ impl BlobSaver {
     pub fn start(cfg: SaverConfig) -> BlobSaver {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let (job_tx, job_rx) = bounded::<Job>(threads);
-        let (sealed_tx, sealed_rx) = bounded::<Sealed>(threads * 2);
+        // Sealed blobs wait for the packer within a byte budget, not a count: the one packer
+        // thread shares two cores with every reader, and a queue of two blobs left the
+        // readers spinning on a full channel whenever it was descheduled (a fifth of an
+        // initial backup's CPU went to that).
+        let (sealed_tx, sealed_rx) = bounded::<Sealed>(256);
+        let budget = Arc::new(Budget::new(SEALED_BUDGET));
         let workers = (0..threads)
             .map(|_| {
                 let rx = job_rx.clone();
                 let tx = sealed_tx.clone();
+                let budget = budget.clone();
                 let key = cfg.key.clone();
                 let level = cfg.compression;
                 std::thread::spawn(move || {
                     for job in rx {
                         let (sealed, uncompressed_length) = seal_blob(&key, level, &job.data);
+                        budget.take(sealed.len());
                         let out = Sealed {
                             ty: job.ty,
                             id: job.id,
@@ -95,10 +103,12 @@ impl BlobSaver {
             })
             .collect();
         let (key, level) = (cfg.key.clone(), cfg.compression);
-        let packer = std::thread::spawn(move || run_packer(cfg, sealed_rx));
+        let packer_budget = budget.clone();
+        let packer = std::thread::spawn(move || run_packer(cfg, sealed_rx, &packer_budget));
         BlobSaver {
             jobs: Some(job_tx),
             sealed: Some(sealed_tx),
+            budget,
             key,
             level,
             workers,
@@ -111,6 +121,7 @@ impl BlobSaver {
     /// core's cache, and no thread hop or second queue stands between them and the pack.
     pub fn save_here(&self, ty: BlobType, id: Id, data: &[u8]) -> Result<()> {
         let (sealed, uncompressed_length) = seal_blob(&self.key, self.level, data);
+        self.budget.take(sealed.len());
         self.sealed
             .as_ref()
             .expect("save after finish")
@@ -164,6 +175,48 @@ impl Drop for BlobSaver {
     }
 }
 
+/// Bytes of sealed blobs that may wait for the packer at once.
+const SEALED_BUDGET: usize = 16 << 20;
+
+/// A byte budget: `take` waits (asleep, not spinning) while the bytes in flight plus
+/// the new ones would pass the limit; a single blob larger than the limit still goes
+/// when nothing else is in flight.
+struct Budget {
+    used: std::sync::Mutex<(usize, bool)>,
+    freed: std::sync::Condvar,
+    limit: usize,
+}
+
+impl Budget {
+    fn new(limit: usize) -> Budget {
+        Budget {
+            used: std::sync::Mutex::new((0, false)),
+            freed: std::sync::Condvar::new(),
+            limit,
+        }
+    }
+
+    fn take(&self, n: usize) {
+        let mut g = self.used.lock().unwrap();
+        while !g.1 && g.0 > 0 && g.0 + n > self.limit {
+            g = self.freed.wait(g).unwrap();
+        }
+        g.0 += n;
+    }
+
+    fn give(&self, n: usize) {
+        let mut g = self.used.lock().unwrap();
+        g.0 = g.0.saturating_sub(n);
+        self.freed.notify_all();
+    }
+
+    /// No more waiting: the packer has stopped.
+    fn open(&self) {
+        self.used.lock().unwrap().1 = true;
+        self.freed.notify_all();
+    }
+}
+
 /// A finished pack on its way to storage.
 struct Upload {
     id: Id,
@@ -174,15 +227,16 @@ struct Upload {
 /// Packs go up on their own threads: several at once on remote storage (bound by
 /// bandwidth, not latency), one at a time on a local disk. An index file is written
 /// only once every pack it lists is stored.
-fn run_packer(cfg: SaverConfig, rx: Receiver<Sealed>) -> Result<SaverOutput> {
+fn run_packer(cfg: SaverConfig, rx: Receiver<Sealed>, budget: &Budget) -> Result<SaverOutput> {
     let uploaders = if cfg.backend.is_remote() {
         cfg.backend.connections().clamp(1, 4)
     } else {
         1
     };
     std::thread::scope(|s| {
-        // One pack waits while the others go up: memory stays at a few packs.
-        let (up_tx, up_rx) = bounded::<Upload>(1);
+        // A finished pack is handed over only to an idle uploader (a rendezvous): at
+        // most one pack is being filled per blob type while the others go up.
+        let (up_tx, up_rx) = bounded::<Upload>(0);
         let (done_tx, done_rx) = crossbeam_channel::unbounded::<Result<Id>>();
         for _ in 0..uploaders {
             let (rx, tx, cfg) = (up_rx.clone(), done_tx.clone(), &cfg);
@@ -215,7 +269,10 @@ fn run_packer(cfg: SaverConfig, rx: Receiver<Sealed>) -> Result<SaverOutput> {
             out: SaverOutput::default(),
             pending: IndexFile::default(),
         };
-        packer.run(rx)?;
+        let r = packer.run(rx, budget);
+        // A failed packer lets every blocked sender through (their sends then fail).
+        budget.open();
+        r?;
         Ok(packer.out)
     })
 }
@@ -232,7 +289,7 @@ struct Packer<'a> {
 }
 
 impl Packer<'_> {
-    fn run(&mut self, rx: Receiver<Sealed>) -> Result<()> {
+    fn run(&mut self, rx: Receiver<Sealed>, budget: &Budget) -> Result<()> {
         // Trees and data go to separate packs: a reader of metadata (ls, mount, check,
         // diff, a future cache) then fetches tree packs only.
         // Room for a full pack, one more blob and the header: no reallocation.
@@ -242,6 +299,7 @@ impl Packer<'_> {
         for blob in rx {
             let w = &mut writers[blob.ty.to_byte() as usize];
             w.add(blob.ty, blob.id, &blob.sealed, blob.uncompressed_length);
+            budget.give(blob.sealed.len());
             if w.size() >= self.cfg.pack_size {
                 self.write_pack(std::mem::replace(w, new_writer()))?;
                 if self.pending.packs.len() >= PACKS_PER_INDEX {

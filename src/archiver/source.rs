@@ -17,8 +17,9 @@ use crate::repo::tree::NodeKind;
 /// Checks that an opened source is the regular file the walk lstat'ed (same device,
 /// inode, type): a FIFO, device, symlink or other file swapped in meanwhile is an
 /// error (the entry is skipped with a warning), never read. The `O_NONBLOCK` that kept
-/// the open itself from blocking on a FIFO stays: it has no effect on a regular file's
-/// reads (open(2)), and clearing it cost two system calls per file.
+/// the open itself from blocking on a FIFO stays: local file systems ignore it for a
+/// regular file's reads, and clearing it cost two system calls per file. Where it
+/// does matter (a FUSE daemon, a pseudo-file), `SourceReader` clears it on EAGAIN.
 /// Returns the file and what fstat said of it (the backup's "before" stamp).
 pub(super) fn same_file(file: File, node: &Node) -> std::io::Result<(File, std::fs::Metadata)> {
     let m = file.metadata()?;
@@ -28,6 +29,40 @@ pub(super) fn same_file(file: File, node: &Node) -> std::io::Result<(File, std::
         ));
     }
     Ok((file, m))
+}
+
+/// Reads a source file opened with `O_NONBLOCK`: on EAGAIN (a FUSE daemon or a
+/// pseudo-file that honours the flag) it clears the flag and reads again, blocking.
+pub(super) struct SourceReader<'a> {
+    file: &'a File,
+    blocking: bool,
+}
+
+impl<'a> SourceReader<'a> {
+    pub(super) fn new(file: &'a File) -> Self {
+        SourceReader {
+            file,
+            blocking: false,
+        }
+    }
+}
+
+impl std::io::Read for SourceReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let mut f = self.file;
+            match f.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && !self.blocking => {
+                    let fd = self.file.as_raw_fd();
+                    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)?;
+                    let flags = OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK;
+                    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+                    self.blocking = true;
+                }
+                r => return r,
+            }
+        }
+    }
 }
 
 /// An open source directory, and the path that reaches entries relative to it.

@@ -14,7 +14,8 @@ use rayon::prelude::*;
 
 use super::saver::BlobSaver;
 use super::source::{
-    open_dir, open_dir_at, open_source, open_source_at, read_link_at, same_file, stat_at, DirHandle,
+    open_dir, open_dir_at, open_source, open_source_at, read_link_at, same_file, stat_at,
+    DirHandle, SourceReader,
 };
 use super::sqlite;
 use super::{encode_tree, synthetic_dir, BackupOptions, Excluder, VirtualDir, VirtualEntry};
@@ -672,9 +673,10 @@ impl<'a> Walker<'a> {
     /// file is skipped with a warning); the inner one a repository error (fatal).
     pub(super) fn read_file(
         &self,
-        mut file: &File,
+        file: &File,
         size_hint: u64,
     ) -> std::io::Result<Result<(Vec<Id>, u64)>> {
+        let mut file = SourceReader::new(file);
         if size_hint <= READ_WHOLE_MAX {
             // Small files, the common case: one read into memory, no streaming chunker.
             let mut data = Vec::with_capacity(size_hint as usize);

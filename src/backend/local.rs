@@ -122,7 +122,7 @@ fn write_direct(tmp: &Path, data: &[u8]) -> std::io::Result<()> {
         }
         Ok(())
     })?;
-    if data.len() % DIRECT_ALIGN != 0 {
+    if !data.len().is_multiple_of(DIRECT_ALIGN) {
         f.set_len(data.len() as u64)?;
     }
     f.sync_all()

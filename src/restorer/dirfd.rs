@@ -72,11 +72,26 @@ pub fn link_unnamed(fd: RawFd, dir: RawFd, name: &OsStr) -> nix::Result<()> {
     )
 }
 
-/// Whether unnamed files can be named here: through /proc (root could also use
-/// `AT_EMPTY_PATH`, but one way for everyone keeps one code path).
+/// Whether a failed `link_unnamed` means linking is refused here (by a security
+/// policy, `fs.protected_hardlinks`, a file system without links) rather than a
+/// problem with this entry (it exists, the disk is full).
+pub fn link_refused(e: Errno) -> bool {
+    !matches!(
+        e,
+        Errno::EEXIST | Errno::ENOSPC | Errno::EDQUOT | Errno::EIO
+    )
+}
+
+/// Whether unnamed files can be named here: through /proc, and only when /proc is
+/// the kernel's procfs (anything else mounted there could turn /proc/self/fd/N into a
+/// link to some other file). Root could also use `AT_EMPTY_PATH`; one way for
+/// everyone keeps one code path.
 pub fn can_link_unnamed() -> bool {
     static PROC: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *PROC.get_or_init(|| std::path::Path::new("/proc/self/fd").is_dir())
+    *PROC.get_or_init(|| {
+        nix::sys::statfs::statfs("/proc/self/fd")
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
+    })
 }
 
 /// Opens an existing entry for reading only when it is the regular file `st` (its
@@ -127,14 +142,14 @@ pub fn same_inode(a: &FileStat, b: &FileStat) -> bool {
 
 /// Checks that the directory just opened is the one that was looked at (`expect`), or,
 /// for one we just made, that it is ours: a directory swapped in meanwhile is refused.
-pub fn verify_dir(fd: &OwnedFd, expect: Option<&FileStat>) -> nix::Result<()> {
+pub fn verify_dir(fd: &OwnedFd, expect: Option<&FileStat>) -> nix::Result<FileStat> {
     let st = fstat(fd.as_raw_fd())?;
     let ok = match expect {
         Some(e) => same_inode(e, &st),
         None => st.st_uid == nix::unistd::geteuid().as_raw(),
     };
     if ok && is_dir(&st) {
-        Ok(())
+        Ok(st)
     } else {
         Err(Errno::ESTALE)
     }

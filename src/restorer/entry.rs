@@ -204,7 +204,7 @@ impl Restorer<'_> {
                 s.bytes_written += node.size;
             });
         } else {
-            self.write_file(node, &mut content, dir.fd()?, name, path, existing.as_ref())?;
+            self.write_file(node, &mut content, dir, name, path, existing.as_ref())?;
             self.count(|s| s.files_restored += 1);
         }
         if let (Some((k, true)), Some(dir_fd)) = (group, &dir.fd) {
@@ -262,17 +262,29 @@ impl Restorer<'_> {
         &self,
         node: &Node,
         content: &mut Content,
-        dir: RawFd,
+        dir: &Dir,
         name: &OsStr,
         path: &Path,
         existing: Option<&FileStat>,
     ) -> Result<()> {
+        // In a directory this restore made, a new file's owner is known (`Dir::made`).
+        let (owner_now, dir) = (dir.made, dir.fd()?);
+        let mut filled = None;
         if existing.is_none() && self.unnamed_files.load(Ordering::Relaxed) {
             match dirfd::open_unnamed(dir) {
                 Ok(fd) => {
                     let mut f = File::from(fd);
-                    self.fill(node, content, &mut f, path)?;
-                    return dirfd::link_unnamed(f.as_raw_fd(), dir, name).map_err(io(path));
+                    self.fill(node, content, &mut f, path, owner_now)?;
+                    match dirfd::link_unnamed(f.as_raw_fd(), dir, name) {
+                        Ok(()) => return Ok(()),
+                        Err(e) if !dirfd::link_refused(e) => return Err(io(path)(e)),
+                        // A security policy or `protected_hardlinks` may refuse the link
+                        // where a rename passes: this file and the rest go by name.
+                        Err(_) => {
+                            self.unnamed_files.store(false, Ordering::Relaxed);
+                            filled = Some(f);
+                        }
+                    }
                 }
                 Err(e) if dirfd::unnamed_unsupported(e) => {
                     self.unnamed_files.store(false, Ordering::Relaxed);
@@ -285,7 +297,10 @@ impl Restorer<'_> {
         let mut f = File::from(dirfd::open_at(dir, &tmp, flags, 0o600).map_err(io(path))?);
         let r = dirfd::lock(f.as_raw_fd(), false)
             .map_err(io(path))
-            .and_then(|()| self.fill(node, content, &mut f, path))
+            .and_then(|()| match filled.as_mut() {
+                Some(src) => self.copy_filled(node, src, &mut f, path, owner_now),
+                None => self.fill(node, content, &mut f, path, owner_now),
+            })
             .and_then(|()| dirfd::move_into(dir, &tmp, dir, name, existing).map_err(io(path)));
         if r.is_err() {
             let _ = unlinkat(Some(dir), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
@@ -293,12 +308,49 @@ impl Restorer<'_> {
         r
     }
 
+    /// Copies a file `fill` already wrote (and verified) into `f`, then the metadata.
+    fn copy_filled(
+        &self,
+        node: &Node,
+        src: &mut File,
+        f: &mut File,
+        path: &Path,
+        owner_now: Option<(u32, u32)>,
+    ) -> Result<()> {
+        let io_err = |e| Error::io_path(path, e);
+        src.seek(SeekFrom::Start(0)).map_err(io_err)?;
+        let n = std::io::copy(src, f).map_err(io_err)?;
+        if n != node.size {
+            return Err(Error::io_path(
+                path,
+                std::io::Error::other("the copy of the written file came out short"),
+            ));
+        }
+        let fd = f.as_raw_fd();
+        self.report_all(meta::apply_fd_owned(
+            fd,
+            path,
+            node,
+            self.is_root,
+            owner_now,
+        ));
+        Ok(())
+    }
+
     /// Writes the verified content, checks it back with `--verify`, then the metadata.
-    fn fill(&self, node: &Node, content: &mut Content, f: &mut File, path: &Path) -> Result<()> {
+    fn fill(
+        &self,
+        node: &Node,
+        content: &mut Content,
+        f: &mut File,
+        path: &Path,
+        owner_now: Option<(u32, u32)>,
+    ) -> Result<()> {
         let mut written = 0u64;
+        let mut hole_at_end = false;
         while let Some(data) = content.next_blob() {
             let data = data?;
-            write_sparse(f, &data).map_err(|e| Error::io_path(path, e))?;
+            hole_at_end = write_sparse(f, &data).map_err(|e| Error::io_path(path, e))?;
             written += data.len() as u64;
         }
         if written != node.size {
@@ -310,7 +362,10 @@ impl Restorer<'_> {
                 ),
             ));
         }
-        f.set_len(written).map_err(|e| Error::io_path(path, e))?;
+        // A new file is as long as what was written, unless it ends in a hole.
+        if hole_at_end {
+            f.set_len(written).map_err(|e| Error::io_path(path, e))?;
+        }
         self.count(|s| s.bytes_written += written);
         if self.opts.verify {
             // Through the same descriptor: what is read is what was written.
@@ -324,7 +379,14 @@ impl Restorer<'_> {
             }
             self.count(|s| s.files_verified += 1);
         }
-        self.report_all(meta::apply_fd(f.as_raw_fd(), path, node, self.is_root));
+        let fd = f.as_raw_fd();
+        self.report_all(meta::apply_fd_owned(
+            fd,
+            path,
+            node,
+            self.is_root,
+            owner_now,
+        ));
         Ok(())
     }
 
@@ -456,8 +518,9 @@ fn place(
 }
 
 /// Writes `data` at the current position, seeking over all-zero 4 KiB blocks so they
-/// become holes: sparse files stay sparse (the caller sets the final length).
-fn write_sparse(f: &mut File, data: &[u8]) -> std::io::Result<()> {
+/// become holes: sparse files stay sparse. Returns whether it ended with a hole (the
+/// caller then sets the final length).
+fn write_sparse(f: &mut File, data: &[u8]) -> std::io::Result<bool> {
     const BLOCK: usize = 4096;
     let mut pending: Option<usize> = None; // start of a run of blocks with data
     let mut pos = 0;
@@ -478,8 +541,9 @@ fn write_sparse(f: &mut File, data: &[u8]) -> std::io::Result<()> {
         }
         pos = end;
     }
+    let hole_at_end = pending.is_none() && !data.is_empty();
     if let Some(start) = pending {
         f.write_all(&data[start..])?;
     }
-    Ok(())
+    Ok(hole_at_end)
 }

@@ -56,11 +56,23 @@ impl Warnings<'_> {
 /// A regular file or a directory, through its open descriptor (which also saves a path
 /// lookup per step: restores of many small files are syscall-bound).
 pub fn apply_fd(fd: RawFd, path: &Path, node: &Node, is_root: bool) -> Vec<String> {
+    apply_fd_owned(fd, path, node, is_root, None)
+}
+
+/// The same for a file this restore just created with the owner `owner_now` (uid,
+/// gid): when that is already the snapshot's, the chown is skipped (a call per file).
+pub fn apply_fd_owned(
+    fd: RawFd,
+    path: &Path,
+    node: &Node,
+    is_root: bool,
+    owner_now: Option<(u32, u32)>,
+) -> Vec<String> {
     let mut w = Warnings {
         path,
         lines: Vec::new(),
     };
-    if is_root {
+    if is_root && owner_now != Some((node.uid, node.gid)) {
         w.check(
             "owner",
             fchown(

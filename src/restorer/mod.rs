@@ -202,7 +202,7 @@ pub fn restore(
     let root = Dir {
         fd: root_fd,
         path: target.clone(),
-        made: false,
+        made: None,
     };
     // More writers than cores: creating small files waits on the file system.
     // On remote storage at least as many as the connections: each waits on a read.
@@ -274,11 +274,12 @@ struct Dir {
     fd: Option<DirFd>,
     /// For messages and the plan.
     path: PathBuf,
-    /// Made by this restore (private, 0700, until its metadata is set): nothing was in
-    /// it, so its entries are created without looking first. Should anything appear
+    /// Made by this restore (private, 0700, until its metadata is set), with the owner
+    /// and group new entries in it get: nothing was in it, so its entries are created
+    /// without looking first, and a new file already owned right is not chowned. Should anything appear
     /// there meanwhile, every create refuses to replace it (`O_EXCL`, `mkdirat`,
     /// `RENAME_NOREPLACE`, `linkat`) and that entry fails.
-    made: bool,
+    made: Option<(u32, u32)>,
 }
 
 impl Dir {
@@ -425,7 +426,7 @@ impl Restorer<'_> {
 
     /// What is at `name` in `dir` now (nothing, in a directory still to be made).
     fn lstat(&self, dir: &Dir, name: &OsStr, path: &Path) -> Result<Option<FileStat>> {
-        if dir.made {
+        if dir.made.is_some() {
             return Ok(None);
         }
         match dir.raw() {
@@ -528,7 +529,7 @@ impl Restorer<'_> {
                 Lazy::ready(Dir {
                     fd: Some(Arc::new(fd)),
                     path,
-                    made: false,
+                    made: None,
                 })
             }
             Decision::Create | Decision::Replace => Lazy {
@@ -577,7 +578,7 @@ impl Restorer<'_> {
             return Ok(Dir {
                 fd: None,
                 path,
-                made: false,
+                made: None,
             });
         }
         let pfd = parent.fd()?;
@@ -586,11 +587,13 @@ impl Restorer<'_> {
         }
         mkdirat(Some(pfd), name, Mode::from_bits_truncate(0o700)).map_err(io(&path))?;
         let fd = dirfd::open_dir(pfd, name).map_err(io(&path))?;
-        dirfd::verify_dir(&fd, None).map_err(io(&path))?;
+        let st = dirfd::verify_dir(&fd, None).map_err(io(&path))?;
         Ok(Dir {
             fd: Some(Arc::new(fd)),
             path,
-            made: true,
+            // New entries get its owner and group (its group is ours, or its parent's
+            // when that is setgid, as it is then for the entries).
+            made: Some((st.st_uid, st.st_gid)),
         })
     }
 

@@ -111,15 +111,16 @@ fn open_files_in(pid: u32, dir: &Path) -> Vec<(String, u64)> {
     .collect()
 }
 
-/// Kills a restore while it writes the 96 MiB file `big` and checks that no partial
-/// file ever has that name, then that a rerun (`rerun` flags) writes it whole and
-/// leaves no temporary file. Returns the temporary names the kill left.
+/// Kills a restore (`flags`) while it writes the 96 MiB file `big` and checks that no
+/// partial file ever has that name, then that a rerun (`rerun` flags) writes it whole
+/// and leaves no temporary file. Returns the temporary names the kill left.
 fn kill_while_writing(
     env: &Env,
     target: &Path,
     r: &Path,
     data: &[u8],
     flags: &[&str],
+    rerun: &[&str],
 ) -> Vec<String> {
     let before = fs::symlink_metadata(r.join("big")).ok().map(|m| m.len());
     let mut child = env
@@ -153,6 +154,7 @@ fn kill_while_writing(
         );
     }
     let left = temp_names(r);
+    env.restore("latest", target, rerun);
     env.restore(
         "latest",
         target,
@@ -185,8 +187,10 @@ fn interrupted_restore_leaves_no_partial_file_under_its_name_and_a_rerun_cleans_
     env.backup([&src]);
     let target = env.path("t");
     let r = restored(&target, &src);
-    // A new file: unnamed until whole, nothing left by the kill.
-    let left = kill_while_writing(&env, &target, &r, &data, &[]);
+    // A new file: unnamed until whole, nothing left by the kill; an `if-newer` rerun
+    // (which keeps whatever is newer than the snapshot) writes it whole.
+    let rerun = ["--overwrite", "if-newer"];
+    let left = kill_while_writing(&env, &target, &r, &data, &[], &rerun);
     assert_eq!(
         left,
         Vec::<String>::new(),
@@ -195,7 +199,7 @@ fn interrupted_restore_leaves_no_partial_file_under_its_name_and_a_rerun_cleans_
     // A file replacing another: a temporary name, left by the kill, removed by the rerun.
     fs::write(r.join("big"), b"an older file").unwrap();
     let flags = ["--overwrite", "always", "--no-safety-snapshot"];
-    let left = kill_while_writing(&env, &target, &r, &data, &flags);
+    let left = kill_while_writing(&env, &target, &r, &data, &flags, &flags);
     assert!(!left.is_empty(), "the kill left no temporary file");
 }
 
@@ -686,4 +690,34 @@ fn incomplete_pre_restore_snapshot_stops_the_restore_before_it_writes() {
     let out = run(&["--no-safety-snapshot"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(fs::read(r.join("f")).unwrap(), b"snapshot");
+}
+
+/// A new file is chowned only when it is not already owned as the snapshot says: in a
+/// directory the restore made inside a setgid directory, new files get that
+/// directory's group, so the snapshot's group must still be set on them.
+#[test]
+fn files_in_a_setgid_target_still_get_the_snapshot_group() {
+    if !prerequisite(is_root(), "root") {
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    for p in [src.join("f"), src.join("sub/g")] {
+        fs::write(&p, b"x").unwrap();
+        std::os::unix::fs::chown(&p, Some(0), Some(0)).unwrap();
+    }
+    std::os::unix::fs::chown(src.join("sub"), Some(0), Some(0)).unwrap();
+    env.backup([&src]);
+    let target = env.path("t");
+    fs::create_dir_all(&target).unwrap();
+    std::os::unix::fs::chown(&target, Some(0), Some(4343)).unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o2775)).unwrap();
+    env.restore("latest", &target, &[]);
+    let r = restored(&target, &src);
+    for p in [r.join("f"), r.join("sub/g"), r.join("sub")] {
+        let m = fs::symlink_metadata(&p).unwrap();
+        assert_eq!((m.uid(), m.gid()), (0, 0), "{}", p.display());
+    }
 }
