@@ -182,7 +182,8 @@ const SEALED_BUDGET: usize = 16 << 20;
 /// the new ones would pass the limit; a single blob larger than the limit still goes
 /// when nothing else is in flight.
 struct Budget {
-    used: std::sync::Mutex<(usize, bool)>,
+    /// Bytes in flight, opened (no more waiting), senders waiting.
+    used: std::sync::Mutex<(usize, bool, usize)>,
     freed: std::sync::Condvar,
     limit: usize,
 }
@@ -190,7 +191,7 @@ struct Budget {
 impl Budget {
     fn new(limit: usize) -> Budget {
         Budget {
-            used: std::sync::Mutex::new((0, false)),
+            used: std::sync::Mutex::new((0, false, 0)),
             freed: std::sync::Condvar::new(),
             limit,
         }
@@ -199,7 +200,9 @@ impl Budget {
     fn take(&self, n: usize) {
         let mut g = self.used.lock().unwrap();
         while !g.1 && g.0 > 0 && g.0 + n > self.limit {
+            g.2 += 1;
             g = self.freed.wait(g).unwrap();
+            g.2 -= 1;
         }
         g.0 += n;
     }
@@ -207,7 +210,10 @@ impl Budget {
     fn give(&self, n: usize) {
         let mut g = self.used.lock().unwrap();
         g.0 = g.0.saturating_sub(n);
-        self.freed.notify_all();
+        // A wake-up is a system call: only when someone waits.
+        if g.2 > 0 {
+            self.freed.notify_all();
+        }
     }
 
     /// No more waiting: the packer has stopped.
