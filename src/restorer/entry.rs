@@ -308,6 +308,19 @@ impl Restorer<'_> {
         r
     }
 
+    /// Owner, mode, xattrs and times of a file this restore created, through its
+    /// descriptor (`owner_now`: the owner it was created with, see `Dir::made`).
+    fn apply_meta(&self, f: &File, path: &Path, node: &Node, owner_now: Option<(u32, u32)>) {
+        let fd = f.as_raw_fd();
+        self.report_all(meta::apply_fd_owned(
+            fd,
+            path,
+            node,
+            self.is_root,
+            owner_now,
+        ));
+    }
+
     /// Copies a file `fill` already wrote (and verified) into `f`, then the metadata.
     fn copy_filled(
         &self,
@@ -326,14 +339,7 @@ impl Restorer<'_> {
                 std::io::Error::other("the copy of the written file came out short"),
             ));
         }
-        let fd = f.as_raw_fd();
-        self.report_all(meta::apply_fd_owned(
-            fd,
-            path,
-            node,
-            self.is_root,
-            owner_now,
-        ));
+        self.apply_meta(f, path, node, owner_now);
         Ok(())
     }
 
@@ -379,14 +385,7 @@ impl Restorer<'_> {
             }
             self.count(|s| s.files_verified += 1);
         }
-        let fd = f.as_raw_fd();
-        self.report_all(meta::apply_fd_owned(
-            fd,
-            path,
-            node,
-            self.is_root,
-            owner_now,
-        ));
+        self.apply_meta(f, path, node, owner_now);
         Ok(())
     }
 
