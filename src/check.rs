@@ -7,6 +7,7 @@
 //! authentication and id.
 
 use std::collections::{HashMap, HashSet};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Mutex;
 
@@ -18,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::index::IndexFile;
 use crate::repo::key::KeyFile;
-use crate::repo::pack::{open_blob, parse_pack, PackEntry};
+use crate::repo::pack::{header_location, open_blob, parse_header, PackEntry};
 use crate::repo::tree::NodeKind;
 use crate::repo::Repository;
 
@@ -453,30 +454,32 @@ fn read_pack(
             b.insert(*id, why.to_string());
         }
     };
-    // A tree pack read whole for the tree walk moments ago is verified from that read.
-    let bytes = match repo
-        .held_tree_pack(pack)
-        .map(|b| Ok(b.to_vec()))
-        .unwrap_or_else(|| repo.backend().read(FileType::Pack, &name))
-    {
-        Ok(b) => b,
-        Err(e) => {
-            mark_all("pack unreadable");
-            // Gone (not damaged): a prune beside this check may have deleted it.
-            let gone = e.is_not_found();
-            return (0, vec![(file, e.to_string(), all)], gone);
-        }
+    let unreadable = |e: Error, n: u64| {
+        mark_all("pack unreadable");
+        // Gone (not damaged): a prune beside this check may have deleted it.
+        let gone = e.is_not_found();
+        (n, vec![(file.clone(), e.to_string(), all.clone())], gone)
     };
-    let n = bytes.len() as u64;
+    // A tree pack read whole for the tree walk moments ago is verified from that read;
+    // any other is streamed, a blob at a time, never held whole.
+    let reader = match repo.held_tree_pack(pack) {
+        Some(b) => Ok(Box::new(std::io::Cursor::new(b.to_vec())) as Box<dyn Read + Send>),
+        None => repo.backend().read_stream(FileType::Pack, &name),
+    };
+    let streamed = match reader.and_then(|r| stream_pack(r, repo, indexed, &name)) {
+        Ok(s) => s,
+        Err(e) => return unreadable(e, 0),
+    };
+    let n = streamed.len;
     let mut problems = Vec::new();
-    if Id::of_file(&bytes) != *pack {
+    if streamed.hash != *pack {
         problems.push((
             file.clone(),
             "pack content does not match its name".to_string(),
             Vec::new(),
         ));
     }
-    let header = match parse_pack(&bytes, &repo.key.sealing, &file) {
+    let header = match streamed.header {
         Ok(h) => h,
         Err(e) => {
             mark_all("pack header damaged");
@@ -485,29 +488,12 @@ fn read_pack(
         }
     };
     let header_ids: HashMap<Id, &PackEntry> = header.iter().map(|e| (e.id, e)).collect();
-    let mut damaged = Vec::new();
-    for e in indexed {
-        match header_ids.get(&e.id) {
-            Some(h) if *h == e => {}
-            _ => {
-                damaged.push(e.id);
-                continue;
-            }
-        }
-        let end = e.offset as usize + e.length as usize;
-        if end > bytes.len()
-            || open_blob(
-                &repo.key.sealing,
-                &repo.key.id_key,
-                e,
-                &bytes[e.offset as usize..end],
-                &file,
-            )
-            .is_err()
-        {
-            damaged.push(e.id);
-        }
-    }
+    let mut damaged: Vec<Id> = indexed
+        .iter()
+        .filter(|e| header_ids.get(&e.id) != Some(e) || streamed.damaged.contains(&e.id))
+        .map(|e| e.id)
+        .collect();
+    damaged.dedup();
     if !damaged.is_empty() {
         let mut b = bad.lock().unwrap();
         for id in &damaged {
@@ -524,6 +510,110 @@ fn read_pack(
         ));
     }
     (n, problems, false)
+}
+
+/// What one front-to-back read of a pack showed.
+struct StreamedPack {
+    /// Bytes read.
+    len: u64,
+    /// Hash of the whole file (its name, when sound).
+    hash: Id,
+    /// Indexed blobs that are missing from the file or fail to open.
+    damaged: HashSet<Id>,
+    /// The pack's own header, authenticated.
+    header: Result<Vec<PackEntry>>,
+}
+
+/// Reads a pack once, front to back: hashes every byte, opens each indexed blob as it
+/// passes (only one blob is held at a time), and keeps what follows the last blob,
+/// where the header is. An error is a failed read, not damage.
+fn stream_pack(
+    mut r: Box<dyn Read + Send>,
+    repo: &Repository,
+    indexed: &[PackEntry],
+    name: &str,
+) -> Result<StreamedPack> {
+    let file = &FileType::Pack.path(name);
+    let read_err = |e: std::io::Error| Error::Other(format!("reading {file}: {e}"));
+    let mut by_offset: Vec<&PackEntry> = indexed.iter().collect();
+    by_offset.sort_by_key(|e| (e.offset, e.length));
+    let mut hasher = blake3::Hasher::new();
+    let mut pos = 0u64;
+    let mut damaged = HashSet::new();
+    let mut blob = Vec::new();
+    let mut ended = false;
+    for e in by_offset {
+        // An entry overlapping the one before, or past the end: the index is wrong.
+        if ended || (e.offset as u64) < pos {
+            damaged.insert(e.id);
+            continue;
+        }
+        let gap = e.offset as u64 - pos;
+        let skipped = std::io::copy(&mut (&mut r).take(gap), &mut HashWriter(&mut hasher))
+            .map_err(read_err)?;
+        pos += skipped;
+        if skipped < gap {
+            ended = true;
+            damaged.insert(e.id);
+            continue;
+        }
+        blob.clear();
+        let got = (&mut r)
+            .take(e.length as u64)
+            .read_to_end(&mut blob)
+            .map_err(read_err)? as u64;
+        hasher.update(&blob);
+        pos += got;
+        if got < e.length as u64 {
+            ended = true;
+            damaged.insert(e.id);
+            continue;
+        }
+        if open_blob(&repo.key.sealing, &repo.key.id_key, e, &blob, file).is_err() {
+            damaged.insert(e.id);
+        }
+    }
+    drop(blob);
+    let mut tail = Vec::new();
+    r.read_to_end(&mut tail).map_err(read_err)?;
+    hasher.update(&tail);
+    let len = pos + tail.len() as u64;
+    let header = if tail.len() >= 4 {
+        match header_location(len, &tail[tail.len() - 4..], file) {
+            // The header lies in what followed the last indexed blob (always, when
+            // the index agrees with the pack).
+            Ok((start, hl)) if start >= pos => {
+                let at = (start - pos) as usize;
+                parse_header(&tail[at..at + hl], start, &repo.key.sealing, file)
+            }
+            // Indexed blobs reach into it: read it again on its own.
+            Ok(_) => repo.read_pack_header(name),
+            Err(e) => Err(e),
+        }
+    } else if len >= 4 {
+        repo.read_pack_header(name)
+    } else {
+        Err(Error::integrity(file, "pack is too short"))
+    };
+    Ok(StreamedPack {
+        len,
+        hash: Id(*hasher.finalize().as_bytes()),
+        damaged,
+        header,
+    })
+}
+
+/// Feeds written bytes to a hasher.
+struct HashWriter<'a>(&'a mut blake3::Hasher);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// For each bad blob: the `<snapshot>:<path>` entries that need it.

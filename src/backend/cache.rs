@@ -170,6 +170,14 @@ impl Backend for CachedBackend {
         self.inner.read(ft, name)
     }
 
+    fn read_stream(&self, ft: FileType, name: &str) -> Result<Box<dyn std::io::Read + Send>> {
+        if ft == FileType::Pack {
+            // Packs are never served whole from the cache (see `read`).
+            return self.inner.read_stream(ft, name);
+        }
+        Ok(Box::new(std::io::Cursor::new(self.read(ft, name)?)))
+    }
+
     fn read_range(&self, ft: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         if ft == FileType::Pack && self.verified_packs.lock().unwrap().contains(name) {
             // Served from the cache only for whole packs checked in this process.

@@ -134,6 +134,20 @@ impl CountingBackend {
     }
 }
 
+/// A streamed read whose bytes count as read.
+struct CountedRead {
+    inner: Box<dyn std::io::Read + Send>,
+    counts: Arc<RequestCounts>,
+}
+
+impl std::io::Read for CountedRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        bump(&self.counts.bytes_read, n as u64);
+        Ok(n)
+    }
+}
+
 impl Backend for CountingBackend {
     fn location(&self) -> String {
         self.inner.location()
@@ -150,6 +164,15 @@ impl Backend for CountingBackend {
             bump(&self.counts.bytes_read, b.len() as u64);
         }
         r
+    }
+    fn read_stream(&self, ft: FileType, name: &str) -> Result<Box<dyn std::io::Read + Send>> {
+        bump(&self.counts.read, 1);
+        self.trace("read", ft, name);
+        let inner = self.inner.read_stream(ft, name)?;
+        Ok(Box::new(CountedRead {
+            inner,
+            counts: self.counts.clone(),
+        }))
     }
     fn read_range(&self, ft: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         bump(&self.counts.read_range, 1);

@@ -75,6 +75,11 @@ pub trait Backend: Send + Sync {
     fn create(&self) -> Result<()>;
     fn read(&self, ft: FileType, name: &str) -> Result<Vec<u8>>;
     fn read_range(&self, ft: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
+    /// A whole file as a stream, front to back, for readers that need not hold it
+    /// whole (`check --read-data`). By default the whole file is read at once.
+    fn read_stream(&self, ft: FileType, name: &str) -> Result<Box<dyn std::io::Read + Send>> {
+        Ok(Box::new(std::io::Cursor::new(self.read(ft, name)?)))
+    }
     /// Writes a whole file atomically: a reader sees all of it or nothing.
     fn write(&self, ft: FileType, name: &str, data: &[u8]) -> Result<()>;
     /// Names and sizes of all files of one kind.

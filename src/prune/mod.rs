@@ -142,8 +142,17 @@ struct Plan {
     /// Unused packs not marked before (marked by this run, or deleted at once).
     newly_unused: Vec<Id>,
     repack: Vec<Id>,
-    /// Which pack's copy of each used blob is kept.
-    keeper: HashMap<Id, Id>,
+    /// Which pack's copy of each used blob is kept (an index into `keeper_packs`;
+    /// 36 bytes an entry, not 64: on a large repository this map is prune's largest).
+    keeper: HashMap<Id, u32>,
+    keeper_packs: Vec<Id>,
+}
+
+/// True when `blob`'s copy in `pack` is the one kept.
+fn keeps(keeper: &HashMap<Id, u32>, keeper_packs: &[Id], blob: &Id, pack: &Id) -> bool {
+    keeper
+        .get(blob)
+        .is_some_and(|&i| keeper_packs[i as usize] == *pack)
 }
 
 pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> {
@@ -173,7 +182,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
     };
     report.snapshots = snapshot_names.len() as u64;
     report.blobs_used = used.len() as u64;
-    let mut plan = plan(repo, opts, files, &used, &mut report)?;
+    let mut plan = plan(repo, opts, files, used, &mut report)?;
 
     report.packs_repacked = plan.repack.len() as u64;
     report.bytes_repacked = plan.repack.iter().map(|id| plan.stored[id]).sum();
@@ -311,7 +320,10 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
     // The new index, then the old index files, then the packs; each deletion only
     // while our locks are provably alive (checked before every one: a prune stopped
     // in the middle must not go on once others may have thought it gone).
-    let (written, mut now_files) = write_index_files(repo, &plan.next)?;
+    // The plan's own copy of the index and its maps go before the new one is encoded.
+    let next = std::mem::take(&mut plan.next);
+    drop(plan);
+    let (written, mut now_files) = write_index_files(repo, next)?;
     repo.confirm_locks()?;
     for name in old_index_names.iter().filter(|n| !written.contains(n)) {
         repo.ensure_locks_alive()?;
@@ -376,7 +388,7 @@ fn plan(
     repo: &Repository,
     opts: &PruneOptions,
     files: Vec<IndexFile>,
-    used: &HashSet<Id>,
+    used: HashSet<Id>,
     report: &mut PruneReport,
 ) -> Result<Plan> {
     // One entry per pack; a pack listed twice keeps its mark, as the index does.
@@ -436,23 +448,29 @@ fn plan(
     packs.retain(|id, _| stored.contains_key(id));
     report.packs = packs.len() as u64;
 
-    // Which copy of each used blob is kept: one in a live pack if there is one.
-    let mut keeper: HashMap<Id, Id> = HashMap::new();
+    // Which copy of each used blob is kept: one in a live pack if there is one. The
+    // set of used blobs becomes this map and is freed.
     let mut order: Vec<&IndexedPack> = packs.values().collect();
     order.sort_by_key(|p| (p.marked.is_some(), p.id));
-    for p in &order {
+    const NONE: u32 = u32::MAX;
+    let mut keeper: HashMap<Id, u32> = used.into_iter().map(|id| (id, NONE)).collect();
+    for (i, p) in order.iter().enumerate() {
         for b in &p.blobs {
-            if used.contains(&b.id) {
-                keeper.entry(b.id).or_insert(p.id);
+            if let Some(k) = keeper.get_mut(&b.id) {
+                if *k == NONE {
+                    *k = i as u32;
+                }
             }
         }
     }
+    keeper.retain(|_, k| *k != NONE);
+    let keeper_packs: Vec<Id> = order.iter().map(|p| p.id).collect();
 
     let pack_size = repo.config.pack_size as u64;
     let live_bytes = |p: &IndexedPack| -> u64 {
         p.blobs
             .iter()
-            .filter(|b| keeper.get(&b.id) == Some(&p.id))
+            .filter(|b| keeps(&keeper, &keeper_packs, &b.id, &p.id))
             .map(|b| b.length as u64)
             .sum()
     };
@@ -531,6 +549,7 @@ fn plan(
         newly_unused,
         repack,
         keeper,
+        keeper_packs,
     })
 }
 
@@ -538,7 +557,10 @@ fn plan(
 /// writer per blob type, closed at the target size; the new packs join `next`.
 fn repack(repo: &Repository, plan: &mut Plan) -> Result<()> {
     let pack_size = repo.config.pack_size as u64;
-    let mut writers: [PackWriter; 2] = Default::default();
+    // Room for a full pack, one more blob and the header: no doubling copy (only the
+    // pages written count).
+    let capacity = repo.config.pack_size as usize + (9 << 20);
+    let mut writers = [0, 1].map(|_| PackWriter::with_capacity(capacity));
     let flush = |w: PackWriter, next: &mut Vec<IndexedPack>| -> Result<()> {
         let (id, bytes, blobs) = w.finish(&repo.key.sealing);
         crate::backend::store(repo.backend(), FileType::Pack, &id.to_hex(), &bytes)?;
@@ -557,7 +579,7 @@ fn repack(repo: &Repository, plan: &mut Plan) -> Result<()> {
         for b in p
             .blobs
             .iter()
-            .filter(|b| plan.keeper.get(&b.id) == Some(&p.id))
+            .filter(|b| keeps(&plan.keeper, &plan.keeper_packs, &b.id, &p.id))
         {
             let sealed = bytes
                 .get(b.offset as usize..b.offset as usize + b.length as usize)
@@ -566,7 +588,8 @@ fn repack(repo: &Repository, plan: &mut Plan) -> Result<()> {
             let w = &mut writers[b.ty.to_byte() as usize];
             w.add(b.ty, b.id, sealed, b.uncompressed_length);
             if w.size() as u64 >= pack_size {
-                flush(std::mem::take(w), &mut plan.next)?;
+                let full = std::mem::replace(w, PackWriter::with_capacity(capacity));
+                flush(full, &mut plan.next)?;
             }
         }
     }
@@ -575,6 +598,8 @@ fn repack(repo: &Repository, plan: &mut Plan) -> Result<()> {
             flush(w, &mut plan.next)?;
         }
     }
+    // Which copy is kept matters no more: free the largest map before the rest.
+    plan.keeper = HashMap::new();
     Ok(())
 }
 
@@ -596,12 +621,13 @@ pub fn repair_index(repo: &mut Repository) -> Result<(u64, u64)> {
             Err(_) => unreadable += 1,
         }
     }
-    let (written, _) = write_index_files(repo, &packs)?;
+    let indexed = packs.len() as u64;
+    let (written, _) = write_index_files(repo, packs)?;
     for name in old.iter().filter(|n| !written.contains(n)) {
         repo.backend().delete(FileType::Index, name)?;
     }
     repo.load_index()?;
-    Ok((packs.len() as u64, unreadable))
+    Ok((indexed, unreadable))
 }
 
 fn names(repo: &Repository, ft: FileType) -> Result<Vec<String>> {
@@ -613,19 +639,23 @@ fn names(repo: &Repository, ft: FileType) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Writes `packs` as index files of at most 1000 packs each, only while this
-/// process's locks are alive; returns their names and contents. When one lands too
-/// late, those written before it are taken back too.
+/// An index file prune writes holds at most this many packs or blobs (a backup's hold
+/// 64 packs): its encoded and sealed copies are what prune holds in memory at once,
+/// a few MiB however large the repository.
+const INDEX_FILE_PACKS: usize = 64;
+const INDEX_FILE_BLOBS: usize = 65_536;
+
+/// Writes `packs` as index files of at most `INDEX_FILE_PACKS` packs and about
+/// `INDEX_FILE_BLOBS` blobs each, only while this process's locks are alive; returns
+/// their names and contents. When one lands too late, those written before it are
+/// taken back too.
 fn write_index_files(
     repo: &Repository,
-    packs: &[IndexedPack],
+    packs: Vec<IndexedPack>,
 ) -> Result<(Vec<String>, Vec<IndexFile>)> {
     let mut written = Vec::new();
     let mut files = Vec::new();
-    for chunk in packs.chunks(1000) {
-        let f = IndexFile {
-            packs: chunk.to_vec(),
-        };
+    for f in index_files(packs) {
         match repo.write_file_while_held(FileType::Index, &f.encode(&repo.key.sealing)) {
             Ok(id) => {
                 written.push(id.to_hex());
@@ -640,4 +670,73 @@ fn write_index_files(
         }
     }
     Ok((written, files))
+}
+
+/// Splits packs into index files: a file is closed once it holds `INDEX_FILE_PACKS`
+/// packs or at least `INDEX_FILE_BLOBS` blobs (every file holds at least one pack).
+fn index_files(packs: Vec<IndexedPack>) -> Vec<IndexFile> {
+    let mut files: Vec<IndexFile> = Vec::new();
+    let mut blobs = 0;
+    for p in packs {
+        match files.last_mut() {
+            Some(f) if f.packs.len() < INDEX_FILE_PACKS && blobs < INDEX_FILE_BLOBS => {
+                blobs += p.blobs.len();
+                f.packs.push(p);
+            }
+            _ => {
+                blobs = p.blobs.len();
+                files.push(IndexFile { packs: vec![p] });
+            }
+        }
+    }
+    files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::pack::{BlobType, PackEntry};
+
+    fn pack(n: u8, blobs: usize) -> IndexedPack {
+        IndexedPack {
+            id: Id([n; 32]),
+            marked: None,
+            blobs: (0..blobs)
+                .map(|i| PackEntry {
+                    ty: BlobType::Data,
+                    id: Id([0; 32]),
+                    offset: i as u32,
+                    length: 1,
+                    uncompressed_length: 0,
+                })
+                .collect(),
+        }
+    }
+
+    /// Prune's index files stay small however large the repository: its memory holds
+    /// one encoded file at a time.
+    #[test]
+    fn index_files_are_bounded_by_packs_and_blobs() {
+        let sizes = |files: Vec<IndexFile>| -> Vec<(usize, usize)> {
+            files
+                .iter()
+                .map(|f| (f.packs.len(), f.packs.iter().map(|p| p.blobs.len()).sum()))
+                .collect()
+        };
+        let many: Vec<_> = (0..130).map(|i| pack(i as u8, 1)).collect();
+        assert_eq!(
+            sizes(index_files(many)),
+            [(64, 64), (64, 64), (2, 2)],
+            "at most 64 packs a file"
+        );
+        let big: Vec<_> = (0..3).map(|i| pack(i, 40_000)).collect();
+        assert_eq!(
+            sizes(index_files(big)),
+            [(2, 80_000), (1, 40_000)],
+            "closed once 65 536 blobs are reached"
+        );
+        let huge = vec![pack(1, 100_000), pack(2, 1)];
+        assert_eq!(sizes(index_files(huge)), [(1, 100_000), (1, 1)]);
+        assert!(index_files(Vec::new()).is_empty());
+    }
 }

@@ -299,7 +299,22 @@ pub fn parse_pack(bytes: &[u8], key: &SealingKey, file: &str) -> Result<Vec<Pack
         return Err(Error::integrity(file, "pack is too short"));
     }
     let (start, hl) = header_location(bytes.len() as u64, &bytes[bytes.len() - 4..], file)?;
-    let sealed = &bytes[start as usize..start as usize + hl];
+    parse_header(
+        &bytes[start as usize..start as usize + hl],
+        start,
+        key,
+        file,
+    )
+}
+
+/// Opens and decodes a pack's sealed header, which starts at `start` (the length of
+/// the blobs before it).
+pub fn parse_header(
+    sealed: &[u8],
+    start: u64,
+    key: &SealingKey,
+    file: &str,
+) -> Result<Vec<PackEntry>> {
     let plain = key
         .open(aad::PACK_HEADER, sealed)
         .map_err(|_| Error::integrity(file, "pack header authentication failed"))?;

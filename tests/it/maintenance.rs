@@ -395,3 +395,54 @@ fn out_of_range_numbers_are_refused_and_change_nothing() {
     let r = json(&env, &["prune", "--grace-hours", "87600"]);
     assert_eq!(r["packs_deleted"], 0, "{r}");
 }
+
+/// `check --read-data` streams each pack a blob at a time (it never holds a data pack
+/// whole): an index that lies about a blob's place is still caught, whether the entry
+/// overlaps the blob before it or reaches into the pack's header (which is then read
+/// on its own), and only the lied-about blob is reported.
+#[test]
+fn streamed_check_catches_index_entries_that_overlap_or_reach_into_the_header() {
+    use cairn::repo::index::IndexFile;
+    for lie in ["overlap", "into header"] {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        for i in 0..3 {
+            fs::write(src.join(format!("f{i}")), random_bytes(300_000, i)).unwrap();
+        }
+        env.backup([&src]);
+        env.ok(["check", "--read-data"]);
+        let backend = Arc::new(LocalBackend::new(env.repo.clone()));
+        let mut repo = Repository::open(backend.clone(), PASSWORD.as_bytes()).unwrap();
+        let (names, files) = repo.read_index_files().unwrap();
+        let mut packs: Vec<_> = files.into_iter().flat_map(|f| f.packs).collect();
+        // The data pack: the one with the most blobs.
+        let data = packs
+            .iter_mut()
+            .max_by_key(|p| p.blobs.len())
+            .expect("a data pack");
+        assert!(data.blobs.len() >= 3, "{}", data.blobs.len());
+        data.blobs.sort_by_key(|b| b.offset);
+        match lie {
+            "overlap" => data.blobs[1].offset -= 1,
+            _ => data.blobs.last_mut().unwrap().length += 8,
+        }
+        let pack_name = data.id.to_hex();
+        for n in &names {
+            fs::remove_file(env.repo.join("index").join(n)).unwrap();
+        }
+        repo.save_index(IndexFile { packs }).unwrap();
+        drop(repo);
+        let out = env.run(["--no-cache", "check", "--read-data"]);
+        assert_eq!(code(&out), 13, "{lie}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(&pack_name), "{lie}: {err}");
+        assert!(
+            err.contains("1 of ") && err.contains("blobs fail verification"),
+            "{lie}: only the one entry is wrong: {err}"
+        );
+        assert!(!err.contains("does not match its name"), "{lie}: {err}");
+        assert!(!err.contains("header"), "{lie}: the header is sound: {err}");
+    }
+}
