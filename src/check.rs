@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::index::IndexFile;
 use crate::repo::key::KeyFile;
-use crate::repo::pack::{header_location, open_blob, parse_header, PackEntry};
+use crate::repo::pack::{header_location, open_blob, parse_header, PackEntry, ENTRY_LEN};
 use crate::repo::tree::NodeKind;
 use crate::repo::Repository;
 
@@ -481,6 +481,8 @@ fn read_pack(
     }
     let header = match streamed.header {
         Ok(h) => h,
+        // Deleted between the stream and a second look at its header.
+        Err(e) if e.is_not_found() => return unreadable(e, n),
         Err(e) => {
             mark_all("pack header damaged");
             problems.push((file, e.to_string(), all));
@@ -493,6 +495,7 @@ fn read_pack(
         .filter(|e| header_ids.get(&e.id) != Some(e) || streamed.damaged.contains(&e.id))
         .map(|e| e.id)
         .collect();
+    damaged.sort_unstable();
     damaged.dedup();
     if !damaged.is_empty() {
         let mut b = bad.lock().unwrap();
@@ -541,22 +544,20 @@ fn stream_pack(
     let mut pos = 0u64;
     let mut damaged = HashSet::new();
     let mut blob = Vec::new();
-    let mut ended = false;
+    // Entries starting inside bytes already passed (a duplicate, or a neighbour of a
+    // wrong entry): each is read again on its own afterwards, as a whole read would.
+    let mut again = Vec::new();
+    let open = |e: &PackEntry, sealed: &[u8]| {
+        open_blob(&repo.key.sealing, &repo.key.id_key, e, sealed, file).is_ok()
+    };
     for e in by_offset {
-        // An entry overlapping the one before, or past the end: the index is wrong.
-        if ended || (e.offset as u64) < pos {
-            damaged.insert(e.id);
+        if (e.offset as u64) < pos {
+            again.push(e);
             continue;
         }
         let gap = e.offset as u64 - pos;
-        let skipped = std::io::copy(&mut (&mut r).take(gap), &mut HashWriter(&mut hasher))
+        pos += std::io::copy(&mut (&mut r).take(gap), &mut HashWriter(&mut hasher))
             .map_err(read_err)?;
-        pos += skipped;
-        if skipped < gap {
-            ended = true;
-            damaged.insert(e.id);
-            continue;
-        }
         blob.clear();
         let got = (&mut r)
             .take(e.length as u64)
@@ -564,29 +565,37 @@ fn stream_pack(
             .map_err(read_err)? as u64;
         hasher.update(&blob);
         pos += got;
-        if got < e.length as u64 {
-            ended = true;
-            damaged.insert(e.id);
-            continue;
-        }
-        if open_blob(&repo.key.sealing, &repo.key.id_key, e, &blob, file).is_err() {
+        if got < e.length as u64 || !open(e, &blob) {
             damaged.insert(e.id);
         }
     }
     drop(blob);
+    // What follows the last blob: only its end is kept, where the header is.
+    let keep = TAIL_KEPT.max(indexed.len() * ENTRY_LEN * 2);
     let mut tail = Vec::new();
-    r.read_to_end(&mut tail).map_err(read_err)?;
-    hasher.update(&tail);
-    let len = pos + tail.len() as u64;
+    let mut piece = vec![0u8; 1 << 20];
+    loop {
+        let n = r.read(&mut piece).map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&piece[..n]);
+        tail.extend_from_slice(&piece[..n]);
+        pos += n as u64;
+        if tail.len() > 2 * keep {
+            tail.drain(..tail.len() - keep);
+        }
+    }
+    let len = pos;
+    let tail_start = len - tail.len() as u64;
     let header = if tail.len() >= 4 {
         match header_location(len, &tail[tail.len() - 4..], file) {
-            // The header lies in what followed the last indexed blob (always, when
-            // the index agrees with the pack).
-            Ok((start, hl)) if start >= pos => {
-                let at = (start - pos) as usize;
+            // Kept whole after the last indexed blob (always, when the index agrees).
+            Ok((start, hl)) if start >= tail_start => {
+                let at = (start - tail_start) as usize;
                 parse_header(&tail[at..at + hl], start, &repo.key.sealing, file)
             }
-            // Indexed blobs reach into it: read it again on its own.
+            // Indexed blobs reach into it, or it is larger than kept: read it alone.
             Ok(_) => repo.read_pack_header(name),
             Err(e) => Err(e),
         }
@@ -595,6 +604,17 @@ fn stream_pack(
     } else {
         Err(Error::integrity(file, "pack is too short"))
     };
+    for e in again {
+        let end = e.offset as u64 + e.length as u64;
+        let sound = end <= len
+            && repo
+                .backend()
+                .read_range(FileType::Pack, name, e.offset as u64, e.length as usize)
+                .is_ok_and(|sealed| open(e, &sealed));
+        if !sound {
+            damaged.insert(e.id);
+        }
+    }
     Ok(StreamedPack {
         len,
         hash: Id(*hasher.finalize().as_bytes()),
@@ -602,6 +622,10 @@ fn stream_pack(
         header,
     })
 }
+
+/// How much of a pack's end `check` keeps while streaming it, at least: room for the
+/// header of a pack of small blobs.
+const TAIL_KEPT: usize = 1 << 20;
 
 /// Feeds written bytes to a hasher.
 struct HashWriter<'a>(&'a mut blake3::Hasher);

@@ -91,19 +91,6 @@ fn write_new(tmp: &Path, data: &[u8], direct: bool) -> std::io::Result<()> {
 
 /// Files smaller than this are written through the page cache.
 const DIRECT_MIN: usize = 1 << 20;
-/// A file read front to back whose errors name its path.
-struct PathRead {
-    f: File,
-    p: PathBuf,
-}
-
-impl std::io::Read for PathRead {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        std::io::Read::read(&mut self.f, buf)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.p.display())))
-    }
-}
-
 /// `O_DIRECT` wants buffer addresses, offsets and lengths in whole blocks.
 const DIRECT_ALIGN: usize = 4096;
 const DIRECT_PIECE: usize = 1 << 20;
@@ -171,8 +158,7 @@ impl Backend for LocalBackend {
 
     fn read_stream(&self, ft: FileType, name: &str) -> Result<Box<dyn std::io::Read + Send>> {
         let p = self.path(ft, name);
-        let f = File::open(&p).map_err(|e| Error::io_path(&p, e))?;
-        Ok(Box::new(PathRead { f, p }))
+        Ok(Box::new(File::open(&p).map_err(|e| Error::io_path(&p, e))?))
     }
 
     fn read_range(&self, ft: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {

@@ -556,6 +556,10 @@ fn plan(
 /// Copies each kept blob of the packs to repack (verified first) into new packs, one
 /// writer per blob type, closed at the target size; the new packs join `next`.
 fn repack(repo: &Repository, plan: &mut Plan) -> Result<()> {
+    if plan.repack.is_empty() {
+        plan.keeper = HashMap::new();
+        return Ok(());
+    }
     let pack_size = repo.config.pack_size as u64;
     // Room for a full pack, one more blob and the header: no doubling copy (only the
     // pages written count).
@@ -639,10 +643,10 @@ fn names(repo: &Repository, ft: FileType) -> Result<Vec<String>> {
         .collect())
 }
 
-/// An index file prune writes holds at most this many packs or blobs (a backup's hold
-/// 64 packs): its encoded and sealed copies are what prune holds in memory at once,
-/// a few MiB however large the repository.
-const INDEX_FILE_PACKS: usize = 64;
+/// An index file prune writes holds at most this many packs or blobs: its encoded and
+/// sealed copies are what prune holds in memory at once, a few MiB however large the
+/// repository, in few files when blobs are large.
+const INDEX_FILE_PACKS: usize = 1000;
 const INDEX_FILE_BLOBS: usize = 65_536;
 
 /// Writes `packs` as index files of at most `INDEX_FILE_PACKS` packs and about
@@ -723,11 +727,11 @@ mod tests {
                 .map(|f| (f.packs.len(), f.packs.iter().map(|p| p.blobs.len()).sum()))
                 .collect()
         };
-        let many: Vec<_> = (0..130).map(|i| pack(i as u8, 1)).collect();
+        let many: Vec<_> = (0..2100).map(|i| pack(i as u8, 1)).collect();
         assert_eq!(
             sizes(index_files(many)),
-            [(64, 64), (64, 64), (2, 2)],
-            "at most 64 packs a file"
+            [(1000, 1000), (1000, 1000), (100, 100)],
+            "at most 1000 packs a file"
         );
         let big: Vec<_> = (0..3).map(|i| pack(i, 40_000)).collect();
         assert_eq!(

@@ -396,14 +396,15 @@ fn out_of_range_numbers_are_refused_and_change_nothing() {
     assert_eq!(r["packs_deleted"], 0, "{r}");
 }
 
-/// `check --read-data` streams each pack a blob at a time (it never holds a data pack
-/// whole): an index that lies about a blob's place is still caught, whether the entry
-/// overlaps the blob before it or reaches into the pack's header (which is then read
-/// on its own), and only the lied-about blob is reported.
+/// `check --read-data` streams each pack a blob at a time (it never holds a local data
+/// pack whole): an index that lies about a blob's place is still caught, whether the
+/// entry overlaps the blob before it, is shifted onto the next one (which is then read
+/// again on its own), or reaches into the pack's header (then read on its own), and
+/// only the lied-about blob is reported.
 #[test]
 fn streamed_check_catches_index_entries_that_overlap_or_reach_into_the_header() {
     use cairn::repo::index::IndexFile;
-    for lie in ["overlap", "into header"] {
+    for lie in ["overlap", "shifted onto the next", "into header"] {
         let env = Env::new();
         env.init();
         let src = env.path("src");
@@ -426,6 +427,7 @@ fn streamed_check_catches_index_entries_that_overlap_or_reach_into_the_header() 
         data.blobs.sort_by_key(|b| b.offset);
         match lie {
             "overlap" => data.blobs[1].offset -= 1,
+            "shifted onto the next" => data.blobs[1].offset += 1,
             _ => data.blobs.last_mut().unwrap().length += 8,
         }
         let pack_name = data.id.to_hex();
