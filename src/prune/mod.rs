@@ -19,7 +19,9 @@
 //! the old index files, then deletion of packs. A crash anywhere leaves every snapshot
 //! whole; the worst case is packs listed twice, which the index reader tolerates.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::io::Read;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -33,7 +35,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::index::{IndexFile, IndexedPack};
 use crate::repo::lock::{live_locks, LockGuard};
-use crate::repo::pack::{open_blob, PackWriter};
+use crate::repo::pack::{open_blob, PackEntry, PackWriter};
 use crate::repo::tree::NodeKind;
 use crate::repo::Repository;
 
@@ -83,10 +85,16 @@ pub struct PruneReport {
     pub dry_run: bool,
 }
 
+/// The blobs the snapshots use, each with the number of the pack whose copy prune keeps
+/// (`NOT_FOUND` until it has chosen): one table, 36 bytes an entry, serves as both the
+/// set of used blobs and the choice of copies (on a large repository prune's largest).
+pub type UsedBlobs = HashMap<Id, u32>;
+const NOT_FOUND: u32 = u32::MAX;
+
 /// Every blob reachable from the snapshots. A tree that cannot be read stops prune:
 /// deleting anything from a damaged repository could lose what `check` would save.
-pub fn used_blobs(repo: &Repository, snapshot_names: &[String]) -> Result<HashSet<Id>> {
-    let mut used = HashSet::new();
+pub fn used_blobs(repo: &Repository, snapshot_names: &[String]) -> Result<UsedBlobs> {
+    let mut used = UsedBlobs::new();
     add_used_blobs(repo, snapshot_names, &mut used)?;
     Ok(used)
 }
@@ -94,7 +102,7 @@ pub fn used_blobs(repo: &Repository, snapshot_names: &[String]) -> Result<HashSe
 fn add_used_blobs(
     repo: &Repository,
     snapshot_names: &[String],
-    used: &mut HashSet<Id>,
+    used: &mut UsedBlobs,
 ) -> Result<()> {
     let mut stack = Vec::new();
     for name in snapshot_names {
@@ -112,7 +120,7 @@ fn add_used_blobs(
         stack.push(snap.tree);
     }
     while let Some(tree_id) = stack.pop() {
-        if !used.insert(tree_id) {
+        if used.insert(tree_id, NOT_FOUND).is_some() {
             continue;
         }
         let tree = repo
@@ -121,7 +129,7 @@ fn add_used_blobs(
         for node in tree.nodes {
             match node.kind {
                 NodeKind::Dir => stack.extend(node.subtree),
-                NodeKind::File => used.extend(node.content),
+                NodeKind::File => used.extend(node.content.into_iter().map(|b| (b, NOT_FOUND))),
                 _ => {}
             }
         }
@@ -135,8 +143,11 @@ struct Plan {
     packs: HashMap<Id, IndexedPack>,
     /// Pack sizes on storage.
     stored: HashMap<Id, u64>,
-    /// The index as it will be written (kept, resurrected, marked packs).
-    next: Vec<IndexedPack>,
+    /// The index as it will be written: packs of `packs` (kept, resurrected, marked)
+    /// with their marks, taken from `packs` when written rather than copied...
+    next: Vec<(Id, Option<i64>)>,
+    /// ...and the new packs of the repack.
+    new_packs: Vec<IndexedPack>,
     /// Packs marked by an earlier prune that no snapshot needs.
     marked_dead: Vec<Id>,
     /// Unused packs not marked before (marked by this run, or deleted at once).
@@ -240,29 +251,25 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
             let mark = plan.packs[id].marked.expect("marked");
             if opts.now < mark.saturating_add(grace) {
                 report.packs_still_waiting += 1;
-                plan.next.push(plan.packs[id].clone());
+                plan.next.push((*id, Some(mark)));
             } else if locks
                 .iter()
                 .any(|l| l.created.timestamp() <= mark + MARK_LOCK_MARGIN_SECS)
             {
                 report.packs_held_by_locks += 1;
                 report.packs_still_waiting += 1;
-                plan.next.push(plan.packs[id].clone());
+                plan.next.push((*id, Some(mark)));
             } else {
                 delete.push(*id);
             }
         }
     }
     for id in &marked_now {
-        let p = &plan.packs[id];
         if plan.newly_unused.contains(id) {
             report.packs_marked += 1;
             report.bytes_marked += plan.stored[id];
         }
-        plan.next.push(IndexedPack {
-            marked: Some(mark_time),
-            ..p.clone()
-        });
+        plan.next.push((*id, Some(mark_time)));
     }
 
     // A second, independent look at the snapshots before anything is dropped from the
@@ -279,27 +286,24 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
         if at_once {
             // Under the exclusive lock no more can come: keep exactly the packs the
             // new snapshots use, live again.
-            let mut needed = HashSet::new();
+            let mut needed = UsedBlobs::new();
             add_used_blobs(repo, &new_snapshots, &mut needed)?;
-            let (keep, gone): (Vec<Id>, Vec<Id>) = delete
-                .into_iter()
-                .partition(|id| plan.packs[id].blobs.iter().any(|b| needed.contains(&b.id)));
+            let (keep, gone): (Vec<Id>, Vec<Id>) = delete.into_iter().partition(|id| {
+                plan.packs[id]
+                    .blobs
+                    .iter()
+                    .any(|b| needed.contains_key(&b.id))
+            });
             delete = gone;
             for id in keep {
                 report.packs_resurrected += 1;
-                plan.next.push(IndexedPack {
-                    marked: None,
-                    ..plan.packs[&id].clone()
-                });
+                plan.next.push((id, None));
             }
         } else {
             // Marks can be undone later; deletions cannot: keep this run's to marking.
             for id in delete.drain(..) {
-                let p = &plan.packs[&id];
-                plan.next.push(IndexedPack {
-                    marked: p.marked.or(Some(mark_time)),
-                    ..p.clone()
-                });
+                plan.next
+                    .push((id, plan.packs[&id].marked.or(Some(mark_time))));
             }
         }
     }
@@ -310,19 +314,29 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
     // adopts them as leftovers, even if this prune stops or stalls mid-way and its
     // lock goes stale. (`check` and prune take a missing marked pack for a deleted one.)
     for id in &delete {
-        let p = &plan.packs[id];
-        plan.next.push(IndexedPack {
-            marked: p.marked.or(Some(mark_time)),
-            ..p.clone()
-        });
+        plan.next
+            .push((*id, plan.packs[id].marked.or(Some(mark_time))));
     }
 
     // The new index, then the old index files, then the packs; each deletion only
     // while our locks are provably alive (checked before every one: a prune stopped
     // in the middle must not go on once others may have thought it gone).
-    // The plan's own copy of the index and its maps go before the new one is encoded.
-    let next = std::mem::take(&mut plan.next);
-    drop(plan);
+    // The plan's packs move into the new index; its maps go before that is encoded.
+    let Plan {
+        mut packs,
+        next,
+        new_packs,
+        ..
+    } = plan;
+    let next: Vec<IndexedPack> = next
+        .into_iter()
+        .filter_map(|(id, marked)| {
+            // Each pack is listed once; a second listing would find it gone.
+            packs.remove(&id).map(|p| IndexedPack { marked, ..p })
+        })
+        .chain(new_packs)
+        .collect();
+    drop(packs);
     let (written, mut now_files) = write_index_files(repo, next)?;
     repo.confirm_locks()?;
     for name in old_index_names.iter().filter(|n| !written.contains(n)) {
@@ -388,14 +402,21 @@ fn plan(
     repo: &Repository,
     opts: &PruneOptions,
     files: Vec<IndexFile>,
-    used: HashSet<Id>,
+    used: UsedBlobs,
     report: &mut PruneReport,
 ) -> Result<Plan> {
     // One entry per pack; a pack listed twice keeps its mark, as the index does.
     let mut packs: HashMap<Id, IndexedPack> = HashMap::new();
     for p in files.into_iter().flat_map(|f| f.packs) {
-        let e = packs.entry(p.id).or_insert_with(|| p.clone());
-        e.marked = e.marked.or(p.marked);
+        match packs.entry(p.id) {
+            Entry::Occupied(mut e) => {
+                let e = e.get_mut();
+                e.marked = e.marked.or(p.marked);
+            }
+            Entry::Vacant(e) => {
+                e.insert(p);
+            }
+        }
     }
     let mut stored: HashMap<Id, u64> = repo
         .backend()
@@ -449,21 +470,20 @@ fn plan(
     report.packs = packs.len() as u64;
 
     // Which copy of each used blob is kept: one in a live pack if there is one. The
-    // set of used blobs becomes this map and is freed.
+    // map of used blobs becomes this map in place (no second table).
     let mut order: Vec<&IndexedPack> = packs.values().collect();
     order.sort_by_key(|p| (p.marked.is_some(), p.id));
-    const NONE: u32 = u32::MAX;
-    let mut keeper: HashMap<Id, u32> = used.into_iter().map(|id| (id, NONE)).collect();
+    let mut keeper = used;
     for (i, p) in order.iter().enumerate() {
         for b in &p.blobs {
             if let Some(k) = keeper.get_mut(&b.id) {
-                if *k == NONE {
+                if *k == NOT_FOUND {
                     *k = i as u32;
                 }
             }
         }
     }
-    keeper.retain(|_, k| *k != NONE);
+    keeper.retain(|_, k| *k != NOT_FOUND);
     let keeper_packs: Vec<Id> = order.iter().map(|p| p.id).collect();
 
     let pack_size = repo.config.pack_size as u64;
@@ -493,10 +513,7 @@ fn plan(
         match (p.marked, live > 0) {
             (Some(_), true) => {
                 report.packs_resurrected += 1;
-                next.push(IndexedPack {
-                    marked: None,
-                    ..p.clone()
-                });
+                next.push((p.id, None));
             }
             (Some(_), false) => marked_dead.push(p.id),
             (None, false) => newly_unused.push(p.id),
@@ -531,20 +548,27 @@ fn plan(
         if stored[&p.id] < pack_size / 8 {
             small[p.blobs[0].ty.to_byte() as usize].push(p);
         } else {
-            next.push(p.clone());
+            next.push((p.id, p.marked));
         }
     }
     for group in small {
         if group.len() >= 2 {
             repack.extend(group.iter().map(|p| p.id));
         } else {
-            next.extend(group.into_iter().cloned());
+            next.extend(group.into_iter().map(|p| (p.id, p.marked)));
         }
     }
+    // From here on only the blobs to copy out of repacked packs are looked up: the
+    // rest of the map goes (it is prune's largest).
+    let repacked: HashSet<&Id> = repack.iter().collect();
+    keeper.retain(|_, i| repacked.contains(&keeper_packs[*i as usize]));
+    keeper.shrink_to_fit();
+    drop(repacked);
     Ok(Plan {
         packs,
         stored,
         next,
+        new_packs: Vec::new(),
         marked_dead,
         newly_unused,
         repack,
@@ -575,31 +599,54 @@ fn repack(repo: &Repository, plan: &mut Plan) -> Result<()> {
         });
         Ok(())
     };
+    let mut sealed = Vec::new();
     for pid in &plan.repack {
         let p = &plan.packs[pid];
         let name = p.id.to_hex();
         let file = FileType::Pack.path(&name);
-        let bytes = repo.backend().read(FileType::Pack, &name)?;
-        for b in p
+        let mut kept: Vec<&PackEntry> = p
             .blobs
             .iter()
             .filter(|b| keeps(&plan.keeper, &plan.keeper_packs, &b.id, &p.id))
-        {
-            let sealed = bytes
-                .get(b.offset as usize..b.offset as usize + b.length as usize)
-                .ok_or_else(|| Error::integrity(&file, "pack is shorter than its index says"))?;
-            open_blob(&repo.key.sealing, &repo.key.id_key, b, sealed, &file)?;
+            .collect();
+        kept.sort_by_key(|b| b.offset);
+        // Streamed front to back, one blob held at a time (never the whole pack).
+        let mut r = repo.backend().read_stream(FileType::Pack, &name)?;
+        let mut pos = 0u64;
+        let short = || Error::integrity(&file, "pack is shorter than its index says");
+        let read_err = |e: std::io::Error| Error::Other(format!("reading {file}: {e}"));
+        for b in kept {
+            let (offset, len) = (b.offset as u64, b.length as u64);
+            if offset < pos {
+                // Overlaps the blob before (two names for one copy): read it alone.
+                sealed = repo
+                    .backend()
+                    .read_range(FileType::Pack, &name, offset, len as usize)?;
+            } else {
+                let gap = std::io::copy(&mut (&mut r).take(offset - pos), &mut std::io::sink())
+                    .map_err(read_err)?;
+                sealed.clear();
+                let got = (&mut r)
+                    .take(len)
+                    .read_to_end(&mut sealed)
+                    .map_err(read_err)? as u64;
+                pos += gap + got;
+                if pos != offset + len {
+                    return Err(short());
+                }
+            }
+            open_blob(&repo.key.sealing, &repo.key.id_key, b, &sealed, &file)?;
             let w = &mut writers[b.ty.to_byte() as usize];
-            w.add(b.ty, b.id, sealed, b.uncompressed_length);
+            w.add(b.ty, b.id, &sealed, b.uncompressed_length);
             if w.size() as u64 >= pack_size {
                 let full = std::mem::replace(w, PackWriter::with_capacity(capacity));
-                flush(full, &mut plan.next)?;
+                flush(full, &mut plan.new_packs)?;
             }
         }
     }
     for w in writers {
         if !w.is_empty() {
-            flush(w, &mut plan.next)?;
+            flush(w, &mut plan.new_packs)?;
         }
     }
     // Which copy is kept matters no more: free the largest map before the rest.
