@@ -122,11 +122,10 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
     for (file, message) in index_problems {
         problem(file, message);
     }
-    let mut indexed: HashMap<Id, (Vec<PackEntry>, bool)> = HashMap::new();
+    // Each pack's blobs, borrowed from the index files (never a second copy).
+    let mut indexed: HashMap<Id, (&[PackEntry], bool)> = HashMap::new();
     for p in files.iter().flat_map(|f| f.packs.iter()) {
-        let e = indexed
-            .entry(p.id)
-            .or_insert_with(|| (p.blobs.clone(), false));
+        let e = indexed.entry(p.id).or_insert((&p.blobs, false));
         e.1 |= p.marked.is_some();
     }
 
@@ -185,18 +184,11 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
     }
     report.deleted_packs = gone.len() as u64;
     // Blobs only in missing packs are not available: a snapshot needing one is damaged.
-    let available: Vec<IndexFile> = files
+    let available = files
         .iter()
-        .map(|f| IndexFile {
-            packs: f
-                .packs
-                .iter()
-                .filter(|p| !unavailable.contains(&p.id))
-                .cloned()
-                .collect(),
-        })
-        .collect();
-    repo.set_index(crate::repo::index::Index::from_files(&available));
+        .flat_map(|f| &f.packs)
+        .filter(|p| !unavailable.contains(&p.id));
+    repo.set_index(crate::repo::index::Index::from_packs(available));
     report.blobs = repo.index().len() as u64;
     report.unindexed_packs = stored
         .keys()
@@ -288,10 +280,10 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
     report.snapshots = snaps.len() as u64;
 
     // Data.
-    let chosen: Vec<(&Id, &Vec<PackEntry>)> = indexed
+    let chosen: Vec<(&Id, &[PackEntry])> = indexed
         .iter()
         .filter(|(id, _)| !gone.contains(id))
-        .map(|(id, (blobs, _))| (id, blobs))
+        .map(|(id, (blobs, _))| (id, *blobs))
         .filter(|(id, _)| match read_data {
             ReadData::None => false,
             ReadData::All => true,
@@ -338,7 +330,7 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
         for pack in vanished.iter().filter(|p| !live.contains(p)) {
             let file = FileType::Pack.path(&pack.to_hex());
             data_problems.retain(|(f, _, _)| *f != file);
-            for b in &indexed[pack].0 {
+            for b in indexed[pack].0 {
                 bad_blobs.remove(&b.id);
             }
             report.packs_read -= 1;

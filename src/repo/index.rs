@@ -179,11 +179,13 @@ pub struct Index {
 
 impl Index {
     pub fn from_files<'a>(files: impl IntoIterator<Item = &'a IndexFile>) -> Index {
+        Self::from_packs(files.into_iter().flat_map(|f| &f.packs))
+    }
+
+    pub fn from_packs<'a>(packs: impl IntoIterator<Item = &'a IndexedPack>) -> Index {
         let mut idx = Index::default();
-        for f in files {
-            for p in &f.packs {
-                idx.push_pack(p);
-            }
+        for p in packs {
+            idx.push_pack(p);
         }
         idx.sort();
         idx
