@@ -51,6 +51,21 @@ impl CachedBackend {
         None
     }
 
+    /// True when the cached copy of a file is whole (its content hashes to its name);
+    /// a damaged copy is removed. Streamed: a cached pack is not held whole to be checked.
+    fn holds(&self, ft: FileType, name: &str) -> bool {
+        let p = self.path(ft, name);
+        let Ok(mut f) = fs::File::open(&p) else {
+            return false;
+        };
+        let mut h = blake3::Hasher::new();
+        if std::io::copy(&mut f, &mut h).is_ok() && Id(*h.finalize().as_bytes()).to_hex() == name {
+            return true;
+        }
+        let _ = fs::remove_file(&p);
+        false
+    }
+
     fn put(&self, ft: FileType, name: &str, data: &[u8]) {
         // Best effort: a cache that cannot be written only costs speed.
         let p = self.path(ft, name);
@@ -82,7 +97,7 @@ impl CachedBackend {
         if self.verified_packs.lock().unwrap().contains(name) {
             return Ok(());
         }
-        if self.get(FileType::Pack, name).is_none() {
+        if !self.holds(FileType::Pack, name) {
             let bytes = self.inner.read(FileType::Pack, name)?;
             if Id::of_file(&bytes).to_hex() != name {
                 return Ok(()); // damaged in the repository: reads will say so
