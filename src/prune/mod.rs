@@ -328,16 +328,20 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
         new_packs,
         ..
     } = plan;
-    let next: Vec<IndexedPack> = next
-        .into_iter()
-        .filter_map(|(id, marked)| {
-            // Each pack is listed once; a second listing would find it gone.
-            packs.remove(&id).map(|p| IndexedPack { marked, ..p })
-        })
-        .chain(new_packs)
-        .collect();
+    let mut index = Vec::with_capacity(next.len() + new_packs.len());
+    for (id, marked) in next {
+        // Each pack is listed once: a second listing finds it taken, and writing an
+        // index without it could lose it, so stop before anything is written.
+        let p = packs.remove(&id).ok_or_else(|| {
+            Error::Other(format!(
+                "prune planned pack {id} twice for the new index; stopped before writing the index or deleting anything"
+            ))
+        })?;
+        index.push(IndexedPack { marked, ..p });
+    }
+    index.extend(new_packs);
     drop(packs);
-    let (written, mut now_files) = write_index_files(repo, next)?;
+    let (written, mut now_files) = write_index_files(repo, index)?;
     repo.confirm_locks()?;
     for name in old_index_names.iter().filter(|n| !written.contains(n)) {
         repo.ensure_locks_alive()?;
@@ -578,7 +582,7 @@ fn plan(
 }
 
 /// Copies each kept blob of the packs to repack (verified first) into new packs, one
-/// writer per blob type, closed at the target size; the new packs join `next`.
+/// writer per blob type, closed at the target size; the new packs join `new_packs`.
 fn repack(repo: &Repository, plan: &mut Plan) -> Result<()> {
     if plan.repack.is_empty() {
         plan.keeper = HashMap::new();
