@@ -1,5 +1,6 @@
-//! End to end: an initial backup, a no-change backup and a restore of a generated tree
-//! (2000 small files, 4 large ones, 70 MiB), through the library with a cheap KDF.
+//! End to end: an initial backup, a no-change backup, a restore, `check --read-data` and
+//! a prune that repacks, of a generated tree (2000 small files, 4 large ones, 70 MiB),
+//! through the library with a cheap KDF.
 //! Run with `cargo bench --bench backup`.
 
 use std::path::Path;
@@ -9,7 +10,10 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use cairn::archiver::{backup, BackupOptions};
 use cairn::backend::LocalBackend;
+use cairn::check::{check, ReadData};
 use cairn::crypto::KdfParams;
+use cairn::prune::{prune, PruneOptions};
+use cairn::repo::lock::LockKind;
 use cairn::restorer::{find_node, restore, RestoreOptions};
 use cairn::Repository;
 
@@ -101,7 +105,72 @@ fn end_to_end(c: &mut Criterion) {
             restore(&repo, &root, "/", &o, &|_| {}).unwrap()
         })
     });
+    // Every pack streamed through the verifier (hash, blobs, header).
+    g.bench_function("check --read-data", |b| {
+        b.iter(|| check(&mut repo, ReadData::All).unwrap())
+    });
+    drop(repo);
     g.finish();
+
+    // Prune: the first of two snapshots forgotten, half of the small files changed in the
+    // second, so packs are partly used and repacked (streamed a blob at a time).
+    let mut g = c.benchmark_group("prune");
+    g.sample_size(10);
+    let mut repo = new_repo(&repo_dir);
+    backup(&mut repo, &opts, &|_| {}).unwrap();
+    let first = repo.snapshots().unwrap().pop().unwrap().0;
+    for d in 0..20 {
+        for f in 0..50 {
+            let p = src.join(format!("dir{d}/f{f}"));
+            std::fs::write(
+                &p,
+                data(1000 + (d * 50 + f) * 7, 99_000 + (d * 50 + f) as u64),
+            )
+            .unwrap();
+        }
+    }
+    backup(&mut repo, &opts, &|_| {}).unwrap();
+    drop(repo);
+    std::fs::remove_file(repo_dir.join("snapshots").join(first.to_hex())).unwrap();
+    let pruned = tmp.path().join("pruned");
+    g.bench_function("prune with repack", |b| {
+        b.iter_batched(
+            || {
+                let _ = std::fs::remove_dir_all(&pruned);
+                copy_dir(&repo_dir, &pruned);
+                Repository::open(Arc::new(LocalBackend::new(pruned.clone())), b"pw").unwrap()
+            },
+            |mut repo| {
+                let _lock = repo.lock(LockKind::Prune).unwrap();
+                let opts = PruneOptions {
+                    max_unused: 5.0,
+                    dry_run: false,
+                    instant_delete: false,
+                    delete_when_idle: true,
+                    grace: std::time::Duration::from_secs(24 * 3600),
+                    now: 2_000_000_000,
+                };
+                let r = prune(&mut repo, &opts).unwrap();
+                assert!(r.packs_repacked > 0, "the bench must repack");
+                r
+            },
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
 }
 
 criterion_group!(benches, end_to_end);
