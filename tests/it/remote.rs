@@ -194,3 +194,33 @@ fn sftp_leaves_no_ssh_process_behind() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// On S3 `check --read-data` verifies each pack from its body as it came in, without a
+/// contiguous copy: a byte flipped in a data pack on the server's disk is found, the
+/// pack named, exit 13.
+#[test]
+fn s3_check_read_data_finds_a_flipped_byte_in_a_pack() {
+    let Some(remote) = servers::remote(Kind::S3) else {
+        return;
+    };
+    let disk = remote.disk.clone();
+    let env = Env::on(remote);
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("precious"), random_bytes(400_000, 7)).unwrap();
+    env.backup([&src]);
+    env.ok(["check", "--read-data"]);
+    let pack = walk(&disk)
+        .into_iter()
+        .filter(|p| p.is_file() && p.to_string_lossy().contains("/data/"))
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .expect("a data pack on the server's disk");
+    let mut b = fs::read(&pack).unwrap();
+    b[1000] ^= 0x40;
+    fs::write(&pack, b).unwrap();
+    let out = env.run(["check", "--read-data"]);
+    assert_eq!(code(&out), 13, "{}", stderr(&out));
+    let name = pack.file_name().unwrap().to_str().unwrap();
+    assert!(stderr(&out).contains(name), "{}", stderr(&out));
+}
