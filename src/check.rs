@@ -19,7 +19,9 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::index::IndexFile;
 use crate::repo::key::KeyFile;
-use crate::repo::pack::{header_location, open_blob, parse_header, PackEntry, ENTRY_LEN};
+use crate::repo::pack::{
+    header_location, open_blob, parse_header, read_forward, PackEntry, ENTRY_LEN,
+};
 use crate::repo::tree::NodeKind;
 use crate::repo::Repository;
 
@@ -547,17 +549,17 @@ fn stream_pack(
             again.push(e);
             continue;
         }
-        let gap = e.offset as u64 - pos;
-        pos += std::io::copy(&mut (&mut r).take(gap), &mut HashWriter(&mut hasher))
-            .map_err(read_err)?;
-        blob.clear();
-        let got = (&mut r)
-            .take(e.length as u64)
-            .read_to_end(&mut blob)
-            .map_err(read_err)? as u64;
+        let whole = read_forward(
+            &mut r,
+            &mut pos,
+            e.offset as u64,
+            e.length as u64,
+            &mut hasher,
+            &mut blob,
+        )
+        .map_err(read_err)?;
         hasher.update(&blob);
-        pos += got;
-        if got < e.length as u64 || !open(e, &blob) {
+        if !whole || !open(e, &blob) {
             damaged.insert(e.id);
         }
     }
@@ -618,19 +620,6 @@ fn stream_pack(
 /// How much of a pack's end `check` keeps while streaming it, at least: room for the
 /// header of a pack of small blobs.
 const TAIL_KEPT: usize = 1 << 20;
-
-/// Feeds written bytes to a hasher.
-struct HashWriter<'a>(&'a mut blake3::Hasher);
-
-impl std::io::Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// For each bad blob: the `<snapshot>:<path>` entries that need it.
 fn affected_paths(

@@ -21,7 +21,6 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -35,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::index::{IndexFile, IndexedPack};
 use crate::repo::lock::{live_locks, LockGuard};
-use crate::repo::pack::{open_blob, PackEntry, PackWriter};
+use crate::repo::pack::{open_blob, read_forward, PackEntry, PackWriter};
 use crate::repo::tree::NodeKind;
 use crate::repo::Repository;
 
@@ -153,8 +152,8 @@ struct Plan {
     /// Unused packs not marked before (marked by this run, or deleted at once).
     newly_unused: Vec<Id>,
     repack: Vec<Id>,
-    /// Which pack's copy of each used blob is kept (an index into `keeper_packs`;
-    /// 36 bytes an entry, not 64: on a large repository this map is prune's largest).
+    /// For each blob to copy out of a repacked pack, the pack whose copy is kept (an
+    /// index into `keeper_packs`).
     keeper: HashMap<Id, u32>,
     keeper_packs: Vec<Id>,
 }
@@ -585,7 +584,6 @@ fn plan(
 /// writer per blob type, closed at the target size; the new packs join `new_packs`.
 fn repack(repo: &Repository, plan: &mut Plan) -> Result<()> {
     if plan.repack.is_empty() {
-        plan.keeper = HashMap::new();
         return Ok(());
     }
     let pack_size = repo.config.pack_size as u64;
@@ -626,18 +624,17 @@ fn repack(repo: &Repository, plan: &mut Plan) -> Result<()> {
                 sealed = repo
                     .backend()
                     .read_range(FileType::Pack, &name, offset, len as usize)?;
-            } else {
-                let gap = std::io::copy(&mut (&mut r).take(offset - pos), &mut std::io::sink())
-                    .map_err(read_err)?;
-                sealed.clear();
-                let got = (&mut r)
-                    .take(len)
-                    .read_to_end(&mut sealed)
-                    .map_err(read_err)? as u64;
-                pos += gap + got;
-                if pos != offset + len {
-                    return Err(short());
-                }
+            } else if !read_forward(
+                &mut r,
+                &mut pos,
+                offset,
+                len,
+                &mut std::io::sink(),
+                &mut sealed,
+            )
+            .map_err(read_err)?
+            {
+                return Err(short());
             }
             open_blob(&repo.key.sealing, &repo.key.id_key, b, &sealed, &file)?;
             let w = &mut writers[b.ty.to_byte() as usize];
@@ -653,8 +650,6 @@ fn repack(repo: &Repository, plan: &mut Plan) -> Result<()> {
             flush(w, &mut plan.new_packs)?;
         }
     }
-    // Which copy is kept matters no more: free the largest map before the rest.
-    plan.keeper = HashMap::new();
     Ok(())
 }
 

@@ -307,6 +307,28 @@ pub fn parse_pack(bytes: &[u8], key: &SealingKey, file: &str) -> Result<Vec<Pack
     )
 }
 
+/// Moves a pack read front to back (now at `*pos`) on to `offset`, the bytes passed
+/// going to `passed`, then reads `len` bytes into `blob` (replacing what it held).
+/// False when the stream ends first. How `check` and prune's repack hold one blob of a
+/// pack at a time.
+pub fn read_forward(
+    r: &mut dyn std::io::Read,
+    pos: &mut u64,
+    offset: u64,
+    len: u64,
+    passed: &mut dyn std::io::Write,
+    blob: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    use std::io::Read;
+    debug_assert!(offset >= *pos, "a stream only moves forward");
+    let gap = offset - *pos;
+    let skipped = std::io::copy(&mut r.take(gap), passed)?;
+    *pos += skipped;
+    blob.clear();
+    *pos += r.take(len).read_to_end(blob)? as u64;
+    Ok(skipped == gap && blob.len() as u64 == len)
+}
+
 /// Opens and decodes a pack's sealed header, which starts at `start` (the length of
 /// the blobs before it).
 pub fn parse_header(
