@@ -311,15 +311,22 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
         .num_threads(threads)
         .build()
         .map_err(|e| Error::Other(format!("starting reader threads: {e}")))?;
+    // Tree packs the walk holds go first: each is let go once verified, so they are not
+    // held beside the streams of all the others.
+    let (held, streamed): (Vec<_>, Vec<_>) = chosen
+        .iter()
+        .partition(|(pack, _)| repo.holds_tree_pack(pack));
     pool.install(|| {
-        chosen.par_iter().for_each(|(pack, blobs)| {
-            let found = read_pack(repo, pack, blobs, &bad_blobs);
-            if found.2 {
-                vanished.lock().unwrap().push(**pack);
-            }
-            bytes_read.fetch_add(found.0, std::sync::atomic::Ordering::Relaxed);
-            data_problems.lock().unwrap().extend(found.1);
-        })
+        for part in [held, streamed] {
+            part.par_iter().for_each(|(pack, blobs)| {
+                let found = read_pack(repo, pack, blobs, &bad_blobs);
+                if found.2 {
+                    vanished.lock().unwrap().push(**pack);
+                }
+                bytes_read.fetch_add(found.0, std::sync::atomic::Ordering::Relaxed);
+                data_problems.lock().unwrap().extend(found.1);
+            })
+        }
     });
     report.packs_read = chosen.len() as u64;
     report.bytes_read = bytes_read.into_inner();
@@ -456,8 +463,8 @@ fn read_pack(
     };
     // A tree pack read whole for the tree walk moments ago is verified from that read;
     // any other is streamed, a blob at a time, never held whole.
-    let reader = match repo.held_tree_pack(pack) {
-        Some(b) => Ok(Box::new(std::io::Cursor::new(b.to_vec())) as Box<dyn Read + Send>),
+    let reader = match repo.take_tree_pack(pack) {
+        Some(b) => Ok(Box::new(std::io::Cursor::new(Held(b))) as Box<dyn Read + Send>),
         None => repo.backend().read_stream(FileType::Pack, &name),
     };
     let streamed = match reader.and_then(|r| stream_pack(r, repo, indexed, &name)) {
@@ -507,6 +514,15 @@ fn read_pack(
         ));
     }
     (n, problems, false)
+}
+
+/// A held tree pack as a reader's bytes, without a copy.
+struct Held(std::sync::Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// What one front-to-back read of a pack showed.
@@ -580,6 +596,8 @@ fn stream_pack(
             tail.drain(..tail.len() - keep);
         }
     }
+    // A remote stream holds a connection: let it go before asking for anything else.
+    drop(r);
     let len = pos;
     let tail_start = len - tail.len() as u64;
     let header = if tail.len() >= 4 {

@@ -76,7 +76,9 @@ pub trait Backend: Send + Sync {
     fn read(&self, ft: FileType, name: &str) -> Result<Vec<u8>>;
     fn read_range(&self, ft: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
     /// A whole file as a stream, front to back, for readers that need not hold it
-    /// whole (`check --read-data`). By default the whole file is read at once.
+    /// whole (`check --read-data`, prune's repack). By default the whole file is read
+    /// at once. A remote stream holds one of `connections` until dropped: its reader
+    /// must not wait on another request of the same backend meanwhile.
     fn read_stream(&self, ft: FileType, name: &str) -> Result<Box<dyn std::io::Read + Send>> {
         Ok(Box::new(std::io::Cursor::new(self.read(ft, name)?)))
     }

@@ -82,7 +82,8 @@ pub struct OpendalBackend {
     /// Large files go up in parts, several at once (S3 multipart: still atomic, the
     /// object appears when the upload completes).
     multipart: bool,
-    diagnosis: Diagnosis,
+    /// Shared with the streams `read_stream` hands out, whose errors it words too.
+    diagnosis: Arc<Diagnosis>,
 }
 
 impl OpendalBackend {
@@ -100,14 +101,14 @@ impl OpendalBackend {
             .map(|(_, v)| v.clone())
             .collect();
         let endpoint = config.get("endpoint").cloned();
-        let diagnosis = Diagnosis {
+        let diagnosis = Arc::new(Diagnosis {
             display: display.clone(),
             scheme: scheme.clone(),
             endpoint,
             region: config.get("region").cloned(),
             secrets,
             tuning: tuning.clone(),
-        };
+        });
         if scheme == "sftp" {
             SFTP_USED.store(true, Ordering::Relaxed);
         }
@@ -235,12 +236,26 @@ impl Backend for OpendalBackend {
         Ok(buf.to_vec())
     }
 
-    /// The whole body, read (and retried) as `read` does, handed on in the pieces it
-    /// came in: no second, contiguous copy of a pack per reader.
+    /// The body as it arrives, never held whole: one request, which OpenDAL's retry
+    /// resumes from where it broke off (a ranged read of the rest). The request goes
+    /// out here, so a missing or forbidden file is said as `read` says it. The stream
+    /// holds one of the `connections` slots until it is dropped.
     fn read_stream(&self, ft: FileType, name: &str) -> Result<Box<dyn std::io::Read + Send>> {
+        use std::io::BufRead;
         let p = ft.path(name);
-        let buf = self.op.read(&p).map_err(|e| self.err("reading", &p, e))?;
-        Ok(Box::new(buf))
+        let mut body = self
+            .op
+            .reader(&p)
+            .and_then(|r| r.into_std_read(..))
+            .map_err(|e| self.err("reading", &p, e))?;
+        if let Err(e) = body.fill_buf() {
+            return Err(said(&self.diagnosis, &p, e));
+        }
+        Ok(Box::new(BodyStream {
+            body,
+            path: p,
+            diagnosis: self.diagnosis.clone(),
+        }))
     }
 
     fn read_range(&self, ft: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
@@ -412,6 +427,38 @@ impl Backend for OpendalBackend {
 
     fn is_remote(&self) -> bool {
         self.scheme != "fs"
+    }
+}
+
+/// A file's body as it arrives (`read_stream`); its errors worded as every other
+/// storage error is, secrets scrubbed.
+struct BodyStream {
+    body: blocking::StdReader,
+    path: String,
+    diagnosis: Arc<Diagnosis>,
+}
+
+impl std::io::Read for BodyStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.body.read(buf).map_err(|e| {
+            let err = said(&self.diagnosis, &self.path, e);
+            let kind = match &err {
+                Error::Io { source, .. } => source.kind(),
+                _ => std::io::ErrorKind::Other,
+            };
+            std::io::Error::new(kind, err.to_string())
+        })
+    }
+}
+
+/// An I/O error out of an OpenDAL reader as the storage error it carries.
+fn said(diagnosis: &Diagnosis, path: &str, e: std::io::Error) -> Error {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<opendal::Error>())
+    {
+        Some(oe) => diagnosis.error("reading", path, oe),
+        None => Error::Other(diagnosis.scrub(&format!("{}/{path}: {e}", diagnosis.display))),
     }
 }
 

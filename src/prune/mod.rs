@@ -617,14 +617,27 @@ fn repack(repo: &Repository, plan: &mut Plan) -> Result<()> {
         let mut pos = 0u64;
         let short = || Error::integrity(&file, "pack is shorter than its index says");
         let read_err = |e: std::io::Error| Error::Other(format!("reading {file}: {e}"));
+        // Packs filled, and blobs overlapping the one before (two names for one copy):
+        // written and read once the stream is gone, as a remote stream holds a
+        // connection that another request would wait for.
+        let mut full = Vec::new();
+        let mut again = Vec::new();
+        let mut add = |b: &PackEntry, sealed: &[u8], full: &mut Vec<PackWriter>| -> Result<()> {
+            open_blob(&repo.key.sealing, &repo.key.id_key, b, sealed, &file)?;
+            let w = &mut writers[b.ty.to_byte() as usize];
+            w.add(b.ty, b.id, sealed, b.uncompressed_length);
+            if w.size() as u64 >= pack_size {
+                full.push(std::mem::replace(w, PackWriter::with_capacity(capacity)));
+            }
+            Ok(())
+        };
         for b in kept {
             let (offset, len) = (b.offset as u64, b.length as u64);
             if offset < pos {
-                // Overlaps the blob before (two names for one copy): read it alone.
-                sealed = repo
-                    .backend()
-                    .read_range(FileType::Pack, &name, offset, len as usize)?;
-            } else if !read_forward(
+                again.push(b);
+                continue;
+            }
+            let whole = read_forward(
                 &mut r,
                 &mut pos,
                 offset,
@@ -632,17 +645,24 @@ fn repack(repo: &Repository, plan: &mut Plan) -> Result<()> {
                 &mut std::io::sink(),
                 &mut sealed,
             )
-            .map_err(read_err)?
-            {
+            .map_err(read_err)?;
+            if !whole {
                 return Err(short());
             }
-            open_blob(&repo.key.sealing, &repo.key.id_key, b, &sealed, &file)?;
-            let w = &mut writers[b.ty.to_byte() as usize];
-            w.add(b.ty, b.id, &sealed, b.uncompressed_length);
-            if w.size() as u64 >= pack_size {
-                let full = std::mem::replace(w, PackWriter::with_capacity(capacity));
-                flush(full, &mut plan.new_packs)?;
-            }
+            add(b, &sealed, &mut full)?;
+        }
+        drop(r);
+        for b in again {
+            sealed = repo.backend().read_range(
+                FileType::Pack,
+                &name,
+                b.offset as u64,
+                b.length as usize,
+            )?;
+            add(b, &sealed, &mut full)?;
+        }
+        for w in full {
+            flush(w, &mut plan.new_packs)?;
         }
     }
     for w in writers {

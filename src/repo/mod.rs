@@ -445,10 +445,16 @@ impl Repository {
         )
     }
 
-    /// A tree pack this process already read whole from storage (and checked against
-    /// its name), if it still holds it: `check --read-data` need not fetch it again.
-    pub fn held_tree_pack(&self, pack: &Id) -> Option<Arc<Vec<u8>>> {
-        self.tree_packs.held(pack)
+    /// Whether this process holds a tree pack it read whole from storage (and checked
+    /// against its name).
+    pub fn holds_tree_pack(&self, pack: &Id) -> bool {
+        self.tree_packs.held(pack).is_some()
+    }
+
+    /// A held tree pack, handed over: `check --read-data` need not fetch it again, and
+    /// its memory goes once it is verified.
+    pub fn take_tree_pack(&self, pack: &Id) -> Option<Arc<Vec<u8>>> {
+        self.tree_packs.take(pack)
     }
 
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {

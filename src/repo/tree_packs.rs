@@ -28,6 +28,15 @@ impl TreePacks {
             .map(|(_, d)| d.clone())
     }
 
+    /// The pack's bytes if it is held, no longer held from now on.
+    pub fn take(&self, pack: &Id) -> Option<Arc<Vec<u8>>> {
+        let mut held = self.held.lock().unwrap();
+        let at = held.0.iter().position(|(p, _)| p == pack)?;
+        let (_, data) = held.0.remove(at).expect("found");
+        held.1 -= data.len();
+        Some(data)
+    }
+
     /// The pack's bytes; `None` when it cannot be read whole or does not match its
     /// name (the caller then reads the blob alone and reports what is wrong).
     pub fn get(&self, backend: &dyn Backend, pack: &Id) -> Option<Arc<Vec<u8>>> {

@@ -13,6 +13,7 @@ mod cli;
 mod concurrency;
 mod copy;
 mod crash;
+mod cut_bodies;
 mod damaged_snapshot;
 mod databases;
 mod dedup;
