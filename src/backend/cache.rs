@@ -193,6 +193,20 @@ impl Backend for CachedBackend {
         Ok(Box::new(std::io::Cursor::new(self.read(ft, name)?)))
     }
 
+    fn read_range_stream(
+        &self,
+        ft: FileType,
+        name: &str,
+        offset: u64,
+        len: usize,
+    ) -> Result<Box<dyn std::io::Read + Send>> {
+        if ft == FileType::Pack && !self.verified_packs.lock().unwrap().contains(name) {
+            return self.inner.read_range_stream(ft, name, offset, len);
+        }
+        let bytes = self.read_range(ft, name, offset, len)?;
+        Ok(Box::new(std::io::Cursor::new(bytes)))
+    }
+
     fn read_range(&self, ft: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         if ft == FileType::Pack && self.verified_packs.lock().unwrap().contains(name) {
             // Served from the cache only for whole packs checked in this process.

@@ -134,10 +134,27 @@ impl CountingBackend {
     }
 }
 
-/// A streamed read whose bytes count as read.
+/// A streamed read whose bytes count as read, under way until it is dropped.
 struct CountedRead {
     inner: Box<dyn std::io::Read + Send>,
     counts: Arc<RequestCounts>,
+}
+
+impl CountedRead {
+    fn new(inner: Box<dyn std::io::Read + Send>, counts: &Arc<RequestCounts>) -> Self {
+        let now = counts.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        counts.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+        CountedRead {
+            inner,
+            counts: counts.clone(),
+        }
+    }
+}
+
+impl Drop for CountedRead {
+    fn drop(&mut self) {
+        self.counts.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl std::io::Read for CountedRead {
@@ -169,10 +186,19 @@ impl Backend for CountingBackend {
         bump(&self.counts.read, 1);
         self.trace("read", ft, name);
         let inner = self.inner.read_stream(ft, name)?;
-        Ok(Box::new(CountedRead {
-            inner,
-            counts: self.counts.clone(),
-        }))
+        Ok(Box::new(CountedRead::new(inner, &self.counts)))
+    }
+    fn read_range_stream(
+        &self,
+        ft: FileType,
+        name: &str,
+        offset: u64,
+        len: usize,
+    ) -> Result<Box<dyn std::io::Read + Send>> {
+        bump(&self.counts.read_range, 1);
+        self.trace("ranged read", ft, name);
+        let inner = self.inner.read_range_stream(ft, name, offset, len)?;
+        Ok(Box::new(CountedRead::new(inner, &self.counts)))
     }
     fn read_range(&self, ft: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         bump(&self.counts.read_range, 1);

@@ -82,6 +82,20 @@ pub trait Backend: Send + Sync {
     fn read_stream(&self, ft: FileType, name: &str) -> Result<Box<dyn std::io::Read + Send>> {
         Ok(Box::new(std::io::Cursor::new(self.read(ft, name)?)))
     }
+    /// `len` bytes at `offset` as a stream (a restore's runs of blobs), for readers that
+    /// need not hold them whole; by default read at once. A remote stream holds a
+    /// connection as `read_stream`'s does.
+    fn read_range_stream(
+        &self,
+        ft: FileType,
+        name: &str,
+        offset: u64,
+        len: usize,
+    ) -> Result<Box<dyn std::io::Read + Send>> {
+        Ok(Box::new(std::io::Cursor::new(
+            self.read_range(ft, name, offset, len)?,
+        )))
+    }
     /// Writes a whole file atomically: a reader sees all of it or nothing.
     fn write(&self, ft: FileType, name: &str, data: &[u8]) -> Result<()>;
     /// Names and sizes of all files of one kind.

@@ -154,6 +154,33 @@ impl OpendalBackend {
     fn err(&self, doing: &str, path: &str, e: opendal::Error) -> Error {
         self.diagnosis.error(doing, path, &e)
     }
+
+    /// A body as it arrives, never held whole: one request, which OpenDAL's retry
+    /// resumes from where it broke off (a ranged read of the rest). The request goes
+    /// out here, so a missing or forbidden file is said as `read` says it. The stream
+    /// holds one of the `connections` slots until it is dropped.
+    fn stream(
+        &self,
+        ft: FileType,
+        name: &str,
+        range: opendal::BytesRange,
+    ) -> Result<Box<dyn std::io::Read + Send>> {
+        use std::io::BufRead;
+        let p = ft.path(name);
+        let mut body = self
+            .op
+            .reader(&p)
+            .and_then(|r| r.into_std_read(range))
+            .map_err(|e| self.err("reading", &p, e))?;
+        if let Err(e) = body.fill_buf() {
+            return Err(said(&self.diagnosis, &p, e));
+        }
+        Ok(Box::new(BodyStream {
+            body,
+            path: p,
+            diagnosis: self.diagnosis.clone(),
+        }))
+    }
 }
 
 /// The settings a service's builder takes, from its config type: a misspelt `-o`
@@ -236,26 +263,24 @@ impl Backend for OpendalBackend {
         Ok(buf.to_vec())
     }
 
-    /// The body as it arrives, never held whole: one request, which OpenDAL's retry
-    /// resumes from where it broke off (a ranged read of the rest). The request goes
-    /// out here, so a missing or forbidden file is said as `read` says it. The stream
-    /// holds one of the `connections` slots until it is dropped.
     fn read_stream(&self, ft: FileType, name: &str) -> Result<Box<dyn std::io::Read + Send>> {
-        use std::io::BufRead;
-        let p = ft.path(name);
-        let mut body = self
-            .op
-            .reader(&p)
-            .and_then(|r| r.into_std_read(..))
-            .map_err(|e| self.err("reading", &p, e))?;
-        if let Err(e) = body.fill_buf() {
-            return Err(said(&self.diagnosis, &p, e));
+        self.stream(ft, name, (..).into())
+    }
+
+    /// As `read_stream`; a body that ends early is a short read for the caller to
+    /// notice. FTP has no ranged read (see `read_range`): there the range is read whole.
+    fn read_range_stream(
+        &self,
+        ft: FileType,
+        name: &str,
+        offset: u64,
+        len: usize,
+    ) -> Result<Box<dyn std::io::Read + Send>> {
+        if self.scheme == "ftp" || len == 0 {
+            let bytes = self.read_range(ft, name, offset, len)?;
+            return Ok(Box::new(std::io::Cursor::new(bytes)));
         }
-        Ok(Box::new(BodyStream {
-            body,
-            path: p,
-            diagnosis: self.diagnosis.clone(),
-        }))
+        self.stream(ft, name, (offset..offset + len as u64).into())
     }
 
     fn read_range(&self, ft: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {

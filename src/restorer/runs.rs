@@ -11,6 +11,7 @@
 //! bandwidth, not on one request's latency after another.
 
 use std::collections::{HashMap, HashSet};
+use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -72,17 +73,33 @@ impl Run {
         if runs.in_use() + own > limit {
             return unreserve();
         }
-        // Under the run's lock: fetched once, whoever asks first. A failed fetch leaves
-        // the run unfetched; the writer then reads the blob alone and reports the error.
-        let fetched = backend.read_range(FileType::Pack, &self.pack.to_hex(), self.start, self.len);
-        if let Ok(bytes) = fetched {
+        // Under the run's lock: fetched once, whoever asks first, and streamed: each
+        // blob is cut out as it arrives, the run never held whole beside its blobs. A
+        // fetch that fails part-way keeps the blobs it got (each is authenticated when
+        // used); the writers read the others alone and report any error.
+        if let Ok(mut r) =
+            backend.read_range_stream(FileType::Pack, &self.pack.to_hex(), self.start, self.len)
+        {
+            let mut pos = self.start;
             for (blob, off, len) in &self.blobs {
-                if state.released.contains(blob) {
+                // Overlapping the blob before (two names for one copy): read alone.
+                if *off < pos {
                     continue;
                 }
-                let from = (off - self.start) as usize;
-                state.pieces.insert(*blob, bytes[from..from + len].to_vec());
-                runs.resident.fetch_add(*len, Ordering::SeqCst);
+                let gap = off - pos;
+                let skipped = std::io::copy(&mut (&mut r).take(gap), &mut std::io::sink());
+                if skipped.ok() != Some(gap) {
+                    break;
+                }
+                let mut piece = vec![0u8; *len];
+                if r.read_exact(&mut piece).is_err() {
+                    break;
+                }
+                pos = off + *len as u64;
+                if !state.released.contains(blob) {
+                    state.pieces.insert(*blob, piece);
+                    runs.resident.fetch_add(*len, Ordering::SeqCst);
+                }
             }
             state.fetched = true;
         }
