@@ -547,7 +547,9 @@ fn stream_pack(
     name: &str,
 ) -> Result<StreamedPack> {
     let file = &FileType::Pack.path(name);
-    let read_err = |e: std::io::Error| Error::Other(format!("reading {file}: {e}"));
+    // An I/O error keeps its kind: a pack a concurrent prune deleted while a cut
+    // download was being taken up again is gone, not damaged.
+    let read_err = |e: std::io::Error| Error::io(format!("reading {file}"), e);
     let mut by_offset: Vec<&PackEntry> = indexed.iter().collect();
     by_offset.sort_by_key(|e| (e.offset, e.length));
     let mut hasher = blake3::Hasher::new();

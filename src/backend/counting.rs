@@ -134,20 +134,26 @@ impl CountingBackend {
     }
 }
 
-/// A streamed read whose bytes count as read, under way until it is dropped.
+/// A streamed read whose bytes count as read, under way from its request until it is
+/// dropped.
 struct CountedRead {
     inner: Box<dyn std::io::Read + Send>,
     counts: Arc<RequestCounts>,
 }
 
 impl CountedRead {
-    fn new(inner: Box<dyn std::io::Read + Send>, counts: &Arc<RequestCounts>) -> Self {
-        let now = counts.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        counts.peak_in_flight.fetch_max(now, Ordering::SeqCst);
-        CountedRead {
+    fn open(
+        counts: &Arc<RequestCounts>,
+        open: impl FnOnce() -> Result<Box<dyn std::io::Read + Send>>,
+    ) -> Result<Box<dyn std::io::Read + Send>> {
+        let flight = counts.start();
+        let inner = open()?;
+        // Counted as under way until the stream is dropped.
+        std::mem::forget(flight);
+        Ok(Box::new(CountedRead {
             inner,
             counts: counts.clone(),
-        }
+        }))
     }
 }
 
@@ -185,8 +191,7 @@ impl Backend for CountingBackend {
     fn read_stream(&self, ft: FileType, name: &str) -> Result<Box<dyn std::io::Read + Send>> {
         bump(&self.counts.read, 1);
         self.trace("read", ft, name);
-        let inner = self.inner.read_stream(ft, name)?;
-        Ok(Box::new(CountedRead::new(inner, &self.counts)))
+        CountedRead::open(&self.counts, || self.inner.read_stream(ft, name))
     }
     fn read_range_stream(
         &self,
@@ -197,8 +202,9 @@ impl Backend for CountingBackend {
     ) -> Result<Box<dyn std::io::Read + Send>> {
         bump(&self.counts.read_range, 1);
         self.trace("ranged read", ft, name);
-        let inner = self.inner.read_range_stream(ft, name, offset, len)?;
-        Ok(Box::new(CountedRead::new(inner, &self.counts)))
+        CountedRead::open(&self.counts, || {
+            self.inner.read_range_stream(ft, name, offset, len)
+        })
     }
     fn read_range(&self, ft: FileType, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         bump(&self.counts.read_range, 1);

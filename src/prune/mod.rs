@@ -602,6 +602,7 @@ fn repack(repo: &Repository, plan: &mut Plan) -> Result<()> {
         Ok(())
     };
     let mut sealed = Vec::new();
+    let remote = repo.backend().is_remote();
     for pid in &plan.repack {
         let p = &plan.packs[pid];
         let name = p.id.to_hex();
@@ -617,9 +618,9 @@ fn repack(repo: &Repository, plan: &mut Plan) -> Result<()> {
         let mut pos = 0u64;
         let short = || Error::integrity(&file, "pack is shorter than its index says");
         let read_err = |e: std::io::Error| Error::Other(format!("reading {file}: {e}"));
-        // Packs filled, and blobs overlapping the one before (two names for one copy):
-        // written and read once the stream is gone, as a remote stream holds a
-        // connection that another request would wait for.
+        // Packs filled (remote storage), and blobs overlapping the one before (two
+        // names for one copy): written and read once the stream is gone, as a remote
+        // stream holds a connection that another request would wait for.
         let mut full = Vec::new();
         let mut again = Vec::new();
         let mut add = |b: &PackEntry, sealed: &[u8], full: &mut Vec<PackWriter>| -> Result<()> {
@@ -650,6 +651,12 @@ fn repack(repo: &Repository, plan: &mut Plan) -> Result<()> {
                 return Err(short());
             }
             add(b, &sealed, &mut full)?;
+            // A local stream holds nothing another request needs: written at once.
+            if !remote {
+                for w in full.drain(..) {
+                    flush(w, &mut plan.new_packs)?;
+                }
+            }
         }
         drop(r);
         for b in again {

@@ -33,6 +33,8 @@ const BUDGET: usize = 256 << 20;
 /// The part of the budget prefetchers may fill: the writers' own fetches always find
 /// room, so a prefetcher running ahead never turns their reads into one per blob.
 const PREFETCH_BUDGET: usize = 128 << 20;
+/// Bytes a prefetcher fetches between two hand-backs of freed memory.
+const TRIM_EVERY: usize = 32 << 20;
 /// Prefetchers at most (each holds one request in flight).
 const PREFETCHERS: usize = 4;
 
@@ -76,11 +78,14 @@ impl Run {
         // Under the run's lock: fetched once, whoever asks first, and streamed: each
         // blob is cut out as it arrives, the run never held whole beside its blobs. A
         // fetch that fails part-way keeps the blobs it got (each is authenticated when
-        // used); the writers read the others alone and report any error.
+        // used) and leaves the run unfetched: the next reader asks for it again and
+        // takes only what is still missing; a writer whose fetch fails reads its blob
+        // alone and reports the error.
         if let Ok(mut r) =
             backend.read_range_stream(FileType::Pack, &self.pack.to_hex(), self.start, self.len)
         {
             let mut pos = self.start;
+            let mut whole = true;
             for (blob, off, len) in &self.blobs {
                 // Overlapping the blob before (two names for one copy): read alone.
                 if *off < pos {
@@ -88,20 +93,18 @@ impl Run {
                 }
                 let gap = off - pos;
                 let skipped = std::io::copy(&mut (&mut r).take(gap), &mut std::io::sink());
-                if skipped.ok() != Some(gap) {
-                    break;
-                }
                 let mut piece = vec![0u8; *len];
-                if r.read_exact(&mut piece).is_err() {
+                if skipped.ok() != Some(gap) || r.read_exact(&mut piece).is_err() {
+                    whole = false;
                     break;
                 }
                 pos = off + *len as u64;
-                if !state.released.contains(blob) {
+                if !state.released.contains(blob) && !state.pieces.contains_key(blob) {
                     state.pieces.insert(*blob, piece);
                     runs.resident.fetch_add(*len, Ordering::SeqCst);
                 }
             }
-            state.fetched = true;
+            state.fetched = whole;
         }
         unreserve();
     }
@@ -204,6 +207,7 @@ impl PackRuns {
     /// One prefetcher: fetches runs in need order while the prefetch budget has room,
     /// until every run is taken or `stop` is called.
     pub fn prefetch(&self, backend: &dyn Backend) {
+        let mut since_trim = 0;
         loop {
             let i = self.next.fetch_add(1, Ordering::SeqCst);
             let Some(run) = self.order.get(i) else { return };
@@ -222,9 +226,12 @@ impl PackRuns {
             }
             run.fill(self, backend, usize::MAX, true);
             // Blobs are cut out on one thread and freed on another; glibc keeps what
-            // the writers free in the prefetchers' arenas: hand it back now and then
-            // (S3 restore of the bench corpus: 318-331 -> 262-286 MiB, same time).
-            if i % 2 == 1 {
+            // the writers free in the prefetchers' arenas: hand it back after every
+            // 32 MiB or so fetched (S3 restore of the bench corpus: 318-331 -> 262-286
+            // MiB, same time), not after every small run (each call locks the arenas).
+            since_trim += run.len;
+            if since_trim >= TRIM_EVERY {
+                since_trim = 0;
                 #[cfg(all(target_os = "linux", target_env = "gnu"))]
                 unsafe {
                     libc::malloc_trim(0);

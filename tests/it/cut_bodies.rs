@@ -193,26 +193,31 @@ fn a_restore_through_cut_downloads_is_exact() {
 }
 
 /// Runs cairn, failing the test (not hanging it) if it has not finished in `limit`.
+/// Its output goes to files, so a full pipe can never be what stops it.
 fn finishes(env: &Env, args: &[&str], limit: std::time::Duration) -> String {
+    let (out, err) = (env.path("finishes.out"), env.path("finishes.err"));
     let mut child = env
         .cmd()
         .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(&err).unwrap())
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
             panic!("cairn {args:?} did not finish in {limit:?}: waiting on itself?");
         }
         thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(code(&out), 0, "cairn {args:?}: {}", stderr(&out));
-    String::from_utf8(out.stdout).unwrap()
+    };
+    let stderr = fs::read_to_string(&err).unwrap();
+    assert!(status.success(), "cairn {args:?}: {status}: {stderr}");
+    fs::read_to_string(&out).unwrap()
 }
 
 /// With one connection, a stream that held it while its reader asked for something
