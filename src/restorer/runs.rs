@@ -11,7 +11,6 @@
 //! bandwidth, not on one request's latency after another.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,6 +18,7 @@ use std::time::Duration;
 use crate::backend::{Backend, FileType};
 use crate::error::Result;
 use crate::id::Id;
+use crate::repo::pack::read_forward;
 use crate::repo::Repository;
 
 /// Blobs further apart than this start a new run: fetching the gap would cost more
@@ -91,14 +91,15 @@ impl Run {
                 if *off < pos {
                     continue;
                 }
-                let gap = off - pos;
-                let skipped = std::io::copy(&mut (&mut r).take(gap), &mut std::io::sink());
-                let mut piece = vec![0u8; *len];
-                if skipped.ok() != Some(gap) || r.read_exact(&mut piece).is_err() {
+                // Sized exactly: a piece may wait a while for its file.
+                let mut piece = Vec::with_capacity(*len);
+                let sink = &mut std::io::sink();
+                if !read_forward(&mut r, &mut pos, *off, *len as u64, sink, &mut piece)
+                    .unwrap_or(false)
+                {
                     whole = false;
                     break;
                 }
-                pos = off + *len as u64;
                 if !state.released.contains(blob) && !state.pieces.contains_key(blob) {
                     state.pieces.insert(*blob, piece);
                     runs.resident.fetch_add(*len, Ordering::SeqCst);

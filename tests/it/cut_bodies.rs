@@ -14,24 +14,48 @@ use crate::common::*;
 use crate::servers::{self, Kind};
 
 /// Forwards loopback TCP to a server; the first `cuts` responses to a GET of a pack
-/// that run past `after` bytes are cut there (both sockets shut, as a dropped
-/// connection looks to the client).
+/// (of the packs named `only`, when given) that run past `after` bytes are cut there
+/// (both sockets shut, as a dropped connection looks to the client), `on_cut` run first.
 struct CuttingProxy {
     port: u16,
+    rules: Arc<Rules>,
+}
+
+struct Rules {
+    after: usize,
+    only: Option<String>,
+    on_cut: Option<Box<dyn Fn() + Send + Sync>>,
+    /// Cuts still to make.
+    left: AtomicUsize,
     /// Responses cut so far.
-    cut: Arc<AtomicUsize>,
+    cut: AtomicUsize,
     /// Pack reads asked for from a byte other than the first, after a cut.
-    resumed: Arc<AtomicUsize>,
+    resumed: AtomicUsize,
 }
 
 impl CuttingProxy {
     fn start(upstream: u16, after: usize, cuts: usize) -> CuttingProxy {
+        Self::start_with(upstream, after, cuts, None, None)
+    }
+
+    fn start_with(
+        upstream: u16,
+        after: usize,
+        cuts: usize,
+        only: Option<String>,
+        on_cut: Option<Box<dyn Fn() + Send + Sync>>,
+    ) -> CuttingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let left = Arc::new(AtomicUsize::new(cuts));
-        let cut = Arc::new(AtomicUsize::new(0));
-        let resumed = Arc::new(AtomicUsize::new(0));
-        let (c, r) = (cut.clone(), resumed.clone());
+        let rules = Arc::new(Rules {
+            after,
+            only,
+            on_cut,
+            left: AtomicUsize::new(cuts),
+            cut: AtomicUsize::new(0),
+            resumed: AtomicUsize::new(0),
+        });
+        let shared = rules.clone();
         thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
@@ -41,15 +65,23 @@ impl CuttingProxy {
                     pack_get: Arc::new(AtomicBool::new(false)),
                     sent: Arc::new(AtomicUsize::new(0)),
                 };
-                link.pump(client, server, after, left.clone(), c.clone(), r.clone());
+                link.pump(client, server, shared.clone());
             }
         });
-        CuttingProxy { port, cut, resumed }
+        CuttingProxy { port, rules }
+    }
+
+    fn cut(&self) -> usize {
+        self.rules.cut.load(Ordering::SeqCst)
+    }
+
+    fn resumed(&self) -> usize {
+        self.rules.resumed.load(Ordering::SeqCst)
     }
 }
 
-/// One client connection: whether its request in flight is a GET of a pack, and how
-/// many response bytes went back since it was asked.
+/// One client connection: whether its request in flight is a GET of a pack to cut, and
+/// how many response bytes went back since it was asked.
 #[derive(Clone)]
 struct Link {
     pack_get: Arc<AtomicBool>,
@@ -57,18 +89,10 @@ struct Link {
 }
 
 impl Link {
-    fn pump(
-        self,
-        client: TcpStream,
-        server: TcpStream,
-        after: usize,
-        left: Arc<AtomicUsize>,
-        cut: Arc<AtomicUsize>,
-        resumed: Arc<AtomicUsize>,
-    ) {
+    fn pump(self, client: TcpStream, server: TcpStream, rules: Arc<Rules>) {
         let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
         let up = self.clone();
-        let cut_seen = cut.clone();
+        let up_rules = rules.clone();
         thread::spawn(move || {
             let mut buf = vec![0u8; 64 << 10];
             while let Ok(n) = c_in.read(&mut buf) {
@@ -77,7 +101,13 @@ impl Link {
                 }
                 let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
                 if head.starts_with("get ") {
-                    let pack = head.lines().next().is_some_and(|l| l.contains("/data/"));
+                    let pack = head.lines().next().is_some_and(|l| {
+                        l.contains("/data/")
+                            && up_rules
+                                .only
+                                .as_ref()
+                                .is_none_or(|o| l.contains(o.as_str()))
+                    });
                     up.pack_get.store(pack, Ordering::SeqCst);
                     up.sent.store(0, Ordering::SeqCst);
                     let from_later_byte = head
@@ -85,8 +115,8 @@ impl Link {
                         .nth(1)
                         .and_then(|r| r.split('-').next())
                         .is_some_and(|start| start.trim() != "0");
-                    if pack && from_later_byte && cut_seen.load(Ordering::SeqCst) > 0 {
-                        resumed.fetch_add(1, Ordering::SeqCst);
+                    if pack && from_later_byte && up_rules.cut.load(Ordering::SeqCst) > 0 {
+                        up_rules.resumed.fetch_add(1, Ordering::SeqCst);
                     }
                 }
                 if s_out.write_all(&buf[..n]).is_err() {
@@ -104,13 +134,17 @@ impl Link {
                 }
                 let sent = self.sent.fetch_add(n, Ordering::SeqCst) + n;
                 if self.pack_get.load(Ordering::SeqCst)
-                    && sent > after
-                    && left
+                    && sent > rules.after
+                    && rules
+                        .left
                         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| l.checked_sub(1))
                         .is_ok()
                 {
-                    let _ = c_out.write_all(&buf[..n - (sent - after).min(n)]);
-                    cut.fetch_add(1, Ordering::SeqCst);
+                    let _ = c_out.write_all(&buf[..n - (sent - rules.after).min(n)]);
+                    if let Some(hook) = &rules.on_cut {
+                        hook();
+                    }
+                    rules.cut.fetch_add(1, Ordering::SeqCst);
                     let _ = c_out.shutdown(Shutdown::Both);
                     let _ = s_in.shutdown(Shutdown::Both);
                     return;
@@ -155,13 +189,9 @@ fn check_read_data_goes_on_where_a_cut_pack_download_broke_off() {
     let cut = Env::on(through(&remote, &proxy));
     let out = cut.run(["check", "--read-data"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(
-        proxy.cut.load(Ordering::SeqCst),
-        2,
-        "the proxy cut no download"
-    );
+    assert_eq!(proxy.cut(), 2, "the proxy cut no download");
     assert!(
-        proxy.resumed.load(Ordering::SeqCst) >= 1,
+        proxy.resumed() >= 1,
         "no pack read went on from a later byte after the cut"
     );
 }
@@ -185,11 +215,76 @@ fn a_restore_through_cut_downloads_is_exact() {
     let cut = Env::on(through(&remote, &proxy));
     let target = cut.path("target");
     cut.restore(&snap, &target, &[]);
-    assert!(
-        proxy.cut.load(Ordering::SeqCst) >= 1,
-        "the proxy cut no download"
-    );
+    assert!(proxy.cut() >= 1, "the proxy cut no download");
     assert_same_tree_but_atime(&src, &target.join(src.strip_prefix("/").unwrap()));
+}
+
+/// A pack whose download is cut, and which a concurrent prune deletes before the rest is
+/// asked for, was deleted, not damaged: check passes and says so.
+#[test]
+fn a_pack_pruned_while_its_cut_download_waits_is_gone_not_damaged() {
+    let Some(remote) = servers::remote(Kind::S3) else {
+        return;
+    };
+    let port = servers::port(Kind::S3).unwrap();
+    let direct = Arc::new(Env::on(remote.clone()));
+    direct.init();
+    let src = direct.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let packs = || -> Vec<std::path::PathBuf> {
+        walk(&remote.disk)
+            .into_iter()
+            .filter(|p| p.is_file() && p.to_string_lossy().contains("/data/"))
+            .collect()
+    };
+    fs::write(src.join("big"), random_bytes(600_000, 51)).unwrap();
+    direct.backup([&src]);
+    // The first snapshot's data pack: forgotten and pruned during the check below.
+    let first = packs()
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    for i in 0..2 {
+        fs::write(src.join("big"), random_bytes(600_000, 52 + i)).unwrap();
+        direct.backup([&src]);
+    }
+    // Forgotten and marked three days ago, beside another client's lock (so marked, not
+    // deleted at once): past its grace period, a prune during the check may delete it.
+    let repo = cairn::Repository::open(remote.backend(), PASSWORD.as_bytes()).unwrap();
+    let other = repo.lock(cairn::repo::lock::LockKind::Shared).unwrap();
+    direct.ok(["forget", "--keep-last", "1"]);
+    let past = (chrono::Utc::now().timestamp() - 3 * 24 * 3600).to_string();
+    let out = direct
+        .cmd()
+        .env("CAIRN_PRUNE_NOW", &past)
+        .args(["prune", "--max-unused", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "prune: {}", stderr(&out));
+    assert!(first.exists(), "marked, not deleted yet");
+    drop(other);
+    drop(repo);
+    let name = first.file_name().unwrap().to_string_lossy().to_string();
+    let pruner = direct.clone();
+    let prune = move || {
+        pruner.ok(["prune", "--max-unused", "0"]);
+    };
+    let proxy = CuttingProxy::start_with(port, 100 << 10, 1, Some(name), Some(Box::new(prune)));
+    let cut = Env::on(through(&remote, &proxy));
+    let out = cut.run(["-v", "check", "--read-data"]);
+    assert_eq!(proxy.cut(), 1, "the proxy cut no download");
+    assert!(
+        !first.exists(),
+        "the prune did not delete the pack being read"
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("deleted by a concurrent prune")
+            || stderr(&out).contains("deleted by a concurrent prune"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
 }
 
 /// Runs cairn, failing the test (not hanging it) if it has not finished in `limit`.
