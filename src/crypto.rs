@@ -256,6 +256,29 @@ mod tests {
         assert_ne!(*a, *p.derive(b"pw", b"saltsaltsaltsal2").unwrap());
     }
 
+    /// Known answers from argon2 0.5.3 (lanes one after another) and from the reference
+    /// C implementation (argon2-cffi's `hash_secret_raw`, type ID), which agree: with
+    /// lanes derived in parallel, every key file written before must still open.
+    #[test]
+    fn kdf_gives_the_reference_key_for_one_and_several_lanes() {
+        let got = |l| {
+            let p = KdfParams {
+                memory_kib: 1024,
+                iterations: 3,
+                parallelism: l,
+            };
+            hex::encode(*p.derive(b"cairn", b"0123456789abcdef").unwrap())
+        };
+        let want = [
+            (1, "bc7896dbb1d0f33a725ab15c1d644827902d465b15f74b47068d5e4dee35bdea"),
+            (2, "48a6cb9b70668c1e820d914421c004cfa8639884621f0a7d0d177ae18cdbd20a"),
+            (4, "f21b7ee0284dbb8ef2186b2a6c177bbd7437728cd9dd795e1e19cfd38276b7aa"),
+        ];
+        for (lanes, key) in want {
+            assert_eq!(got(lanes), key, "{lanes} lanes");
+        }
+    }
+
     #[test]
     fn kdf_limits_and_owasp_floor() {
         let p = |m, t, l| KdfParams {
