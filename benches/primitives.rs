@@ -1,13 +1,14 @@
 //! Throughput of the per-byte stages of the backup pipeline, one core each:
 //! chunking, keyed hashing, compress+seal, open+decompress+verify, the random-data
-//! test, a local pack write, pack parsing and index lookups. Run with `cargo bench --bench primitives`.
+//! test, a local pack write, pack parsing and index lookups; and the key derivation
+//! every command pays once. Run with `cargo bench --bench primitives`.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use cairn::chunker::ChunkerParams;
-use cairn::crypto::MasterKey;
+use cairn::crypto::{KdfParams, MasterKey};
 use cairn::id::Id;
 use cairn::repo::index::{Index, IndexFile, IndexedPack};
 use cairn::repo::pack::{open_blob, parse_pack, seal_blob, BlobType, PackEntry, PackWriter};
@@ -148,5 +149,16 @@ fn packs_and_index(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, stages, packs_and_index);
+/// Argon2id at the default cost, which every command that opens a key pays once.
+fn key_derivation(c: &mut Criterion) {
+    let mut g = c.benchmark_group("key derivation");
+    g.sample_size(10);
+    let p = KdfParams::default();
+    g.bench_function("argon2id 48MiB x6", |b| {
+        b.iter(|| p.derive(b"password", b"0123456789abcdef").unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, stages, packs_and_index, key_derivation);
 criterion_main!(benches);
