@@ -93,6 +93,24 @@ impl SealingKey {
         out.extend_from_slice(&tag);
     }
 
+    /// As `open`, decrypting where the bytes lie: returns the plaintext, a part of
+    /// `sealed` (which is left scrambled when authentication fails).
+    pub fn open_in_place<'a>(
+        &self,
+        aad: &[u8],
+        sealed: &'a mut [u8],
+    ) -> Result<&'a [u8], Unauthentic> {
+        if sealed.len() < OVERHEAD {
+            return Err(Unauthentic);
+        }
+        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+        let (ct, tag) = rest.split_at_mut(rest.len() - (OVERHEAD - NONCE_LEN));
+        self.0
+            .decrypt_in_place_detached(XNonce::from_slice(nonce), aad, ct, (&*tag).into())
+            .map_err(|_| Unauthentic)?;
+        Ok(ct)
+    }
+
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Unauthentic> {
         if sealed.len() < OVERHEAD {
             return Err(Unauthentic);
@@ -241,6 +259,23 @@ mod tests {
         assert!(k.open(aad::INDEX, &s).is_err(), "wrong associated data");
         assert!(SealingKey::new(&[8; 32]).open(aad::BLOB, &s).is_err());
         assert!(k.open(aad::BLOB, &s[..10]).is_err());
+        let mut in_place = s.clone();
+        assert_eq!(
+            k.open_in_place(aad::BLOB, &mut in_place).unwrap(),
+            b"secret"
+        );
+        for (i, bit) in [(0, 1), (NONCE_LEN, 0x80), (s.len() - 1, 4)] {
+            let mut flipped = s.clone();
+            flipped[i] ^= bit;
+            assert!(
+                k.open_in_place(aad::BLOB, &mut flipped).is_err(),
+                "byte {i}"
+            );
+        }
+        assert!(k.open_in_place(aad::INDEX, &mut s.clone()).is_err());
+        assert!(k
+            .open_in_place(aad::BLOB, &mut s[..OVERHEAD - 1].to_vec())
+            .is_err());
     }
 
     #[test]
@@ -270,9 +305,18 @@ mod tests {
             hex::encode(*p.derive(b"cairn", b"0123456789abcdef").unwrap())
         };
         let want = [
-            (1, "bc7896dbb1d0f33a725ab15c1d644827902d465b15f74b47068d5e4dee35bdea"),
-            (2, "48a6cb9b70668c1e820d914421c004cfa8639884621f0a7d0d177ae18cdbd20a"),
-            (4, "f21b7ee0284dbb8ef2186b2a6c177bbd7437728cd9dd795e1e19cfd38276b7aa"),
+            (
+                1,
+                "bc7896dbb1d0f33a725ab15c1d644827902d465b15f74b47068d5e4dee35bdea",
+            ),
+            (
+                2,
+                "48a6cb9b70668c1e820d914421c004cfa8639884621f0a7d0d177ae18cdbd20a",
+            ),
+            (
+                4,
+                "f21b7ee0284dbb8ef2186b2a6c177bbd7437728cd9dd795e1e19cfd38276b7aa",
+            ),
         ];
         for (lanes, key) in want {
             assert_eq!(got(lanes), key, "{lanes} lanes");

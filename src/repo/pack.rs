@@ -158,6 +158,44 @@ pub fn open_blob(
     Ok(plain)
 }
 
+/// What `open_blob` proves, without keeping the plaintext: `sealed` is decrypted in
+/// place and a compressed blob is decompressed into `scratch`, reused blob after blob
+/// (check reads every blob of a repository and keeps none).
+pub fn verify_blob(
+    key: &SealingKey,
+    id_key: &IdKey,
+    entry: &PackEntry,
+    sealed: &mut [u8],
+    scratch: &mut Vec<u8>,
+) -> std::result::Result<(), &'static str> {
+    let plain = key
+        .open_in_place(aad::BLOB, sealed)
+        .map_err(|_| "authentication failed")?;
+    let plain = if entry.uncompressed_length > 0 {
+        let n = entry.uncompressed_length as usize;
+        scratch.clear();
+        scratch.reserve(n);
+        DECOMPRESSOR
+            .with_borrow_mut(|slot| {
+                if slot.is_none() {
+                    *slot = Some(zstd::bulk::Decompressor::new()?);
+                }
+                slot.as_mut().unwrap().decompress_to_buffer(plain, scratch)
+            })
+            .map_err(|_| "does not decompress")?;
+        if scratch.len() != n {
+            return Err("decompressed to the wrong length");
+        }
+        &scratch[..]
+    } else {
+        plain
+    };
+    if id_key.blob_id(plain) != entry.id {
+        return Err("content does not match its id");
+    }
+    Ok(())
+}
+
 thread_local! {
     // One zstd context per thread, kept: making one costs more than compressing or
     // decompressing a small blob (a tree, a tiny file), and a backup, restore or check
@@ -420,6 +458,30 @@ mod tests {
             };
             assert_eq!(open_blob(&key, &idk, &e, &sealed, "p").unwrap(), plain);
         }
+        // check's in-place form agrees, one scratch buffer across all of them.
+        let mut scratch = Vec::new();
+        let mut verify = |e: &PackEntry, s: &[u8]| {
+            verify_blob(&key, &idk, e, &mut s.to_vec(), &mut scratch).is_ok()
+        };
+        assert!(!verify(&short, &sealed));
+        let longer = PackEntry {
+            uncompressed_length: ul + 1,
+            ..entry
+        };
+        assert!(!verify(&longer, &sealed));
+        assert!(!verify(&entry, &garbage));
+        assert!(verify(&entry, &sealed));
+        let raw = key.seal(aad::BLOB, &plain);
+        let stored_raw = PackEntry {
+            uncompressed_length: 0,
+            length: raw.len() as u32,
+            ..entry
+        };
+        assert!(verify(&stored_raw, &raw));
+        assert!(
+            !verify(&stored_raw, &sealed),
+            "compressed bytes taken as raw"
+        );
     }
 
     proptest! {
@@ -444,7 +506,12 @@ mod tests {
                 Err(_) => false,
                 Ok(parsed) => parsed.iter().all(|e| {
                     let end = (e.offset + e.length) as usize;
-                    open_blob(&key, &idk, e, &bytes[e.offset as usize..end], "p").is_ok()
+                    let sealed = &bytes[e.offset as usize..end];
+                    let opened = open_blob(&key, &idk, e, sealed, "p").is_ok();
+                    let verified =
+                        verify_blob(&key, &idk, e, &mut sealed.to_vec(), &mut Vec::new()).is_ok();
+                    assert_eq!(opened, verified, "open_blob and verify_blob disagree");
+                    opened
                 }),
             };
             prop_assert!(!ok, "flipped byte {} went unnoticed", i);

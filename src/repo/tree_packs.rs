@@ -3,9 +3,11 @@
 //! is checked against its name before use; within a budget, oldest out first.
 
 use std::collections::VecDeque;
+use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 use crate::backend::{Backend, FileType};
+use crate::error::Error;
 use crate::id::Id;
 
 const BUDGET: usize = 128 << 20;
@@ -43,7 +45,16 @@ impl TreePacks {
         if let Some(d) = self.held(pack) {
             return Some(d);
         }
-        let bytes = backend.read(FileType::Pack, &pack.to_hex()).ok()?;
+        // Streamed into one buffer: a whole read would hold the body's pieces and their
+        // copy at once, twice the pack, while check's data packs stream beside it.
+        let mut bytes = Vec::new();
+        backend
+            .read_stream(FileType::Pack, &pack.to_hex())
+            .and_then(|mut r| {
+                r.read_to_end(&mut bytes)
+                    .map_err(|e| Error::io(format!("reading pack {pack}"), e))
+            })
+            .ok()?;
         if Id::of_file(&bytes) != *pack {
             return None;
         }

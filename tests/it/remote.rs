@@ -224,3 +224,65 @@ fn s3_check_read_data_finds_a_flipped_byte_in_a_pack() {
     let name = pack.file_name().unwrap().to_str().unwrap();
     assert!(stderr(&out).contains(name), "{}", stderr(&out));
 }
+
+/// `check --read-data` reads data packs while it walks the trees. With a byte flipped in
+/// the data pack and another in the tree pack, over a single connection that the walk
+/// and the data pass must share, it finishes and reports both packs, and the tree the
+/// walk could not load.
+#[test]
+fn s3_check_read_data_walks_and_reads_over_one_connection_and_finds_both_damages() {
+    let Some(mut remote) = servers::remote(Kind::S3) else {
+        return;
+    };
+    remote.options.push("connections=1".into());
+    let disk = remote.disk.clone();
+    let env = Env::on(remote);
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("deep/er")).unwrap();
+    fs::write(src.join("deep/er/precious"), random_bytes(600_000, 8)).unwrap();
+    env.backup([&src]);
+    env.ok(["check", "--read-data"]);
+    let mut packs: Vec<_> = walk(&disk)
+        .into_iter()
+        .filter(|p| p.is_file() && p.to_string_lossy().contains("/data/"))
+        .collect();
+    packs.sort_by_key(|p| fs::metadata(p).unwrap().len());
+    assert_eq!(packs.len(), 2, "one tree pack and one data pack: {packs:?}");
+    let name = |p: &std::path::PathBuf| p.file_name().unwrap().to_str().unwrap().to_string();
+    let (tree_pack, data_pack) = (name(&packs[0]), name(&packs[1]));
+    for (pack, at) in [(&packs[0], 60), (&packs[1], 5000)] {
+        let mut b = fs::read(pack).unwrap();
+        b[at] ^= 0x10;
+        fs::write(pack, b).unwrap();
+    }
+    // Waiting on itself (the walk and the data pass on one connection) would hang.
+    let mut child = env
+        .cmd()
+        .args(["check", "--read-data"])
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(env.path("check.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("check --read-data over one connection did not finish");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let err = fs::read_to_string(env.path("check.err")).unwrap();
+    assert_eq!(status.code(), Some(13), "{err}");
+    for pack in [&data_pack, &tree_pack] {
+        let line = format!("{pack}: pack content does not match its name");
+        assert!(err.contains(&line), "{pack} not found damaged: {err}");
+    }
+    assert!(
+        err.contains("problem: tree ") && err.contains("authentication failed"),
+        "the tree the walk could not load is not named: {err}"
+    );
+}

@@ -7,11 +7,8 @@
 //! authentication and id.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::Mutex;
 
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::backend::FileType;
@@ -19,11 +16,13 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::index::IndexFile;
 use crate::repo::key::KeyFile;
-use crate::repo::pack::{
-    header_location, open_blob, parse_header, read_forward, PackEntry, ENTRY_LEN,
-};
+use crate::repo::pack::{BlobType, PackEntry};
+use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::NodeKind;
 use crate::repo::Repository;
+
+mod data;
+use data::{DataFindings, PackReader};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ReadData {
@@ -197,14 +196,110 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
         .filter(|n| Id::from_hex(n).map_or(true, |id| !indexed.contains_key(&id)))
         .count() as u64;
 
-    // Snapshots and trees.
+    // The packs to read. Data packs are read while the trees are walked (the walk
+    // mostly waits on tree packs, or keeps one core decoding trees); tree packs after
+    // it, so the ones it holds are verified from memory, on this thread at once, and
+    // let go before the data packs are done.
+    let chosen: Vec<(&Id, &[PackEntry])> = indexed
+        .iter()
+        .filter(|(id, _)| !gone.contains(id))
+        .map(|(id, (blobs, _))| (id, *blobs))
+        .filter(|(id, _)| match read_data {
+            ReadData::None => false,
+            ReadData::All => true,
+            ReadData::Subset(n, m) => (id.0[0] as u32) % m == n - 1,
+            ReadData::Percent(p) => {
+                (crate::crypto::random_bytes::<4>()[0] as f64) < p / 100.0 * 256.0
+            }
+        })
+        .collect();
+    report.packs_read = chosen.len() as u64;
+    let (tree_packs, data_packs): (Vec<_>, Vec<_>) = chosen
+        .into_iter()
+        .partition(|(_, blobs)| blobs.iter().any(|b| b.ty == BlobType::Tree));
+    let repo = &*repo;
+    let reader = match report.packs_read {
+        0 => None,
+        _ => Some(PackReader::new(repo)?),
+    };
+    let (snaps, unheld) = std::thread::scope(|s| {
+        let data = match &reader {
+            Some(r) if !data_packs.is_empty() => Some(s.spawn(|| r.read(&data_packs))),
+            _ => None,
+        };
+        let snaps = walk_snapshots(repo, snapshot_names, &mut report);
+        let (held, unheld): (Vec<_>, Vec<_>) = tree_packs
+            .into_iter()
+            .partition(|(pack, _)| repo.holds_tree_pack(pack));
+        if let Some(r) = &reader {
+            for (pack, blobs) in held {
+                r.read_one(pack, blobs);
+            }
+        }
+        if let Some(Err(panic)) = data.map(|d| d.join()) {
+            std::panic::resume_unwind(panic);
+        }
+        (snaps, unheld)
+    });
+    let Some(reader) = reader else {
+        return Ok(report);
+    };
+    reader.read(&unheld);
+    let DataFindings {
+        bytes_read,
+        mut bad_blobs,
+        problems: mut data_problems,
+        vanished,
+    } = reader.finish();
+    report.bytes_read = bytes_read;
+    // Packs deleted by a concurrent prune while they were read (marked ones only).
+    if !vanished.is_empty() {
+        let live = live_packs(repo)?;
+        for pack in vanished.iter().filter(|p| !live.contains(p)) {
+            let file = FileType::Pack.path(&pack.to_hex());
+            data_problems.retain(|(f, _, _)| *f != file);
+            for b in indexed[pack].0 {
+                bad_blobs.remove(&b.id);
+            }
+            report.packs_read -= 1;
+            report.deleted_packs += 1;
+        }
+    }
+    if !bad_blobs.is_empty() || !data_problems.is_empty() {
+        let affected = affected_paths(repo, &snaps, &bad_blobs.keys().copied().collect());
+        for (file, message, blobs) in data_problems {
+            let mut affects: Vec<String> = blobs
+                .iter()
+                .flat_map(|b| affected.get(b).cloned().unwrap_or_default())
+                .collect();
+            affects.sort();
+            affects.dedup();
+            report_problem(&mut report.problems, file, message, affects);
+        }
+    }
+    Ok(report)
+}
+
+/// Walks every listed snapshot's trees: each tree loads, each directory has a subtree,
+/// each file's blobs are indexed. Returns the snapshots walked (a snapshot forgotten
+/// meanwhile is left out).
+fn walk_snapshots(
+    repo: &Repository,
+    snapshot_names: Vec<(String, u64)>,
+    report: &mut CheckReport,
+) -> Vec<(String, Snapshot)> {
     let mut snaps = Vec::new();
     for (name, _) in snapshot_names {
         match repo.load_snapshot(&name) {
             Ok(s) => snaps.push((name, s)),
             // Forgotten between the listing and the read.
             Err(e) if e.is_not_found() => {}
-            Err(e) => problem(FileType::Snapshot.path(&name), e.to_string()),
+            Err(e) => report_problem(
+                &mut report.problems,
+                FileType::Snapshot.path(&name),
+                e.to_string(),
+                Vec::new(),
+            ),
         }
     }
     let mut seen_trees = HashSet::new();
@@ -278,87 +373,8 @@ pub fn check(repo: &mut Repository, read_data: ReadData) -> Result<CheckReport> 
         }
         walked.push((name, snap));
     }
-    let snaps = walked;
-    report.snapshots = snaps.len() as u64;
-
-    // Data.
-    let chosen: Vec<(&Id, &[PackEntry])> = indexed
-        .iter()
-        .filter(|(id, _)| !gone.contains(id))
-        .map(|(id, (blobs, _))| (id, *blobs))
-        .filter(|(id, _)| match read_data {
-            ReadData::None => false,
-            ReadData::All => true,
-            ReadData::Subset(n, m) => (id.0[0] as u32) % m == n - 1,
-            ReadData::Percent(p) => {
-                (crate::crypto::random_bytes::<4>()[0] as f64) < p / 100.0 * 256.0
-            }
-        })
-        .collect();
-    let bad_blobs = Mutex::new(HashMap::<Id, String>::new());
-    let data_problems = Mutex::new(Vec::new());
-    let bytes_read = std::sync::atomic::AtomicU64::new(0);
-    let vanished = Mutex::new(Vec::new());
-    // One pack per thread; on remote storage more threads than cores, so several
-    // reads are in flight and the check is bound by bandwidth, not latency.
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let threads = if repo.backend().is_remote() {
-        cores.max(repo.backend().connections())
-    } else {
-        cores
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| Error::Other(format!("starting reader threads: {e}")))?;
-    // Tree packs the walk holds go first: each is let go once verified, so they are not
-    // held beside the streams of all the others.
-    let (held, streamed): (Vec<_>, Vec<_>) = chosen
-        .iter()
-        .partition(|(pack, _)| repo.holds_tree_pack(pack));
-    pool.install(|| {
-        for part in [held, streamed] {
-            part.par_iter().for_each(|(pack, blobs)| {
-                let found = read_pack(repo, pack, blobs, &bad_blobs);
-                if found.2 {
-                    vanished.lock().unwrap().push(**pack);
-                }
-                bytes_read.fetch_add(found.0, std::sync::atomic::Ordering::Relaxed);
-                data_problems.lock().unwrap().extend(found.1);
-            })
-        }
-    });
-    report.packs_read = chosen.len() as u64;
-    report.bytes_read = bytes_read.into_inner();
-    let mut bad_blobs = bad_blobs.into_inner().unwrap();
-    let mut data_problems = data_problems.into_inner().unwrap();
-    // Packs deleted by a concurrent prune while they were read (marked ones only).
-    let vanished = vanished.into_inner().unwrap();
-    if !vanished.is_empty() {
-        let live = live_packs(repo)?;
-        for pack in vanished.iter().filter(|p| !live.contains(p)) {
-            let file = FileType::Pack.path(&pack.to_hex());
-            data_problems.retain(|(f, _, _)| *f != file);
-            for b in indexed[pack].0 {
-                bad_blobs.remove(&b.id);
-            }
-            report.packs_read -= 1;
-            report.deleted_packs += 1;
-        }
-    }
-    if !bad_blobs.is_empty() || !data_problems.is_empty() {
-        let affected = affected_paths(repo, &snaps, &bad_blobs.keys().copied().collect());
-        for (file, message, blobs) in data_problems {
-            let mut affects: Vec<String> = blobs
-                .iter()
-                .flat_map(|b| affected.get(b).cloned().unwrap_or_default())
-                .collect();
-            affects.sort();
-            affects.dedup();
-            report_problem(&mut report.problems, file, message, affects);
-        }
-    }
-    Ok(report)
+    report.snapshots = walked.len() as u64;
+    walked
 }
 
 /// (file, message) pairs.
@@ -436,215 +452,10 @@ fn report_problem(
     });
 }
 
-/// Reads one pack and verifies it; returns bytes read and problems (file, message,
-/// blobs concerned).
-type PackProblems = Vec<(String, String, Vec<Id>)>;
-
-fn read_pack(
-    repo: &Repository,
-    pack: &Id,
-    indexed: &[PackEntry],
-    bad: &Mutex<HashMap<Id, String>>,
-) -> (u64, PackProblems, bool) {
-    let name = pack.to_hex();
-    let file = FileType::Pack.path(&name);
-    let all: Vec<Id> = indexed.iter().map(|e| e.id).collect();
-    let mark_all = |why: &str| {
-        let mut b = bad.lock().unwrap();
-        for id in &all {
-            b.insert(*id, why.to_string());
-        }
-    };
-    let unreadable = |e: Error, n: u64| {
-        mark_all("pack unreadable");
-        // Gone (not damaged): a prune beside this check may have deleted it.
-        let gone = e.is_not_found();
-        (n, vec![(file.clone(), e.to_string(), all.clone())], gone)
-    };
-    // A tree pack read whole for the tree walk moments ago is verified from that read;
-    // any other is streamed, a blob at a time, never held whole.
-    let reader = match repo.take_tree_pack(pack) {
-        Some(b) => Ok(Box::new(std::io::Cursor::new(Held(b))) as Box<dyn Read + Send>),
-        None => repo.backend().read_stream(FileType::Pack, &name),
-    };
-    let streamed = match reader.and_then(|r| stream_pack(r, repo, indexed, &name)) {
-        Ok(s) => s,
-        Err(e) => return unreadable(e, 0),
-    };
-    let n = streamed.len;
-    let mut problems = Vec::new();
-    if streamed.hash != *pack {
-        problems.push((
-            file.clone(),
-            "pack content does not match its name".to_string(),
-            Vec::new(),
-        ));
-    }
-    let header = match streamed.header {
-        Ok(h) => h,
-        // Deleted between the stream and a second look at its header.
-        Err(e) if e.is_not_found() => return unreadable(e, n),
-        Err(e) => {
-            mark_all("pack header damaged");
-            problems.push((file, e.to_string(), all));
-            return (n, problems, false);
-        }
-    };
-    let header_ids: HashMap<Id, &PackEntry> = header.iter().map(|e| (e.id, e)).collect();
-    let mut damaged: Vec<Id> = indexed
-        .iter()
-        .filter(|e| header_ids.get(&e.id) != Some(e) || streamed.damaged.contains(&e.id))
-        .map(|e| e.id)
-        .collect();
-    damaged.sort_unstable();
-    damaged.dedup();
-    if !damaged.is_empty() {
-        let mut b = bad.lock().unwrap();
-        for id in &damaged {
-            b.insert(*id, "damaged".into());
-        }
-        problems.push((
-            file,
-            format!(
-                "{} of {} blobs fail verification or disagree with the index",
-                damaged.len(),
-                indexed.len()
-            ),
-            damaged,
-        ));
-    }
-    (n, problems, false)
-}
-
-/// A held tree pack as a reader's bytes, without a copy.
-struct Held(std::sync::Arc<Vec<u8>>);
-
-impl AsRef<[u8]> for Held {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-/// What one front-to-back read of a pack showed.
-struct StreamedPack {
-    /// Bytes read.
-    len: u64,
-    /// Hash of the whole file (its name, when sound).
-    hash: Id,
-    /// Indexed blobs that are missing from the file or fail to open.
-    damaged: HashSet<Id>,
-    /// The pack's own header, authenticated.
-    header: Result<Vec<PackEntry>>,
-}
-
-/// Reads a pack once, front to back: hashes every byte, opens each indexed blob as it
-/// passes (only one blob is held at a time), and keeps what follows the last blob,
-/// where the header is. An error is a failed read, not damage.
-fn stream_pack(
-    mut r: Box<dyn Read + Send>,
-    repo: &Repository,
-    indexed: &[PackEntry],
-    name: &str,
-) -> Result<StreamedPack> {
-    let file = &FileType::Pack.path(name);
-    // An I/O error keeps its kind: a pack a concurrent prune deleted while a cut
-    // download was being taken up again is gone, not damaged.
-    let read_err = |e: std::io::Error| Error::io(format!("reading {file}"), e);
-    let mut by_offset: Vec<&PackEntry> = indexed.iter().collect();
-    by_offset.sort_by_key(|e| (e.offset, e.length));
-    let mut hasher = blake3::Hasher::new();
-    let mut pos = 0u64;
-    let mut damaged = HashSet::new();
-    let mut blob = Vec::new();
-    // Entries starting inside bytes already passed (a duplicate, or a neighbour of a
-    // wrong entry): each is read again on its own afterwards, as a whole read would.
-    let mut again = Vec::new();
-    let open = |e: &PackEntry, sealed: &[u8]| {
-        open_blob(&repo.key.sealing, &repo.key.id_key, e, sealed, file).is_ok()
-    };
-    for e in by_offset {
-        if (e.offset as u64) < pos {
-            again.push(e);
-            continue;
-        }
-        let whole = read_forward(
-            &mut r,
-            &mut pos,
-            e.offset as u64,
-            e.length as u64,
-            &mut hasher,
-            &mut blob,
-        )
-        .map_err(read_err)?;
-        hasher.update(&blob);
-        if !whole || !open(e, &blob) {
-            damaged.insert(e.id);
-        }
-    }
-    drop(blob);
-    // What follows the last blob: only its end is kept, where the header is.
-    let keep = TAIL_KEPT.max(indexed.len() * ENTRY_LEN * 2);
-    let mut tail = Vec::new();
-    let mut piece = vec![0u8; 1 << 20];
-    loop {
-        let n = r.read(&mut piece).map_err(read_err)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&piece[..n]);
-        tail.extend_from_slice(&piece[..n]);
-        pos += n as u64;
-        if tail.len() > 2 * keep {
-            tail.drain(..tail.len() - keep);
-        }
-    }
-    // A remote stream holds a connection: let it go before asking for anything else.
-    drop(r);
-    let len = pos;
-    let tail_start = len - tail.len() as u64;
-    let header = if tail.len() >= 4 {
-        match header_location(len, &tail[tail.len() - 4..], file) {
-            // Kept whole after the last indexed blob (always, when the index agrees).
-            Ok((start, hl)) if start >= tail_start => {
-                let at = (start - tail_start) as usize;
-                parse_header(&tail[at..at + hl], start, &repo.key.sealing, file)
-            }
-            // Indexed blobs reach into it, or it is larger than kept: read it alone.
-            Ok(_) => repo.read_pack_header(name),
-            Err(e) => Err(e),
-        }
-    } else if len >= 4 {
-        repo.read_pack_header(name)
-    } else {
-        Err(Error::integrity(file, "pack is too short"))
-    };
-    for e in again {
-        let end = e.offset as u64 + e.length as u64;
-        let sound = end <= len
-            && repo
-                .backend()
-                .read_range(FileType::Pack, name, e.offset as u64, e.length as usize)
-                .is_ok_and(|sealed| open(e, &sealed));
-        if !sound {
-            damaged.insert(e.id);
-        }
-    }
-    Ok(StreamedPack {
-        len,
-        hash: Id(*hasher.finalize().as_bytes()),
-        damaged,
-        header,
-    })
-}
-
-/// How much of a pack's end `check` keeps while streaming it, at least: room for the
-/// header of a pack of small blobs.
-const TAIL_KEPT: usize = 1 << 20;
-
 /// For each bad blob: the `<snapshot>:<path>` entries that need it.
 fn affected_paths(
     repo: &Repository,
-    snaps: &[(String, crate::repo::snapshot::Snapshot)],
+    snaps: &[(String, Snapshot)],
     bad: &HashSet<Id>,
 ) -> HashMap<Id, Vec<String>> {
     let mut out: HashMap<Id, Vec<String>> = HashMap::new();
