@@ -94,7 +94,7 @@ impl SealingKey {
     }
 
     /// As `open`, decrypting where the bytes lie: returns the plaintext, a part of
-    /// `sealed` (which is left scrambled when authentication fails).
+    /// `sealed`, whose content is unspecified when authentication fails.
     pub fn open_in_place<'a>(
         &self,
         aad: &[u8],

@@ -1,6 +1,6 @@
 //! `check --read-data`: each chosen pack is read once, front to back, by a pool of
-//! threads (on remote storage more threads than cores, so several reads are in flight
-//! and the check is bound by bandwidth, not latency). A pack is hashed whole, each
+//! threads (on remote storage one per connection, so several reads are in flight and
+//! the check is bound by bandwidth, not latency). A pack is hashed whole, each
 //! indexed blob is opened as it passes, and its header is compared with the index.
 
 use std::collections::{HashMap, HashSet};
@@ -43,14 +43,14 @@ pub(super) struct PackReader<'a> {
 
 impl<'a> PackReader<'a> {
     pub fn new(repo: &'a Repository) -> Result<Self> {
-        // On remote storage one connection is left for the tree walk that runs beside
-        // the data pass (a pack stream holds its connection until it is done).
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // On remote storage a thread per connection but one: a pack stream holds its
+        // connection until it is done, and the tree walk beside the data pass needs
+        // one for itself (with a single connection it waits for a pack at a time).
         let backend = repo.backend();
         let threads = if backend.is_remote() {
-            cores.max(backend.connections().saturating_sub(1))
+            backend.connections().saturating_sub(1).max(1)
         } else {
-            cores
+            std::thread::available_parallelism().map_or(2, |n| n.get())
         };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)

@@ -173,6 +173,13 @@ pub fn verify_blob(
         .map_err(|_| "authentication failed")?;
     let plain = if entry.uncompressed_length > 0 {
         let n = entry.uncompressed_length as usize;
+        // A frame that says it holds another length fails here, before the index's
+        // length is reserved.
+        if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(plain) {
+            if size != n as u64 {
+                return Err("decompressed to the wrong length");
+            }
+        }
         scratch.clear();
         scratch.reserve(n);
         DECOMPRESSOR

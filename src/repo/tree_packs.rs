@@ -45,8 +45,9 @@ impl TreePacks {
         if let Some(d) = self.held(pack) {
             return Some(d);
         }
-        // Streamed into one buffer: a whole read would hold the body's pieces and their
-        // copy at once, twice the pack, while check's data packs stream beside it.
+        // Streamed into one buffer: a whole read holds the body's pieces and their copy
+        // at once, twice the pack, while check's data packs stream beside it. The
+        // buffer's spare room is given back before it is held.
         let mut bytes = Vec::new();
         backend
             .read_stream(FileType::Pack, &pack.to_hex())
@@ -55,6 +56,7 @@ impl TreePacks {
                     .map_err(|e| Error::io(format!("reading pack {pack}"), e))
             })
             .ok()?;
+        bytes.shrink_to_fit();
         if Id::of_file(&bytes) != *pack {
             return None;
         }
