@@ -43,6 +43,34 @@ fn init_refuses_an_existing_repository() {
     assert_eq!(code(&out), 1);
 }
 
+/// init makes the repository's folders while it derives the key: a folder it cannot
+/// make fails the init with one line, and leaves no key file and no config behind (so
+/// the place is still no repository, and a second init once the way is clear works).
+#[test]
+fn init_that_cannot_make_its_folders_leaves_no_key_and_no_config() {
+    let env = Env::new();
+    let repo = env.path("blocked");
+    fs::create_dir_all(&repo).unwrap();
+    fs::write(repo.join("data"), b"a file where a folder goes").unwrap();
+    let r = repo.to_str().unwrap();
+    let out = env.bare().args(["-r", r, "init"]).output().unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let errors: Vec<_> = stderr(&out)
+        .lines()
+        .filter(|l| !l.starts_with("warning:"))
+        .map(String::from)
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("blocked/data"), "{errors:?}");
+    assert!(!repo.join("config").exists());
+    let keys = fs::read_dir(repo.join("keys")).map_or(0, |d| d.count());
+    assert_eq!(keys, 0, "a key file was written");
+    fs::remove_file(repo.join("data")).unwrap();
+    let out = env.bare().args(["-r", r, "init"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(repo.join("config").exists() && repo.join("data/00").is_dir());
+}
+
 #[test]
 fn keys_add_list_passwd_remove() {
     let env = Env::new();
