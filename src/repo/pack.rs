@@ -142,20 +142,13 @@ pub fn open_blob(
     let plain = key
         .open(aad::BLOB, sealed)
         .map_err(|_| what("authentication failed"))?;
-    let plain = if entry.uncompressed_length > 0 {
-        let n = entry.uncompressed_length as usize;
-        let out = decompress(&plain, n).map_err(|_| what("does not decompress"))?;
-        if out.len() != n {
-            return Err(what("decompressed to the wrong length"));
-        }
+    let mut out = Vec::new();
+    inflate_and_check(id_key, entry, &plain, &mut out).map_err(what)?;
+    Ok(if entry.uncompressed_length > 0 {
         out
     } else {
         plain
-    };
-    if id_key.blob_id(&plain) != entry.id {
-        return Err(what("content does not match its id"));
-    }
-    Ok(plain)
+    })
 }
 
 /// What `open_blob` proves, without keeping the plaintext: `sealed` is decrypted in
@@ -171,6 +164,18 @@ pub fn verify_blob(
     let plain = key
         .open_in_place(aad::BLOB, sealed)
         .map_err(|_| "authentication failed")?;
+    inflate_and_check(id_key, entry, plain, scratch)
+}
+
+/// The rest of opening a blob, once decrypted: a compressed one is decompressed into
+/// `out` (emptied first) to exactly its indexed length, and the plaintext (`plain`
+/// itself when stored raw) must hash to the blob's id.
+fn inflate_and_check(
+    id_key: &IdKey,
+    entry: &PackEntry,
+    plain: &[u8],
+    out: &mut Vec<u8>,
+) -> std::result::Result<(), &'static str> {
     let plain = if entry.uncompressed_length > 0 {
         let n = entry.uncompressed_length as usize;
         // A frame that says it holds another length fails here, before the index's
@@ -180,20 +185,20 @@ pub fn verify_blob(
                 return Err("decompressed to the wrong length");
             }
         }
-        scratch.clear();
-        scratch.reserve(n);
+        out.clear();
+        out.reserve(n);
         DECOMPRESSOR
             .with_borrow_mut(|slot| {
                 if slot.is_none() {
                     *slot = Some(zstd::bulk::Decompressor::new()?);
                 }
-                slot.as_mut().unwrap().decompress_to_buffer(plain, scratch)
+                slot.as_mut().unwrap().decompress_to_buffer(plain, out)
             })
             .map_err(|_| "does not decompress")?;
-        if scratch.len() != n {
+        if out.len() != n {
             return Err("decompressed to the wrong length");
         }
-        &scratch[..]
+        &out[..]
     } else {
         plain
     };
@@ -219,16 +224,6 @@ fn compress(plain: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
             *slot = Some((level, zstd::bulk::Compressor::new(level)?));
         }
         slot.as_mut().unwrap().1.compress(plain)
-    })
-}
-
-/// At most `capacity` bytes: a blob that decompresses to more is an error.
-fn decompress(sealed: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
-    DECOMPRESSOR.with_borrow_mut(|slot| {
-        if slot.is_none() {
-            *slot = Some(zstd::bulk::Decompressor::new()?);
-        }
-        slot.as_mut().unwrap().decompress(sealed, capacity)
     })
 }
 

@@ -7,7 +7,6 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 use crate::backend::{Backend, FileType};
-use crate::error::Error;
 use crate::id::Id;
 
 const BUDGET: usize = 128 << 20;
@@ -49,13 +48,9 @@ impl TreePacks {
         // at once, twice the pack, while check's data packs stream beside it. The
         // buffer's spare room is given back before it is held.
         let mut bytes = Vec::new();
-        backend
-            .read_stream(FileType::Pack, &pack.to_hex())
-            .and_then(|mut r| {
-                r.read_to_end(&mut bytes)
-                    .map_err(|e| Error::io(format!("reading pack {pack}"), e))
-            })
-            .ok()?;
+        let mut body = backend.read_stream(FileType::Pack, &pack.to_hex()).ok()?;
+        body.read_to_end(&mut bytes).ok()?;
+        drop(body); // a remote stream holds a connection until dropped
         bytes.shrink_to_fit();
         if Id::of_file(&bytes) != *pack {
             return None;

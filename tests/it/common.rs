@@ -109,6 +109,36 @@ impl Env {
         self.cmd().args(&args).output().unwrap()
     }
 
+    /// Like `run`, but the test fails (rather than hangs) if cairn has not finished in
+    /// `limit`. Its output goes to files, so a full pipe can never be what stops it.
+    pub fn run_within(&self, args: &[&str], limit: std::time::Duration) -> Output {
+        let (out, err) = (self.path("run_within.out"), self.path("run_within.err"));
+        let mut child = self
+            .cmd()
+            .args(args)
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("cairn {args:?} did not finish in {limit:?}: waiting on itself?");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        Output {
+            status,
+            stdout: std::fs::read(&out).unwrap(),
+            stderr: std::fs::read(&err).unwrap(),
+        }
+    }
+
     /// Like `run`, but the command must succeed; returns stdout.
     pub fn ok<I, S>(&self, args: I) -> String
     where

@@ -287,32 +287,11 @@ fn a_pack_pruned_while_its_cut_download_waits_is_gone_not_damaged() {
     );
 }
 
-/// Runs cairn, failing the test (not hanging it) if it has not finished in `limit`.
-/// Its output goes to files, so a full pipe can never be what stops it.
+/// `Env::run_within`, and the command must succeed; returns stdout.
 fn finishes(env: &Env, args: &[&str], limit: std::time::Duration) -> String {
-    let (out, err) = (env.path("finishes.out"), env.path("finishes.err"));
-    let mut child = env
-        .cmd()
-        .args(args)
-        .stdout(fs::File::create(&out).unwrap())
-        .stderr(fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("cairn {args:?} did not finish in {limit:?}: waiting on itself?");
-        }
-        thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let stderr = fs::read_to_string(&err).unwrap();
-    assert!(status.success(), "cairn {args:?}: {status}: {stderr}");
-    fs::read_to_string(&out).unwrap()
+    let out = env.run_within(args, limit);
+    assert!(out.status.success(), "cairn {args:?}: {}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// With one connection, a stream that held it while its reader asked for something

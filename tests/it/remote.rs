@@ -257,26 +257,12 @@ fn s3_check_read_data_walks_and_reads_over_one_connection_and_finds_both_damages
         fs::write(pack, b).unwrap();
     }
     // Waiting on itself (the walk and the data pass on one connection) would hang.
-    let mut child = env
-        .cmd()
-        .args(["check", "--read-data"])
-        .stdout(std::process::Stdio::null())
-        .stderr(fs::File::create(env.path("check.err")).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("check --read-data over one connection did not finish");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let err = fs::read_to_string(env.path("check.err")).unwrap();
-    assert_eq!(status.code(), Some(13), "{err}");
+    let out = env.run_within(
+        &["check", "--read-data"],
+        std::time::Duration::from_secs(120),
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 13, "{err}");
     for pack in [&data_pack, &tree_pack] {
         let line = format!("{pack}: pack content does not match its name");
         assert!(err.contains(&line), "{pack} not found damaged: {err}");
