@@ -8,6 +8,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use serde::Serialize;
 
@@ -18,7 +20,8 @@ use crate::repo::index::IndexFile;
 use crate::repo::key::KeyFile;
 use crate::repo::pack::{BlobType, PackEntry};
 use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::NodeKind;
+use crate::repo::tree::{NodeKind, Tree};
+use crate::repo::walk::walk_trees;
 use crate::repo::Repository;
 
 mod data;
@@ -302,30 +305,30 @@ fn walk_snapshots(
             ),
         }
     }
-    let mut seen_trees = HashSet::new();
+    // Trees are loaded and decoded on all cores (repo::walk); what each finds is
+    // sorted afterwards, so the report does not depend on which thread came first.
+    let seen_trees = Mutex::new(HashSet::new());
+    let claim = |id: &Id| seen_trees.lock().unwrap().insert(*id);
     let mut walked = Vec::new();
     for (name, snap) in snaps {
         let short = &name[..8];
-        let mut found: Vec<Problem> = Vec::new();
-        let mut trees = 0;
-        let mut stack = vec![(snap.tree, "/".to_string())];
-        while let Some((tree_id, path)) = stack.pop() {
-            if !seen_trees.insert(tree_id) {
-                continue;
-            }
-            trees += 1;
-            let tree = match repo.load_tree(&tree_id) {
+        let found: Mutex<Vec<(String, String, String)>> = Mutex::default();
+        let trees = AtomicU64::new(0);
+        let visit = |tree_id: &Id, path: String, tree: Result<Tree>| {
+            trees.fetch_add(1, Ordering::Relaxed);
+            let tree = match tree {
                 Ok(t) => t,
                 Err(e) => {
-                    report_problem(
-                        &mut found,
+                    found.lock().unwrap().push((
                         format!("tree {tree_id}"),
                         e.to_string(),
-                        vec![format!("{short}:{path}")],
-                    );
-                    continue;
+                        format!("{short}:{path}"),
+                    ));
+                    return Vec::new();
                 }
             };
+            let mut subtrees = Vec::new();
+            let mut problems = Vec::new();
             for node in &tree.nodes {
                 // Built only where it is kept or shown: a tree walk meets every file.
                 let child = || {
@@ -337,39 +340,44 @@ fn walk_snapshots(
                 };
                 match node.kind {
                     NodeKind::Dir => match node.subtree {
-                        Some(id) => stack.push((id, child())),
-                        None => report_problem(
-                            &mut found,
+                        Some(id) => subtrees.push((id, child())),
+                        None => problems.push((
                             format!("tree {tree_id}"),
-                            "directory without a subtree".into(),
-                            vec![format!("{short}:{}", child())],
-                        ),
+                            "directory without a subtree".to_string(),
+                            format!("{short}:{}", child()),
+                        )),
                     },
                     NodeKind::File => {
                         for id in &node.content {
                             if repo.index().get(id).is_none() {
-                                report_problem(
-                                    &mut found,
+                                problems.push((
                                     format!("blob {id}"),
-                                    "blob is not in the index".into(),
-                                    vec![format!("{short}:{}", child())],
-                                );
+                                    "blob is not in the index".to_string(),
+                                    format!("{short}:{}", child()),
+                                ));
                             }
                         }
                     }
                     _ => {}
                 }
             }
-        }
+            if !problems.is_empty() {
+                found.lock().unwrap().append(&mut problems);
+            }
+            subtrees
+        };
+        walk_trees(repo, vec![(snap.tree, "/".to_string())], &claim, &visit);
+        let mut found = found.into_inner().unwrap();
+        found.sort();
         // A snapshot forgotten while it was walked may have lost its data to a
         // concurrent prune: that is not damage. (Trees it shares with a snapshot that
         // is still there were counted as seen; a later run checks them again.)
         if !found.is_empty() && snapshot_gone(repo, &name) {
             continue;
         }
-        report.trees += trees;
-        for p in found {
-            report_problem(&mut report.problems, p.file, p.message, p.affects);
+        report.trees += trees.into_inner();
+        for (file, message, affects) in found {
+            report_problem(&mut report.problems, file, message, vec![affects]);
         }
         walked.push((name, snap));
     }

@@ -9,6 +9,7 @@ pub mod pack;
 pub mod snapshot;
 pub mod tree;
 mod tree_packs;
+pub mod walk;
 
 use std::sync::Arc;
 
