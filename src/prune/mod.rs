@@ -21,6 +21,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -35,7 +36,8 @@ use crate::id::Id;
 use crate::repo::index::{IndexFile, IndexedPack};
 use crate::repo::lock::{live_locks, LockGuard};
 use crate::repo::pack::{open_blob, read_forward, PackEntry, PackWriter};
-use crate::repo::tree::NodeKind;
+use crate::repo::tree::{NodeKind, Tree};
+use crate::repo::walk::walk_trees;
 use crate::repo::Repository;
 
 /// A lock taken up to this long after a pack's mark still blocks its deletion: the
@@ -89,6 +91,8 @@ pub struct PruneReport {
 /// set of used blobs and the choice of copies (on a large repository prune's largest).
 pub type UsedBlobs = HashMap<Id, u32>;
 const NOT_FOUND: u32 = u32::MAX;
+/// A tree the walk has entered, while it runs (`NOT_FOUND` once it is done).
+const WALKED: u32 = u32::MAX - 1;
 
 /// Every blob reachable from the snapshots. A tree that cannot be read stops prune:
 /// deleting anything from a damaged repository could lose what `check` would save.
@@ -103,7 +107,7 @@ fn add_used_blobs(
     snapshot_names: &[String],
     used: &mut UsedBlobs,
 ) -> Result<()> {
-    let mut stack = Vec::new();
+    let mut roots = Vec::new();
     for name in snapshot_names {
         // Prune cannot know what an unreadable snapshot needs: delete nothing.
         let snap = repo.load_snapshot(name).map_err(|e| match e {
@@ -116,23 +120,57 @@ fn add_used_blobs(
             )),
             e => e,
         })?;
-        stack.push(snap.tree);
+        roots.push((snap.tree, ()));
     }
-    while let Some(tree_id) = stack.pop() {
-        if used.insert(tree_id, NOT_FOUND).is_some() {
-            continue;
+    // A tree entered is told apart from a blob marked used: a file whose bytes equal a
+    // tree's has that tree's id, and marking its content must not keep the walk out of
+    // the tree (everything under it would go).
+    let marked = Mutex::new(std::mem::take(used));
+    let claim = |id: &Id| match marked.lock().unwrap().entry(*id) {
+        Entry::Occupied(e) if *e.get() == WALKED => false,
+        Entry::Occupied(mut e) => {
+            e.insert(WALKED);
+            true
         }
-        let tree = repo
-            .load_tree(&tree_id)
-            .map_err(|e| Error::Other(format!("refusing to prune: {e}; run `cairn check`")))?;
+        Entry::Vacant(e) => {
+            e.insert(WALKED);
+            true
+        }
+    };
+    let failed = Mutex::new(None);
+    let visit = |_: &Id, (): (), tree: Result<Tree>| {
+        let tree = match tree {
+            Ok(t) => t,
+            Err(e) => {
+                failed.lock().unwrap().get_or_insert(e);
+                return Vec::new();
+            }
+        };
+        let mut subtrees = Vec::new();
+        let mut marked = marked.lock().unwrap();
         for node in tree.nodes {
             match node.kind {
-                NodeKind::Dir => stack.extend(node.subtree),
-                NodeKind::File => used.extend(node.content.into_iter().map(|b| (b, NOT_FOUND))),
+                NodeKind::Dir => subtrees.extend(node.subtree.map(|t| (t, ()))),
+                NodeKind::File => {
+                    for b in node.content {
+                        marked.entry(b).or_insert(NOT_FOUND);
+                    }
+                }
                 _ => {}
             }
         }
+        subtrees
+    };
+    walk_trees(repo, roots, &claim, &visit);
+    if let Some(e) = failed.into_inner().unwrap() {
+        return Err(Error::Other(format!(
+            "refusing to prune: {e}; run `cairn check`"
+        )));
     }
+    *used = marked.into_inner().unwrap();
+    used.values_mut()
+        .filter(|v| **v == WALKED)
+        .for_each(|v| *v = NOT_FOUND);
     Ok(())
 }
 
