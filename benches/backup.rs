@@ -1,6 +1,7 @@
 //! End to end: an initial backup, a no-change backup, a restore, `check --read-data` and
 //! a prune that repacks, of a generated tree (2000 small files, 4 large ones, 70 MiB),
-//! through the library with a cheap KDF.
+//! through the library with a cheap KDF. Tree walks: `check` and prune's marking on a
+//! tree of 6000 small folders, where loading the trees is most of the work.
 //! Run with `cargo bench --bench backup`.
 
 use std::path::Path;
@@ -160,6 +161,51 @@ fn end_to_end(c: &mut Criterion) {
     g.finish();
 }
 
+/// `check` (structure only) and a dry-run prune walk every tree: 6000 folders of three
+/// tiny files each, 20 to a parent folder.
+fn tree_walks(c: &mut Criterion) {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    for d in 0..6000 {
+        let dir = src.join(format!("p{}/d{d}", d / 20));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..3 {
+            std::fs::write(dir.join(format!("f{f}")), format!("{d} {f}")).unwrap();
+        }
+    }
+    let repo_dir = tmp.path().join("repo");
+    let mut repo = new_repo(&repo_dir);
+    let opts = BackupOptions {
+        paths: vec![src.clone()],
+        ..Default::default()
+    };
+    backup(&mut repo, &opts, &|_| {}).unwrap();
+    let mut g = c.benchmark_group("tree walks");
+    g.sample_size(20);
+    g.bench_function("check", |b| {
+        b.iter(|| {
+            let r = check(&mut repo, ReadData::None).unwrap();
+            assert!(r.trees > 6000 && r.problems.is_empty());
+            r
+        })
+    });
+    g.bench_function("prune --dry-run", |b| {
+        b.iter(|| {
+            let opts = PruneOptions {
+                max_unused: 5.0,
+                dry_run: true,
+                instant_delete: false,
+                delete_when_idle: true,
+                grace: std::time::Duration::from_secs(24 * 3600),
+                now: 2_000_000_000,
+            };
+            let _lock = repo.lock(LockKind::Prune).unwrap();
+            prune(&mut repo, &opts).unwrap()
+        })
+    });
+    g.finish();
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -173,5 +219,5 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-criterion_group!(benches, end_to_end);
+criterion_group!(benches, end_to_end, tree_walks);
 criterion_main!(benches);

@@ -11,6 +11,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use super::single_flight::SingleFlight;
 use super::{Backend, FileType};
 use crate::error::Result;
 use crate::id::Id;
@@ -20,6 +21,10 @@ pub struct CachedBackend {
     dir: PathBuf,
     /// Packs whose cached copy this process has checked against its name.
     verified_packs: Mutex<HashSet<String>>,
+    /// Packs found damaged in the repository by `cache_pack`: not fetched again.
+    damaged_packs: Mutex<HashSet<String>>,
+    /// Packs being fetched into the cache: a thread that needs one waits for it.
+    filling: SingleFlight<String>,
 }
 
 impl CachedBackend {
@@ -29,6 +34,8 @@ impl CachedBackend {
             inner,
             dir,
             verified_packs: Mutex::new(HashSet::new()),
+            damaged_packs: Mutex::new(HashSet::new()),
+            filling: SingleFlight::default(),
         }
     }
 
@@ -94,17 +101,27 @@ impl CachedBackend {
     }
 
     pub fn cache_pack(&self, name: &str) -> Result<()> {
-        if self.verified_packs.lock().unwrap().contains(name) {
-            return Ok(());
-        }
-        if !self.holds(FileType::Pack, name) {
-            let bytes = self.inner.read(FileType::Pack, name)?;
+        // Threads walking trees at once fetch each pack once; the others wait for it.
+        let name = name.to_string();
+        let known = || {
+            (self.verified_packs.lock().unwrap().contains(&name)
+                || self.damaged_packs.lock().unwrap().contains(&name))
+            .then_some(())
+        };
+        let _flight = match self.filling.enter(&name, known) {
+            Ok(()) => return Ok(()),
+            Err(flight) => flight,
+        };
+        if !self.holds(FileType::Pack, &name) {
+            let bytes = self.inner.read(FileType::Pack, &name)?;
             if Id::of_file(&bytes).to_hex() != name {
-                return Ok(()); // damaged in the repository: reads will say so
+                // Damaged in the repository: reads will say so.
+                self.damaged_packs.lock().unwrap().insert(name);
+                return Ok(());
             }
-            self.put(FileType::Pack, name, &bytes);
+            self.put(FileType::Pack, &name, &bytes);
         }
-        self.verified_packs.lock().unwrap().insert(name.to_string());
+        self.verified_packs.lock().unwrap().insert(name);
         Ok(())
     }
 
@@ -256,5 +273,62 @@ impl Backend for CachedBackend {
 
     fn is_remote(&self) -> bool {
         self.inner.is_remote()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{LocalBackend, PausingBackend};
+    use std::time::Duration;
+
+    fn repository_with(bytes: &[u8], name: &str) -> (tempfile::TempDir, Arc<LocalBackend>) {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Arc::new(LocalBackend::new(dir.path().join("repo")));
+        local.create().unwrap();
+        local.write(FileType::Pack, name, bytes).unwrap();
+        (dir, local)
+    }
+
+    /// Threads of a tree walk that need the same uncached pack at once fetch it once:
+    /// the others wait for that fetch and find it cached.
+    #[test]
+    fn a_pack_many_threads_cache_at_once_is_fetched_once() {
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 241) as u8).collect();
+        let name = Id::of_file(&bytes).to_hex();
+        let (dir, local) = repository_with(&bytes, &name);
+        let inner = Arc::new(PausingBackend::new(local, 1));
+        let cache = CachedBackend::new(inner.clone(), dir.path().join("cache"));
+        std::thread::scope(|s| {
+            let done: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| cache.cache_pack(&name)))
+                .collect();
+            assert!(inner.wait_paused(Duration::from_secs(10)));
+            std::thread::sleep(Duration::from_millis(200));
+            let calls_while_fetching = inner.calls();
+            inner.resume();
+            assert_eq!(calls_while_fetching, 1);
+            for d in done {
+                d.join().unwrap().unwrap();
+            }
+        });
+        assert_eq!(inner.calls(), 1);
+        assert!(cache.holds(FileType::Pack, &name));
+    }
+
+    /// A pack whose bytes do not match its name is fetched whole once, not once for
+    /// every tree in it.
+    #[test]
+    fn a_damaged_pack_is_fetched_whole_once() {
+        let bytes = vec![5u8; 50_000];
+        let name = Id::of_file(b"something else").to_hex();
+        let (dir, local) = repository_with(&bytes, &name);
+        let inner = Arc::new(PausingBackend::new(local, 0));
+        let cache = CachedBackend::new(inner.clone(), dir.path().join("cache"));
+        for _ in 0..5 {
+            cache.cache_pack(&name).unwrap();
+        }
+        assert_eq!(inner.calls(), 1);
+        assert!(!cache.holds(FileType::Pack, &name));
     }
 }

@@ -13,6 +13,7 @@ pub mod location;
 mod pausing;
 pub mod probe;
 mod remote;
+pub mod single_flight;
 
 use std::sync::Arc;
 

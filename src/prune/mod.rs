@@ -142,7 +142,15 @@ fn add_used_blobs(
         let tree = match tree {
             Ok(t) => t,
             Err(e) => {
-                failed.lock().unwrap().get_or_insert(e);
+                // Damage is named before a tree a concurrent backup may just have
+                // indexed (prune reads the index again for those), whichever came first.
+                let mut failed = failed.lock().unwrap();
+                if failed
+                    .as_ref()
+                    .is_none_or(|f: &Error| not_indexed_yet(f) && !not_indexed_yet(&e))
+                {
+                    *failed = Some(e);
+                }
                 return Vec::new();
             }
         };
@@ -172,6 +180,11 @@ fn add_used_blobs(
         .filter(|v| **v == WALKED)
         .for_each(|v| *v = NOT_FOUND);
     Ok(())
+}
+
+/// A blob the index read does not have: damage, or a backup that finished after it.
+fn not_indexed_yet(e: &Error) -> bool {
+    e.to_string().contains("is not in the index")
 }
 
 /// What the first phase decided for each pack.
@@ -222,7 +235,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
         snapshot_names.sort();
         match used_blobs(repo, &snapshot_names) {
             Ok(used) => break (old_index_names, files, snapshot_names, used),
-            Err(e) if tries < 5 && e.to_string().contains("is not in the index") => {
+            Err(e) if tries < 5 && not_indexed_yet(&e) => {
                 std::thread::sleep(std::time::Duration::from_millis(200));
             }
             Err(e) => return Err(e),

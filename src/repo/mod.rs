@@ -20,7 +20,7 @@ use crate::id::Id;
 use config::Config;
 use index::{Index, IndexFile};
 use key::KeyFile;
-use pack::PackEntry;
+use pack::{BlobType, PackEntry};
 use snapshot::{Snapshot, SnapshotSet};
 use tree::Tree;
 
@@ -467,12 +467,17 @@ impl Repository {
     }
 
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
-        if let (Some(cache), Some(loc)) = (&self.cache, self.index.get(id)) {
+        // A tree whose bytes a file has too may be indexed as that file's data blob, in
+        // a data pack: only a copy stored as a tree brings its pack in whole.
+        let in_tree_pack = self
+            .index
+            .get(id)
+            .filter(|loc| loc.entry.ty == BlobType::Tree);
+        if let (Some(cache), Some(loc)) = (&self.cache, &in_tree_pack) {
             // Tree packs are small and read again and again: keep them whole.
             let _ = cache.cache_pack(&loc.pack.to_hex());
         }
-        if let (None, true, Some(loc)) = (&self.cache, self.backend.is_remote(), self.index.get(id))
-        {
+        if let (None, true, Some(loc)) = (&self.cache, self.backend.is_remote(), &in_tree_pack) {
             if let Some(pack) = self.tree_packs.get(&*self.backend, &loc.pack) {
                 let (from, len) = (loc.entry.offset as usize, loc.entry.length as usize);
                 if let Some(sealed) = pack.get(from..from + len) {

@@ -1,12 +1,14 @@
 //! Whole tree packs in memory, for a remote repository read without the local cache
 //! (`check` bypasses it): one request per tree pack instead of one per tree. Each pack
 //! is checked against its name before use; within a budget, oldest out first. Threads
-//! walking trees at once read each pack once: the others wait for it.
+//! walking trees at once read each pack once: the others wait for it. A pack that could
+//! not be read whole, or was damaged, is not tried again (its trees are read alone).
 
 use std::collections::{HashSet, VecDeque};
 use std::io::Read;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
+use crate::backend::single_flight::SingleFlight;
 use crate::backend::{Backend, FileType};
 use crate::id::Id;
 
@@ -18,19 +20,8 @@ type Held = (VecDeque<(Id, Arc<Vec<u8>>)>, usize);
 #[derive(Default)]
 pub struct TreePacks {
     held: Mutex<Held>,
-    /// Packs a thread is reading now; `read` is signalled when one is done.
-    reading: Mutex<HashSet<Id>>,
-    read: Condvar,
-}
-
-/// Ends a thread's read of a pack however it ends, and wakes those waiting for it.
-struct Reading<'a>(&'a TreePacks, Id);
-
-impl Drop for Reading<'_> {
-    fn drop(&mut self) {
-        self.0.reading.lock().unwrap().remove(&self.1);
-        self.0.read.notify_all();
-    }
+    failed: Mutex<HashSet<Id>>,
+    reading: SingleFlight<Id>,
 }
 
 impl TreePacks {
@@ -55,33 +46,34 @@ impl TreePacks {
     /// The pack's bytes; `None` when it cannot be read whole or does not match its
     /// name (the caller then reads the blob alone and reports what is wrong).
     pub fn get(&self, backend: &dyn Backend, pack: &Id) -> Option<Arc<Vec<u8>>> {
-        // Held, or read by this thread, or waited for while another reads it (a read
-        // that failed is tried again here). A reader holds the pack before it stops
-        // reading, and `held` is asked under the `reading` lock: no pack is read twice.
-        let _reading = {
-            let mut reading = self.reading.lock().unwrap();
-            loop {
-                if let Some(d) = self.held(pack) {
-                    return Some(d);
-                }
-                if reading.insert(*pack) {
-                    break Reading(self, *pack);
-                }
-                while reading.contains(pack) {
-                    reading = self.read.wait(reading).unwrap();
-                }
-            }
+        // Held, or failed before, or read by this thread; while another thread reads
+        // it, waited for. Both sets are filled before the read's flight ends.
+        let known = || match self.held(pack) {
+            Some(d) => Some(Some(d)),
+            None => self.failed.lock().unwrap().contains(pack).then_some(None),
+        };
+        let _flight = match self.reading.enter(pack, known) {
+            Ok(known) => return known,
+            Err(flight) => flight,
+        };
+        let failed = || {
+            self.failed.lock().unwrap().insert(*pack);
+            None
         };
         // Streamed into one buffer: a whole read holds the body's pieces and their copy
         // at once, twice the pack, while check's data packs stream beside it. The
         // buffer's spare room is given back before it is held.
         let mut bytes = Vec::new();
-        let mut body = backend.read_stream(FileType::Pack, &pack.to_hex()).ok()?;
-        body.read_to_end(&mut bytes).ok()?;
+        let Ok(mut body) = backend.read_stream(FileType::Pack, &pack.to_hex()) else {
+            return failed();
+        };
+        if body.read_to_end(&mut bytes).is_err() {
+            return failed();
+        }
         drop(body); // a remote stream holds a connection until dropped
         bytes.shrink_to_fit();
         if Id::of_file(&bytes) != *pack {
-            return None;
+            return failed();
         }
         let data = Arc::new(bytes);
         let mut held = self.held.lock().unwrap();
@@ -91,6 +83,7 @@ impl TreePacks {
             let (_, old) = held.0.pop_front().expect("not empty");
             held.1 -= old.len();
         }
+        drop(held); // before the flight ends, which takes the gate's lock
         Some(data)
     }
 }
@@ -132,5 +125,24 @@ mod tests {
         });
         assert_eq!(backend.calls(), 1);
         assert!(packs.held(&id).is_some());
+    }
+
+    /// A pack that does not match its name is read whole once; later asks get `None`
+    /// at once (their trees are read alone).
+    #[test]
+    fn a_damaged_pack_is_read_whole_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Arc::new(LocalBackend::new(dir.path().to_path_buf()));
+        local.create().unwrap();
+        let id = Id::of_file(b"other bytes");
+        local
+            .write(FileType::Pack, &id.to_hex(), &[9u8; 40_000])
+            .unwrap();
+        let backend = PausingBackend::new(local, 0);
+        let packs = TreePacks::default();
+        for _ in 0..5 {
+            assert!(packs.get(&backend, &id).is_none());
+        }
+        assert_eq!(backend.calls(), 1);
     }
 }

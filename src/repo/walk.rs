@@ -20,34 +20,35 @@ where
     C: Fn(&Id) -> bool + Sync,
     V: Fn(&Id, P, Result<Tree>) -> Vec<(Id, P)> + Sync,
 {
-    rayon::scope(|s| {
-        for (id, along) in roots {
-            descend(s, repo, claim, visit, id, along);
-        }
-    });
+    rayon::scope(|s| spawn_batches(s, repo, claim, visit, roots));
 }
 
-fn descend<'s, P, C, V>(
+/// Subtrees are handed out in batches: a folder of a million folders makes a few
+/// thousand jobs, not a million (each job costs more memory than its subtree's id).
+const BATCH: usize = 64;
+
+fn spawn_batches<'s, P, C, V>(
     s: &rayon::Scope<'s>,
     repo: &'s Repository,
     claim: &'s C,
     visit: &'s V,
-    id: Id,
-    along: P,
+    mut subtrees: Vec<(Id, P)>,
 ) where
     P: Send + 's,
     C: Fn(&Id) -> bool + Sync,
     V: Fn(&Id, P, Result<Tree>) -> Vec<(Id, P)> + Sync,
 {
-    if !claim(&id) {
-        return;
-    }
     // Spawned jobs run newest first on the thread that made them, so the walk stays
     // roughly depth first and holds about as much as one path's siblings.
-    s.spawn(move |s| {
-        let tree = repo.load_tree(&id);
-        for (child, along) in visit(&id, along, tree) {
-            descend(s, repo, claim, visit, child, along);
-        }
-    });
+    while !subtrees.is_empty() {
+        let batch = subtrees.split_off(subtrees.len().saturating_sub(BATCH));
+        s.spawn(move |s| {
+            for (id, along) in batch {
+                if claim(&id) {
+                    let tree = repo.load_tree(&id);
+                    spawn_batches(s, repo, claim, visit, visit(&id, along, tree));
+                }
+            }
+        });
+    }
 }
