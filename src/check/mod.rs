@@ -306,7 +306,8 @@ fn walk_snapshots(
         }
     }
     // Trees are loaded and decoded on all cores (repo::walk); what each finds is
-    // sorted afterwards, so the report does not depend on which thread came first.
+    // sorted afterwards, so the report's order does not depend on the threads. (A tree
+    // reached by two paths is named under the one that reached it first.)
     let seen_trees = Mutex::new(HashSet::new());
     let claim = |id: &Id| seen_trees.lock().unwrap().insert(*id);
     let mut walked = Vec::new();
