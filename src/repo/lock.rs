@@ -502,7 +502,9 @@ fn refresh_loop(held: &Held) {
     let every = refresh_every(held.stale);
     let mut next = Instant::now() + every;
     while !held.stop.load(Ordering::Relaxed) {
-        std::thread::sleep(step);
+        // Parked, not asleep: the guard's drop wakes it, so no command waits out a
+        // step on its way out (up to 100 ms each time a lock was let go).
+        std::thread::park_timeout(step);
         if Instant::now() < next {
             continue;
         }
@@ -520,6 +522,7 @@ impl Drop for LockGuard {
     fn drop(&mut self) {
         self.held.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.refresher.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
         let name = self.held.file.lock().unwrap().1.clone();
