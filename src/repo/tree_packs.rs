@@ -1,8 +1,9 @@
 //! Whole tree packs in memory, for a remote repository read without the local cache
 //! (`check` bypasses it): one request per tree pack instead of one per tree. Each pack
 //! is checked against its name before use; within a budget, oldest out first. Threads
-//! walking trees at once read each pack once: the others wait for it. A pack that could
-//! not be read whole, or was damaged, is not tried again (its trees are read alone).
+//! walking trees at once read each pack once: the others wait for it. A pack whose
+//! bytes do not match its name is not read whole again (its trees are read alone); one
+//! whose read failed is, by the next tree that needs it (a flaky remote).
 
 use std::collections::{HashSet, VecDeque};
 use std::io::Read;
@@ -20,7 +21,7 @@ type Held = (VecDeque<(Id, Arc<Vec<u8>>)>, usize);
 #[derive(Default)]
 pub struct TreePacks {
     held: Mutex<Held>,
-    failed: Mutex<HashSet<Id>>,
+    damaged: Mutex<HashSet<Id>>,
     reading: SingleFlight<Id>,
 }
 
@@ -46,34 +47,27 @@ impl TreePacks {
     /// The pack's bytes; `None` when it cannot be read whole or does not match its
     /// name (the caller then reads the blob alone and reports what is wrong).
     pub fn get(&self, backend: &dyn Backend, pack: &Id) -> Option<Arc<Vec<u8>>> {
-        // Held, or failed before, or read by this thread; while another thread reads
-        // it, waited for. Both sets are filled before the read's flight ends.
+        // Held, or found damaged before, or read by this thread; while another thread
+        // reads it, waited for. Both sets are filled before the read's flight ends.
         let known = || match self.held(pack) {
             Some(d) => Some(Some(d)),
-            None => self.failed.lock().unwrap().contains(pack).then_some(None),
+            None => self.damaged.lock().unwrap().contains(pack).then_some(None),
         };
         let _flight = match self.reading.enter(pack, known) {
             Ok(known) => return known,
             Err(flight) => flight,
         };
-        let failed = || {
-            self.failed.lock().unwrap().insert(*pack);
-            None
-        };
         // Streamed into one buffer: a whole read holds the body's pieces and their copy
         // at once, twice the pack, while check's data packs stream beside it. The
         // buffer's spare room is given back before it is held.
         let mut bytes = Vec::new();
-        let Ok(mut body) = backend.read_stream(FileType::Pack, &pack.to_hex()) else {
-            return failed();
-        };
-        if body.read_to_end(&mut bytes).is_err() {
-            return failed();
-        }
+        let mut body = backend.read_stream(FileType::Pack, &pack.to_hex()).ok()?;
+        body.read_to_end(&mut bytes).ok()?;
         drop(body); // a remote stream holds a connection until dropped
         bytes.shrink_to_fit();
         if Id::of_file(&bytes) != *pack {
-            return failed();
+            self.damaged.lock().unwrap().insert(*pack);
+            return None;
         }
         let data = Arc::new(bytes);
         let mut held = self.held.lock().unwrap();
@@ -91,7 +85,7 @@ impl TreePacks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{LocalBackend, PausingBackend};
+    use crate::backend::{Fault, FaultyBackend, LocalBackend, Op, PausingBackend};
     use std::time::Duration;
 
     /// Threads walking trees at once that need the same pack wait for the one read of
@@ -144,5 +138,25 @@ mod tests {
             assert!(packs.get(&backend, &id).is_none());
         }
         assert_eq!(backend.calls(), 1);
+    }
+
+    /// A read that fails (a flaky remote) is not held against the pack: the next tree
+    /// that needs it reads it whole again.
+    #[test]
+    fn a_pack_whose_read_failed_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Arc::new(LocalBackend::new(dir.path().to_path_buf()));
+        local.create().unwrap();
+        let bytes = vec![3u8; 30_000];
+        let id = Id::of_file(&bytes);
+        local.write(FileType::Pack, &id.to_hex(), &bytes).unwrap();
+        let backend = FaultyBackend::new(local, Op::Read, 1, Fault::Fail);
+        let packs = TreePacks::default();
+        assert!(packs.get(&backend, &id).is_none());
+        assert_eq!(
+            packs.get(&backend, &id).expect("read again").as_slice(),
+            &bytes[..]
+        );
+        assert_eq!(backend.count(Op::Read), 2);
     }
 }
