@@ -10,6 +10,7 @@
 //! kind of entry (`entry::Decision`); a dry run walks the same code without writing and
 //! lists what would be created, overwritten and deleted.
 
+mod dir_jobs;
 mod dirfd;
 mod entry;
 mod meta;
@@ -27,7 +28,6 @@ use std::sync::{Arc, Mutex};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::{fstat, mkdirat, FileStat, Mode};
-use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::fsmeta;
@@ -35,6 +35,7 @@ use crate::id::Id;
 use crate::pattern::PatternSet;
 use crate::repo::tree::{is_safe_name, Node, NodeKind, Tree};
 use crate::repo::Repository;
+use dir_jobs::{DirJob, InFlight};
 use dirfd::DirFd;
 use entry::{io, Decision, LinkSource};
 
@@ -164,6 +165,9 @@ pub fn restore(
         links: Mutex::new(HashMap::new()),
         link_members: Mutex::new(link_members),
         link_cap: link_cap(),
+        // A quarter of the descriptors at most, like the link groups (each file in
+        // flight may hold its directory open).
+        in_flight: InFlight::new(link_cap().min(512)),
         link_copies: AtomicU64::new(0),
         unnamed_files: AtomicBool::new(dirfd::can_link_unnamed()),
         summary: Mutex::new(RestoreSummary::default()),
@@ -228,7 +232,7 @@ pub fn restore(
         // Stops the prefetchers however the restore ends (a panic too), so the scope
         // can join them.
         let _stop = StopPrefetch(&r.shared);
-        pool.install(|| r.restore_root(node, path, root, target_existed))
+        pool.install(|| rayon::scope(|s| r.restore_root(s, node, path, root, target_existed)))
     })?;
     let copies = r.link_copies.load(Ordering::Relaxed);
     if copies > 0 {
@@ -336,6 +340,8 @@ struct Restorer<'a> {
     link_cap: usize,
     /// Group members written as copies because `link_cap` groups were open.
     link_copies: AtomicU64,
+    /// Plain files handed to the writers and not written yet (`dir_jobs`).
+    in_flight: InFlight,
     /// New files are made unnamed and linked into place (cleared on the first file
     /// system that cannot).
     unnamed_files: AtomicBool,
@@ -346,7 +352,14 @@ struct Restorer<'a> {
 }
 
 impl Restorer<'_> {
-    fn restore_root(&self, node: &Node, path: &str, root: Dir, existed: bool) -> Result<()> {
+    fn restore_root<'s>(
+        &'s self,
+        scope: &rayon::Scope<'s>,
+        node: &Node,
+        path: &str,
+        root: Dir,
+        existed: bool,
+    ) -> Result<()> {
         let snap_path = PathBuf::from(if path.is_empty() { "/" } else { path });
         if node.kind == NodeKind::Dir {
             let tree = self.load_tree(node, &snap_path)?;
@@ -356,7 +369,7 @@ impl Restorer<'_> {
                 _ => None,
             };
             let mut dir = Lazy::ready(root.clone());
-            self.restore_entries(&tree, &mut dir, &snap_path, self.opts.delete)?;
+            let files = self.restore_entries(scope, &tree, &mut dir, &snap_path)?;
             // The snapshot root is synthesized; a SUBPATH directory's own metadata goes
             // onto the target, as restic does, by the rule of any existing directory.
             let keep_meta = match (self.opts.overwrite, &before) {
@@ -365,13 +378,19 @@ impl Restorer<'_> {
                 (Overwrite::IfNewer, Some(st)) => !entry::is_older(st, node),
                 (Overwrite::Always | Overwrite::IfChanged, _) => false,
             };
-            if !self.opts.dry_run
+            let set_meta = !self.opts.dry_run
                 && snap_path != Path::new("/")
                 && self.selected_self_or_ancestor(&snap_path)
-                && !keep_meta
-            {
-                self.report_all(meta::apply_fd(root.fd()?, &root.path, node, self.is_root));
-            }
+                && !keep_meta;
+            let job = DirJob {
+                tree,
+                files,
+                dir: root,
+                snap_dir: snap_path,
+                delete: self.opts.delete,
+                meta: set_meta.then(|| node.clone()),
+            };
+            self.hand_off(scope, job);
         } else {
             let parent = snap_path.parent().unwrap_or(Path::new("/")).to_path_buf();
             let tree = Tree {
@@ -385,7 +404,17 @@ impl Restorer<'_> {
                     snap_path.display()
                 ));
             }
-            self.restore_entries(&tree, &mut Lazy::ready(root), &parent, false)?;
+            let files =
+                self.restore_entries(scope, &tree, &mut Lazy::ready(root.clone()), &parent)?;
+            let job = DirJob {
+                tree,
+                files,
+                dir: root,
+                snap_dir: parent,
+                delete: false,
+                meta: None,
+            };
+            self.hand_off(scope, job);
         }
         Ok(())
     }
@@ -435,16 +464,17 @@ impl Restorer<'_> {
         }
     }
 
-    /// Restores a directory's entries into `dir` (made when the first entry needs it).
-    fn restore_entries(
-        &self,
+    /// Restores a directory's entries into `dir` (made when the first entry needs it),
+    /// all but its plain files (no other hard links): those are returned, as indices
+    /// into `tree.nodes`, for the writer threads (`dir_jobs`). Everything else is done
+    /// here, in order.
+    fn restore_entries<'s>(
+        &'s self,
+        scope: &rayon::Scope<'s>,
         tree: &Tree,
         dir: &mut Lazy,
         snap_dir: &Path,
-        delete: bool,
-    ) -> Result<()> {
-        // Plain files (no other hard links) are written in parallel once the rest of
-        // the directory is in place; everything else in order.
+    ) -> Result<Vec<usize>> {
         let mut files = Vec::new();
         // Made on the first symlink, fifo or device; removed before the directory's
         // own metadata is set (its removal changes the directory's times).
@@ -454,7 +484,7 @@ impl Restorer<'_> {
                 self.remove_stale(d);
             }
         }
-        for node in &tree.nodes {
+        for (i, node) in tree.nodes.iter().enumerate() {
             if !is_safe_name(&node.name) {
                 self.problem(Error::integrity(
                     format!("tree of {}", snap_dir.display()),
@@ -477,11 +507,11 @@ impl Restorer<'_> {
             let d = dir.get(self)?;
             let path = d.path.join(name);
             if node.kind == NodeKind::File && !self.in_link_group(node) {
-                files.push((node, name, path));
+                files.push(i);
                 continue;
             }
             let result = match node.kind {
-                NodeKind::Dir => self.restore_dir(node, d, name, path, &snap_path, selected),
+                NodeKind::Dir => self.restore_dir(scope, node, d, name, path, &snap_path, selected),
                 NodeKind::File => self.restore_file(node, d, name, &path),
                 _ => self.restore_special(node, d, name, &path, &mut staging),
             };
@@ -490,21 +520,13 @@ impl Restorer<'_> {
             }
         }
         drop(staging);
-        if let Some(d) = &dir.dir {
-            files.par_iter().for_each(|(node, name, path)| {
-                if let Err(e) = self.restore_file(node, d, name, path) {
-                    self.problem(e);
-                }
-            });
-            if delete {
-                self.delete_extra(tree, d, snap_dir);
-            }
-        }
-        Ok(())
+        Ok(files)
     }
 
-    fn restore_dir(
-        &self,
+    #[allow(clippy::too_many_arguments)]
+    fn restore_dir<'s>(
+        &'s self,
+        scope: &rayon::Scope<'s>,
         node: &Node,
         parent: &Dir,
         name: &OsStr,
@@ -542,8 +564,10 @@ impl Restorer<'_> {
         if selected {
             dir.get(self)?;
         }
-        self.restore_entries(&tree, &mut dir, snap_path, self.opts.delete)?;
-        let Some(d) = &dir.dir else { return Ok(()) };
+        let files = self.restore_entries(scope, &tree, &mut dir, snap_path)?;
+        let Some(d) = dir.dir.take() else {
+            return Ok(());
+        };
         if dir.created {
             self.count(|s| s.dirs_restored += 1);
         }
@@ -557,10 +581,15 @@ impl Restorer<'_> {
                 .is_some_and(|st| entry::is_older(st, node)),
             Overwrite::Always | Overwrite::IfChanged => false,
         };
-        if !self.opts.dry_run && !keep_meta {
-            // After the contents, so their creation does not bump the times again.
-            self.report_all(meta::apply_fd(d.fd()?, &d.path, node, self.is_root));
-        }
+        let job = DirJob {
+            tree,
+            files,
+            dir: d,
+            snap_dir: snap_path.to_path_buf(),
+            delete: self.opts.delete,
+            meta: (!self.opts.dry_run && !keep_meta).then(|| node.clone()),
+        };
+        self.hand_off(scope, job);
         Ok(())
     }
 

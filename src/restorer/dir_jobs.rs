@@ -1,0 +1,131 @@
+//! A directory's plain files go to the writer threads while the walk goes on to the
+//! next directories; the directory's own metadata (and `--delete`'s clean-up) waits for
+//! the last of its files. (When the walk waited for each directory's files, a tree of
+//! small directories kept most writers idle between one directory and the next.)
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use super::{meta, Dir, Restorer};
+use crate::repo::tree::{Node, Tree};
+
+/// A directory whose entries are in place but for its plain files.
+pub(super) struct DirJob {
+    pub tree: Tree,
+    /// The plain files still to write: indices into `tree.nodes`.
+    pub files: Vec<usize>,
+    pub dir: Dir,
+    pub snap_dir: PathBuf,
+    /// `--delete`: remove what the snapshot does not have, once the files are in.
+    pub delete: bool,
+    /// The metadata the directory gets last (None: it keeps its own).
+    pub meta: Option<Node>,
+}
+
+struct Running {
+    job: DirJob,
+    /// Files not written yet, plus one for the walk until it has handed them all out.
+    left: AtomicUsize,
+}
+
+/// Files handed to the writers and not written yet. Bounded: each holds its directory
+/// open, and its tree in memory.
+pub(super) struct InFlight {
+    count: AtomicUsize,
+    max: usize,
+    room: Mutex<()>,
+    freed: Condvar,
+}
+
+impl InFlight {
+    pub fn new(max: usize) -> Self {
+        InFlight {
+            count: AtomicUsize::new(0),
+            max: max.max(1),
+            room: Mutex::new(()),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Counts one more file; first waits (writing queued files meanwhile) while `max`
+    /// are in flight. Only the walk calls this, so nothing else raises the count.
+    fn acquire(&self) {
+        while self.count.load(Ordering::Acquire) >= self.max {
+            if matches!(rayon::yield_now(), Some(rayon::Yield::Executed)) {
+                continue;
+            }
+            let guard = self.room.lock().unwrap();
+            if self.count.load(Ordering::Acquire) >= self.max {
+                // A release takes the lock before it notifies, so none is missed; the
+                // timeout is only a second line.
+                let _ = self
+                    .freed
+                    .wait_timeout(guard, Duration::from_millis(50))
+                    .unwrap();
+            }
+        }
+        self.count.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn release(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == self.max {
+            let _guard = self.room.lock().unwrap();
+            self.freed.notify_all();
+        }
+    }
+}
+
+impl<'a> Restorer<'a> {
+    /// Hands a directory's files to the writers; whichever finishes last (or the walk,
+    /// when there are none) finishes the directory.
+    pub(super) fn hand_off<'s>(&'s self, scope: &rayon::Scope<'s>, job: DirJob)
+    where
+        'a: 's,
+    {
+        let n = job.files.len();
+        let running = Arc::new(Running {
+            job,
+            left: AtomicUsize::new(n + 1),
+        });
+        for i in 0..n {
+            self.in_flight.acquire();
+            let running = running.clone();
+            scope.spawn(move |_| {
+                let job = &running.job;
+                let node = &job.tree.nodes[job.files[i]];
+                let name = OsStr::from_bytes(&node.name);
+                let path = job.dir.path.join(name);
+                if let Err(e) = self.restore_file(node, &job.dir, name, &path) {
+                    self.problem(e);
+                }
+                self.one_done(&running);
+                // The directory is closed (when this was its last file) before room is
+                // made for another.
+                drop(running);
+                self.in_flight.release();
+            });
+        }
+        self.one_done(&running);
+    }
+
+    fn one_done(&self, running: &Running) {
+        if running.left.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let job = &running.job;
+        if job.delete {
+            self.delete_extra(&job.tree, &job.dir, &job.snap_dir);
+        }
+        if let Some(node) = &job.meta {
+            // After the contents, so their creation does not bump the times again.
+            match job.dir.fd() {
+                Ok(fd) => self.report_all(meta::apply_fd(fd, &job.dir.path, node, self.is_root)),
+                Err(e) => self.problem(e),
+            }
+        }
+    }
+}
