@@ -1,6 +1,6 @@
 //! End to end: an initial backup, a no-change backup, a restore, `check --read-data` and
 //! a prune that repacks, of a generated tree (2000 small files, 4 large ones, 70 MiB),
-//! through the library with a cheap KDF. Tree walks: `check` and prune's marking on a
+//! through the library with a cheap KDF. Tree walks: `check`, prune's marking and a restore on a
 //! tree of 6000 small folders, where loading the trees is most of the work.
 //! Run with `cargo bench --bench backup`.
 
@@ -201,6 +201,23 @@ fn tree_walks(c: &mut Criterion) {
             };
             let _lock = repo.lock(LockKind::Prune).unwrap();
             prune(&mut repo, &opts).unwrap()
+        })
+    });
+    // Many small folders: the restore's walk and its writers (issue 11: the walk no
+    // longer waits for each folder's files).
+    let snap = repo.snapshots().unwrap().pop().unwrap().1;
+    let root = find_node(&repo, snap.tree, "/").unwrap();
+    let target = tmp.path().join("restore");
+    g.bench_function("restore", |b| {
+        b.iter(|| {
+            let _ = std::fs::remove_dir_all(&target);
+            let o = RestoreOptions {
+                target: target.clone(),
+                ..Default::default()
+            };
+            let s = restore(&repo, &root, "/", &o, &|_| {}).unwrap();
+            assert_eq!(s.files_restored, 18_000);
+            s
         })
     });
     g.finish();

@@ -6,7 +6,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -39,6 +39,9 @@ pub(super) struct InFlight {
     max: usize,
     room: Mutex<()>,
     freed: Condvar,
+    /// A writer panicked: the walk hands out nothing more and stops (the panic is
+    /// raised again when the scope ends), instead of waiting for room that never comes.
+    aborted: AtomicBool,
 }
 
 impl InFlight {
@@ -48,34 +51,57 @@ impl InFlight {
             max: max.max(1),
             room: Mutex::new(()),
             freed: Condvar::new(),
+            aborted: AtomicBool::new(false),
         }
     }
 
-    /// Counts one more file; first waits (writing queued files meanwhile) while `max`
-    /// are in flight. Only the walk calls this, so nothing else raises the count.
-    fn acquire(&self) {
-        while self.count.load(Ordering::Acquire) >= self.max {
-            if matches!(rayon::yield_now(), Some(rayon::Yield::Executed)) {
-                continue;
+    pub fn aborted(&self) -> bool {
+        self.aborted.load(Ordering::Acquire)
+    }
+
+    /// Counts one more file; first waits while `max` are in flight (the other writers
+    /// write them; the walk does not take one itself: it could be a large file, and
+    /// nothing would be handed out meanwhile). Only the walk calls this, so nothing else
+    /// raises the count. False once a writer panicked.
+    fn acquire(&self) -> bool {
+        loop {
+            if self.aborted() {
+                return false;
             }
-            let guard = self.room.lock().unwrap();
-            if self.count.load(Ordering::Acquire) >= self.max {
+            if self.count.load(Ordering::Acquire) < self.max {
+                break;
+            }
+            let guard = self.room.lock().unwrap_or_else(|e| e.into_inner());
+            if self.count.load(Ordering::Acquire) >= self.max && !self.aborted() {
                 // A release takes the lock before it notifies, so none is missed; the
                 // timeout is only a second line.
-                let _ = self
-                    .freed
-                    .wait_timeout(guard, Duration::from_millis(50))
-                    .unwrap();
+                let _ = self.freed.wait_timeout(guard, Duration::from_millis(50));
             }
         }
         self.count.fetch_add(1, Ordering::AcqRel);
+        true
     }
 
     fn release(&self) {
         if self.count.fetch_sub(1, Ordering::AcqRel) == self.max {
-            let _guard = self.room.lock().unwrap();
+            let _guard = self.room.lock().unwrap_or_else(|e| e.into_inner());
             self.freed.notify_all();
         }
+    }
+}
+
+/// Makes room for the next file however a writer's task ends; a panic also stops the
+/// walk (rayon keeps the scope going after a task panics, until its end).
+struct Slot<'a>(&'a InFlight);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.aborted.store(true, Ordering::Release);
+            let _guard = self.0.room.lock().unwrap_or_else(|e| e.into_inner());
+            self.0.freed.notify_all();
+        }
+        self.0.release();
     }
 }
 
@@ -92,9 +118,12 @@ impl<'a> Restorer<'a> {
             left: AtomicUsize::new(n + 1),
         });
         for i in 0..n {
-            self.in_flight.acquire();
+            if !self.in_flight.acquire() {
+                return;
+            }
             let running = running.clone();
             scope.spawn(move |_| {
+                let slot = Slot(&self.in_flight);
                 let job = &running.job;
                 let node = &job.tree.nodes[job.files[i]];
                 let name = OsStr::from_bytes(&node.name);
@@ -106,7 +135,7 @@ impl<'a> Restorer<'a> {
                 // The directory is closed (when this was its last file) before room is
                 // made for another.
                 drop(running);
-                self.in_flight.release();
+                drop(slot);
             });
         }
         self.one_done(&running);

@@ -165,9 +165,9 @@ pub fn restore(
         links: Mutex::new(HashMap::new()),
         link_members: Mutex::new(link_members),
         link_cap: link_cap(),
-        // A quarter of the descriptors at most, like the link groups (each file in
-        // flight may hold its directory open).
-        in_flight: InFlight::new(link_cap().min(512)),
+        // An eighth of the descriptors at most (each file in flight may hold its
+        // directory open), beside the link groups' quarter.
+        in_flight: InFlight::new((link_cap() / 2).min(512)),
         link_copies: AtomicU64::new(0),
         unnamed_files: AtomicBool::new(dirfd::can_link_unnamed()),
         summary: Mutex::new(RestoreSummary::default()),
@@ -485,6 +485,9 @@ impl Restorer<'_> {
             }
         }
         for (i, node) in tree.nodes.iter().enumerate() {
+            if self.in_flight.aborted() {
+                break;
+            }
             if !is_safe_name(&node.name) {
                 self.problem(Error::integrity(
                     format!("tree of {}", snap_dir.display()),

@@ -507,3 +507,21 @@ pub fn assert_sound(
         std::fs::remove_dir_all(&target).unwrap();
     }
 }
+
+/// Lets `c` open at most `fds` descriptors (RLIMIT_NOFILE, soft and hard).
+pub fn limit_descriptors(c: &mut Command, fds: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only an async-signal-safe call between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: fds,
+                rlim_max: fds,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
