@@ -59,31 +59,41 @@ impl InFlight {
         self.aborted.load(Ordering::Acquire)
     }
 
-    /// Counts one more file; first waits while `max` are in flight (the other writers
-    /// write them; the walk does not take one itself: it could be a large file, and
-    /// nothing would be handed out meanwhile). Only the walk calls this, so nothing else
-    /// raises the count. False once a writer panicked.
+    /// Counts one more file. When `max` are in flight it first waits until only half
+    /// are (one wake-up per half-batch, not one per file: a thread switch per file cost
+    /// more than the files). The walk does not write one itself meanwhile: it could be a
+    /// large file, and nothing would be handed out. Only the walk calls this, so nothing
+    /// else raises the count. False once a writer panicked.
     fn acquire(&self) -> bool {
-        loop {
-            if self.aborted() {
-                return false;
+        if self.count.load(Ordering::Acquire) >= self.max {
+            loop {
+                if self.aborted() {
+                    return false;
+                }
+                let guard = self.room.lock().unwrap_or_else(|e| e.into_inner());
+                if self.count.load(Ordering::Acquire) <= self.low() {
+                    break;
+                }
+                if !self.aborted() {
+                    // A release takes the lock before it notifies, so none is missed;
+                    // the timeout is only a second line.
+                    let _ = self.freed.wait_timeout(guard, Duration::from_millis(50));
+                }
             }
-            if self.count.load(Ordering::Acquire) < self.max {
-                break;
-            }
-            let guard = self.room.lock().unwrap_or_else(|e| e.into_inner());
-            if self.count.load(Ordering::Acquire) >= self.max && !self.aborted() {
-                // A release takes the lock before it notifies, so none is missed; the
-                // timeout is only a second line.
-                let _ = self.freed.wait_timeout(guard, Duration::from_millis(50));
-            }
+        }
+        if self.aborted() {
+            return false;
         }
         self.count.fetch_add(1, Ordering::AcqRel);
         true
     }
 
+    fn low(&self) -> usize {
+        self.max / 2
+    }
+
     fn release(&self) {
-        if self.count.fetch_sub(1, Ordering::AcqRel) == self.max {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == self.low() + 1 {
             let _guard = self.room.lock().unwrap_or_else(|e| e.into_inner());
             self.freed.notify_all();
         }
