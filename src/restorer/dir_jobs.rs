@@ -62,8 +62,9 @@ impl InFlight {
     /// Counts one more file. When `max` are in flight it first waits until only half
     /// are (one wake-up per half-batch, not one per file: a thread switch per file cost
     /// more than the files). The walk does not write one itself meanwhile: it could be a
-    /// large file, and nothing would be handed out. Only the walk calls this, so nothing
-    /// else raises the count. False once a writer panicked.
+    /// large file, and nothing would be handed out. (It blocks a pool thread: the pool
+    /// has at least four, see `restore`.) Only the walk calls this, so nothing else
+    /// raises the count. False once a writer panicked.
     fn acquire(&self) -> bool {
         if self.count.load(Ordering::Acquire) >= self.max {
             loop {
@@ -122,6 +123,11 @@ impl<'a> Restorer<'a> {
     where
         'a: 's,
     {
+        // After a writer panicked the walk stops part-way: a directory whose entries
+        // are not all made must not get its metadata or `--delete`'s clean-up.
+        if self.in_flight.aborted() {
+            return;
+        }
         let n = job.files.len();
         let running = Arc::new(Running {
             job,
@@ -166,5 +172,58 @@ impl<'a> Restorer<'a> {
                 Err(e) => self.problem(e),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    #[test]
+    fn the_walk_waits_for_half_the_files_in_flight() {
+        let f = InFlight::new(4);
+        for _ in 0..4 {
+            assert!(f.acquire());
+        }
+        let acquired = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                f.release();
+                std::thread::sleep(Duration::from_millis(100));
+                assert!(
+                    !acquired.load(Ordering::SeqCst),
+                    "the walk went on with 3 of 4 in flight"
+                );
+                f.release();
+            });
+            assert!(f.acquire());
+            acquired.store(true, Ordering::SeqCst);
+        });
+        assert_eq!(f.count.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_writer_that_panics_stops_the_walk() {
+        let f = InFlight::new(2);
+        assert!(f.acquire() && f.acquire());
+        std::thread::scope(|s| {
+            // The walk waits for room; the writer's panic must end the wait.
+            let walk = s.spawn(|| f.acquire());
+            let writer = s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                let _slot = Slot(&f);
+                panic!("a writer's bug");
+            });
+            assert!(writer.join().is_err());
+            assert!(
+                !walk.join().unwrap(),
+                "the walk handed out more after a panic"
+            );
+        });
+        assert!(f.aborted());
+        assert!(!f.acquire());
+        assert_eq!(f.count.load(Ordering::SeqCst), 1);
     }
 }
