@@ -15,7 +15,8 @@ use cairn::check::{check, ReadData};
 use cairn::crypto::KdfParams;
 use cairn::prune::{prune, PruneOptions};
 use cairn::repo::lock::LockKind;
-use cairn::restorer::{find_node, restore, RestoreOptions};
+use cairn::repo::tree::Node;
+use cairn::restorer::{find_node, restore, RestoreOptions, RestoreSummary};
 use cairn::Repository;
 
 const CHEAP: KdfParams = KdfParams {
@@ -93,18 +94,9 @@ fn end_to_end(c: &mut Criterion) {
     g.bench_function("no-change backup", |b| {
         b.iter(|| backup(&mut repo, &opts, &|_| {}).unwrap())
     });
-    let snap = repo.snapshots().unwrap().pop().unwrap().1;
-    let root = find_node(&repo, snap.tree, "/").unwrap();
-    let target = tmp.path().join("restore");
+    let (root, target) = (latest_root(&repo), tmp.path().join("restore"));
     g.bench_function("restore", |b| {
-        b.iter(|| {
-            let _ = std::fs::remove_dir_all(&target);
-            let o = RestoreOptions {
-                target: target.clone(),
-                ..Default::default()
-            };
-            restore(&repo, &root, "/", &o, &|_| {}).unwrap()
-        })
+        b.iter(|| restore_into(&repo, &root, &target))
     });
     // Every pack streamed through the verifier (hash, blobs, header).
     g.bench_function("check --read-data", |b| {
@@ -205,22 +197,31 @@ fn tree_walks(c: &mut Criterion) {
     });
     // Many small folders: the restore's walk and its writers (issue 11: the walk no
     // longer waits for each folder's files).
-    let snap = repo.snapshots().unwrap().pop().unwrap().1;
-    let root = find_node(&repo, snap.tree, "/").unwrap();
-    let target = tmp.path().join("restore");
+    let (root, target) = (latest_root(&repo), tmp.path().join("restore"));
     g.bench_function("restore", |b| {
         b.iter(|| {
-            let _ = std::fs::remove_dir_all(&target);
-            let o = RestoreOptions {
-                target: target.clone(),
-                ..Default::default()
-            };
-            let s = restore(&repo, &root, "/", &o, &|_| {}).unwrap();
+            let s = restore_into(&repo, &root, &target);
             assert_eq!(s.files_restored, 18_000);
             s
         })
     });
     g.finish();
+}
+
+/// The root of the newest snapshot.
+fn latest_root(repo: &Repository) -> Node {
+    let snap = repo.snapshots().unwrap().pop().unwrap().1;
+    find_node(repo, snap.tree, "/").unwrap()
+}
+
+/// Restores `root` into `target`, emptied first.
+fn restore_into(repo: &Repository, root: &Node, target: &Path) -> RestoreSummary {
+    let _ = std::fs::remove_dir_all(target);
+    let o = RestoreOptions {
+        target: target.to_path_buf(),
+        ..Default::default()
+    };
+    restore(repo, root, "/", &o, &|_| {}).unwrap()
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -120,17 +120,8 @@ impl Env {
             .stderr(std::fs::File::create(&err).unwrap())
             .spawn()
             .unwrap();
-        let deadline = std::time::Instant::now() + limit;
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("cairn {args:?} did not finish in {limit:?}: waiting on itself?");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        let Some(status) = wait_within(&mut child, limit) else {
+            panic!("cairn {args:?} did not finish in {limit:?}: waiting on itself?");
         };
         Output {
             status,
@@ -523,5 +514,24 @@ pub fn limit_descriptors(c: &mut Command, fds: u64) {
             }
             Ok(())
         });
+    }
+}
+
+/// Waits for `child` up to `limit`; past it the child is killed and None returned.
+pub fn wait_within(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }

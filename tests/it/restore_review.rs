@@ -756,17 +756,8 @@ fn a_restore_whose_writer_panics_ends_instead_of_waiting_for_it() {
     }
     drop(out);
     // The reader is gone: every line written from now on fails.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the restore hung after its output pipe closed (first line: {first:?})");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    let Some(status) = wait_within(&mut child, std::time::Duration::from_secs(120)) else {
+        panic!("the restore hung after its output pipe closed (first line: {first:?})");
     };
     assert!(!status.success(), "{status:?}");
     assert!(!target.exists(), "a dry run made the target");
