@@ -546,3 +546,20 @@ fn write_sparse(f: &mut File, data: &[u8]) -> std::io::Result<bool> {
     }
     Ok(hole_at_end)
 }
+
+/// How many hard-link groups may wait for their next member at once: each holds its
+/// first member's directory open, and the descriptors must last (a quarter of the
+/// limit, so writers and repository reads keep theirs).
+pub(super) fn link_cap() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        1024
+    };
+    (soft / 4).clamp(8, 4096) as usize
+}

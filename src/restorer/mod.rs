@@ -10,6 +10,7 @@
 //! kind of entry (`entry::Decision`); a dry run walks the same code without writing and
 //! lists what would be created, overwritten and deleted.
 
+mod cleanup;
 mod dir_jobs;
 mod dirfd;
 mod entry;
@@ -37,7 +38,7 @@ use crate::repo::tree::{is_safe_name, Node, NodeKind, Tree};
 use crate::repo::Repository;
 use dir_jobs::{DirJob, InFlight};
 use dirfd::DirFd;
-use entry::{io, Decision, LinkSource};
+use entry::{io, link_cap, Decision, LinkSource};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Overwrite {
@@ -252,23 +253,6 @@ impl Drop for StopPrefetch<'_> {
     fn drop(&mut self) {
         self.0.stop_prefetch();
     }
-}
-
-/// How many hard-link groups may wait for their next member at once: each holds its
-/// first member's directory open, and the descriptors must last (a quarter of the
-/// limit, so writers and repository reads keep theirs).
-fn link_cap() -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass.
-    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-        lim.rlim_cur
-    } else {
-        1024
-    };
-    (soft / 4).clamp(8, 4096) as usize
 }
 
 /// A directory of the target as the restore sees it.
@@ -627,60 +611,5 @@ impl Restorer<'_> {
             // when that is setgid, as it is then for the entries).
             made: Some((st.st_uid, st.st_gid)),
         })
-    }
-
-    /// Removes the temporary files and staging directories an interrupted restore left
-    /// in an existing directory (ours, exactly a temporary name, not in use).
-    fn remove_stale(&self, dir: &Dir) {
-        let Some(fd) = dir.raw() else { return };
-        match dirfd::remove_stale(fd) {
-            Ok(names) => {
-                for n in names {
-                    (self.report)(format!(
-                        "note: removed {}, left by an interrupted restore",
-                        dir.path.join(n).display()
-                    ));
-                }
-            }
-            Err(e) => self.problem(io(&dir.path)(e)),
-        }
-    }
-
-    /// `--delete`: removes what `dir` holds beyond the snapshot's entries (within the
-    /// include/exclude selection), never following a symlink.
-    fn delete_extra(&self, tree: &Tree, dir: &Dir, snap_dir: &Path) {
-        let Some(fd) = dir.raw() else { return };
-        let names = match dirfd::list(fd) {
-            Ok(n) => n,
-            Err(e) => return self.problem(io(&dir.path)(e)),
-        };
-        for name in names {
-            // Leftovers of an interrupted restore are gone by now (`remove_stale`);
-            // any other temporary-looking name is just an entry the snapshot lacks.
-            if tree.find(name.as_bytes()).is_some() {
-                continue;
-            }
-            let snap_path = snap_dir.join(&name);
-            if self.exclude.matches_self_or_ancestor(&snap_path)
-                || !self.selected_self_or_ancestor(&snap_path)
-            {
-                continue;
-            }
-            let path = dir.path.join(&name);
-            if self.opts.dry_run {
-                (self.report)(format!("would delete {}", path.display()));
-                self.plan.lock().unwrap().push(path);
-                self.count(|s| s.deleted += 1);
-                continue;
-            }
-            match dirfd::remove_at(fd, &name) {
-                Ok(()) => self.count(|s| s.deleted += 1),
-                Err(Errno::EXDEV) => self.problem(Error::Other(format!(
-                    "{}: not deleted: it is or holds a mount point of another file system",
-                    path.display()
-                ))),
-                Err(e) => self.problem(io(&path)(e)),
-            }
-        }
     }
 }
