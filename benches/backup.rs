@@ -135,14 +135,7 @@ fn end_to_end(c: &mut Criterion) {
             },
             |mut repo| {
                 let _lock = repo.lock(LockKind::Prune).unwrap();
-                let opts = PruneOptions {
-                    max_unused: 5.0,
-                    dry_run: false,
-                    instant_delete: false,
-                    delete_when_idle: true,
-                    grace: std::time::Duration::from_secs(24 * 3600),
-                    now: 2_000_000_000,
-                };
+                let opts = prune_options(false);
                 let r = prune(&mut repo, &opts).unwrap();
                 assert!(r.packs_repacked > 0, "the bench must repack");
                 r
@@ -183,14 +176,7 @@ fn tree_walks(c: &mut Criterion) {
     });
     g.bench_function("prune --dry-run", |b| {
         b.iter(|| {
-            let opts = PruneOptions {
-                max_unused: 5.0,
-                dry_run: true,
-                instant_delete: false,
-                delete_when_idle: true,
-                grace: std::time::Duration::from_secs(24 * 3600),
-                now: 2_000_000_000,
-            };
+            let opts = prune_options(true);
             let _lock = repo.lock(LockKind::Prune).unwrap();
             prune(&mut repo, &opts).unwrap()
         })
@@ -206,6 +192,18 @@ fn tree_walks(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// Prune as `forget --prune` runs it, at a fixed time.
+fn prune_options(dry_run: bool) -> PruneOptions {
+    PruneOptions {
+        max_unused: 5.0,
+        dry_run,
+        instant_delete: false,
+        delete_when_idle: true,
+        grace: std::time::Duration::from_secs(24 * 3600),
+        now: 2_000_000_000,
+    }
 }
 
 /// The root of the newest snapshot.

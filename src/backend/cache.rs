@@ -101,6 +101,10 @@ impl CachedBackend {
     }
 
     pub fn cache_pack(&self, name: &str) -> Result<()> {
+        // Asked for every tree loaded: the common answer takes one lock, no allocation.
+        if self.verified_packs.lock().unwrap().contains(name) {
+            return Ok(());
+        }
         // Threads walking trees at once fetch each pack once; the others wait for it.
         let name = name.to_string();
         let known = || {

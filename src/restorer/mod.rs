@@ -156,6 +156,7 @@ pub fn restore(
     };
     let root_path = Path::new(if path.is_empty() { "/" } else { path });
     let (shared, link_members) = shared::SharedBlobs::plan(repo, node, root_path, &wanted)?;
+    let link_cap = link_cap();
     let r = Restorer {
         repo,
         opts,
@@ -165,10 +166,10 @@ pub fn restore(
         is_root: fsmeta::is_root(),
         links: Mutex::new(HashMap::new()),
         link_members: Mutex::new(link_members),
-        link_cap: link_cap(),
+        link_cap,
         // An eighth of the descriptors at most (each file in flight may hold its
         // directory open), beside the link groups' quarter.
-        in_flight: InFlight::new((link_cap() / 2).min(512)),
+        in_flight: InFlight::new((link_cap / 2).min(512)),
         link_copies: AtomicU64::new(0),
         unnamed_files: AtomicBool::new(dirfd::can_link_unnamed()),
         summary: Mutex::new(RestoreSummary::default()),

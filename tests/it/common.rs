@@ -130,6 +130,14 @@ impl Env {
         }
     }
 
+    /// Runs `cairn ARGS` with at most `fds` open descriptors.
+    pub fn run_with_descriptors(&self, args: &[&str], fds: u64) -> Output {
+        let mut c = self.cmd();
+        c.args(args);
+        limit_descriptors(&mut c, fds);
+        c.output().unwrap()
+    }
+
     /// Like `run`, but the command must succeed; returns stdout.
     pub fn ok<I, S>(&self, args: I) -> String
     where

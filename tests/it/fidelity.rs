@@ -220,14 +220,6 @@ fn restore_verify_and_delete() {
     );
 }
 
-/// Runs `cairn ARGS` with at most `fds` open descriptors.
-fn run_with_descriptors(env: &Env, args: &[&str], fds: u64) -> std::process::Output {
-    let mut c = env.cmd();
-    c.args(args);
-    limit_descriptors(&mut c, fds);
-    c.output().unwrap()
-}
-
 /// The writers fill one directory's files while the walk goes on to make the next
 /// directories, so a directory's mode and times must still come last, after its last
 /// file. 200 directories of small files (some read-only, all with their own times),
@@ -269,7 +261,7 @@ fn many_small_directories_come_back_exact_with_their_times_and_few_descriptors()
     // writer threads' own descriptors on a machine of many cores.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
     let fds = 64 + 8 * cores;
-    let out = run_with_descriptors(&env, &["restore", "latest", "--target", t], fds);
+    let out = env.run_with_descriptors(&["restore", "latest", "--target", t], fds);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let r = target.join(src.strip_prefix("/").unwrap());
     assert_same_tree(&src, &r);
@@ -286,7 +278,7 @@ fn many_small_directories_come_back_exact_with_their_times_and_few_descriptors()
         let t = FileTime::from_unix_time(1_600_000_000 + n as i64, 0);
         filetime::set_file_times(&d, t, t).unwrap();
     }
-    let out = run_with_descriptors(&env, &["restore", "latest", "--target", t, "--delete"], fds);
+    let out = env.run_with_descriptors(&["restore", "latest", "--target", t, "--delete"], fds);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_same_tree_but_atime(&src, &r);
 }

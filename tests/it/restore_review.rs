@@ -352,10 +352,7 @@ fn files_whose_other_links_are_not_restored_hold_no_descriptors() {
     }
     env.backup([&src]);
     let target = env.path("t");
-    let mut c = env.cmd();
-    c.args(["restore", "latest", "--target", target.to_str().unwrap()]);
-    limit_descriptors(&mut c, 200);
-    let out = c.output().unwrap();
+    let out = restore_with_few_descriptors(&env, &target);
     let err = stderr(&out);
     assert_eq!(
         code(&out),
@@ -367,10 +364,10 @@ fn files_whose_other_links_are_not_restored_hold_no_descriptors() {
 
 /// Runs a restore with at most 200 open descriptors.
 fn restore_with_few_descriptors(env: &Env, target: &Path) -> std::process::Output {
-    let mut c = env.cmd();
-    c.args(["restore", "latest", "--target", target.to_str().unwrap()]);
-    limit_descriptors(&mut c, 200);
-    c.output().unwrap()
+    env.run_with_descriptors(
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+        200,
+    )
 }
 
 /// A hard-link group's source directory is closed after its last member: 300 groups,
